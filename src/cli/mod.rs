@@ -1,0 +1,300 @@
+//! The command-line shell around the library.
+//!
+//! This is the only place that reads the environment (`CAIRN_STORE`,
+//! `CAIRN_NOW`, `CAIRN_ACTOR`), talks to the terminal, and maps library errors
+//! to the `--json` envelope and exit codes of SPEC §5. One file per command.
+
+mod demo;
+mod fsck;
+mod init;
+mod log;
+mod run;
+mod schema;
+mod ws;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cairn::store::Actor;
+use cairn::{Error, Store, StoreOptions};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+/// cairn: a git-native context store for AI agents.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None)]
+pub struct Cli {
+    /// The store to use (else CAIRN_STORE, else the repository around the current folder).
+    #[arg(long, global = true, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Print one JSON envelope: {"ok": true, "data": ...} or {"ok": false, "error": ...}.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's user.name.
+    #[arg(long, global = true, value_name = "NAME")]
+    actor: Option<String>,
+    /// Make a write idempotent: a retry with the same key returns the first result.
+    #[arg(long, global = true, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Init(init::InitArgs),
+    #[command(subcommand)]
+    Run(run::RunCommand),
+    #[command(subcommand)]
+    Ws(ws::WsCommand),
+    Log(log::LogArgs),
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    Fsck(fsck::FsckArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// What a command produced: a human text and the JSON `data`.
+pub struct Output {
+    human: String,
+    data: Value,
+}
+
+impl Output {
+    fn new(human: impl Into<String>, data: Value) -> Self {
+        Output {
+            human: human.into(),
+            data,
+        }
+    }
+}
+
+/// A command error: a library error, or a usage problem found after parsing.
+pub enum CliError {
+    Lib(Error),
+    Usage(String),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Lib(e)
+    }
+}
+
+type CmdResult = Result<Output, CliError>;
+
+/// Global settings every command gets.
+pub struct Ctx {
+    store: Option<PathBuf>,
+    json: bool,
+    options: StoreOptions,
+    key: Option<String>,
+}
+
+impl Ctx {
+    fn open(&self) -> Result<Store, Error> {
+        if let Some(p) = &self.store {
+            return Store::open(p, self.options.clone());
+        }
+        if let Some(p) = std::env::var_os("CAIRN_STORE").filter(|p| !p.is_empty()) {
+            return Store::open(Path::new(&p), self.options.clone());
+        }
+        let cwd = std::env::current_dir().map_err(|e| Error::Io {
+            op: "read current folder",
+            path: PathBuf::from("."),
+            source: e,
+        })?;
+        Store::discover(&cwd, self.options.clone())
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+fn parse_actor(s: &str) -> Actor {
+    match s.split_once('<') {
+        Some((name, rest)) => Actor {
+            name: name.trim().to_string(),
+            email: rest.trim_end_matches('>').trim().to_string(),
+        },
+        None => Actor {
+            name: s.trim().to_string(),
+            email: format!("{}@cairn", s.trim().replace(' ', ".")),
+        },
+    }
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let now = match std::env::var("CAIRN_NOW") {
+        Ok(s) if !s.is_empty() => match cairn::store::parse_rfc3339(&s) {
+            Some(t) => Some(t),
+            None => {
+                eprintln!("error: CAIRN_NOW={s:?} is not an RFC 3339 timestamp");
+                return 2;
+            }
+        },
+        _ => None,
+    };
+    let actor = cli
+        .actor
+        .clone()
+        .or_else(|| std::env::var("CAIRN_ACTOR").ok().filter(|s| !s.is_empty()))
+        .map(|s| parse_actor(&s));
+    let ctx = Ctx {
+        store: cli.store.clone(),
+        json: cli.json,
+        options: StoreOptions {
+            now,
+            actor,
+            lock_timeout: None,
+        },
+        key: cli.idempotency_key.clone(),
+    };
+    let result = match cli.command {
+        Command::Init(a) => init::cmd_init(&ctx, a),
+        Command::Run(c) => run::cmd_run(&ctx, c),
+        Command::Ws(c) => ws::cmd_ws(&ctx, c),
+        Command::Log(a) => log::cmd_log(&ctx, a),
+        Command::Schema(c) => schema::cmd_schema(&ctx, c),
+        Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
+        Command::Demo(a) => demo::cmd_demo(&ctx, a),
+    };
+    finish(&ctx, result)
+}
+
+fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
+    match result {
+        Ok(out) => {
+            let text = if ctx.json {
+                serde_json::to_string_pretty(&json!({"ok": true, "data": out.data}))
+                    .expect("JSON values serialize")
+            } else {
+                out.human
+            };
+            print_stdout(&text);
+            0
+        }
+        Err(CliError::Usage(msg)) => {
+            if ctx.json {
+                let env = json!({"ok": false, "error": {
+                    "code": "USAGE", "category": "USAGE", "message": msg,
+                    "retryable": false, "details": {}}});
+                print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
+            } else {
+                eprintln!("error: {msg}");
+            }
+            2
+        }
+        Err(CliError::Lib(e)) => {
+            report(ctx, &e);
+            e.category().exit_code()
+        }
+    }
+}
+
+/// The one place library errors become output.
+fn report(ctx: &Ctx, e: &Error) {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    if ctx.json {
+        let mut details = e.details();
+        if !chain.is_empty() {
+            details["causes"] = json!(chain);
+        }
+        if let Some(h) = e.hint() {
+            details["hint"] = json!(h);
+        }
+        let env = json!({"ok": false, "error": {
+            "code": e.code(),
+            "category": e.category().as_str(),
+            "message": e.to_string(),
+            "retryable": e.retryable(),
+            "details": details,
+        }});
+        print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
+    } else {
+        eprintln!("error[{}]: {e}", e.category().as_str());
+        for c in chain {
+            eprintln!("  caused by: {c}");
+        }
+        if let Error::FsckFailed { findings } = e {
+            for f in findings {
+                eprintln!("  {} [{}]: {}", f.subject, f.rule, f.message);
+            }
+        }
+        if let Error::Schema { violations, .. } = e {
+            for v in violations {
+                let at = if v.pointer.is_empty() {
+                    "/"
+                } else {
+                    &v.pointer
+                };
+                eprintln!("  at {at}: {} (rule: {})", v.message, v.rule);
+            }
+        }
+        if let Some(h) = e.hint() {
+            eprintln!("hint: {h}");
+        }
+    }
+}
+
+/// Prints to stdout; a closed pipe (`cairn log | head`) is not an error.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+}
+
+/// Reads a document from a file or `-` (stdin), bounded by `max` bytes.
+fn read_input(path: &str, max: u64) -> Result<(String, Vec<u8>), Error> {
+    use std::io::Read;
+    let label = if path == "-" {
+        "<stdin>".to_string()
+    } else {
+        path.to_string()
+    };
+    let mut buf = Vec::new();
+    let reader: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| Error::Io {
+            op: "open",
+            path: PathBuf::from(path),
+            source: e,
+        })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > max {
+            return Err(Error::TooLarge {
+                file: label,
+                bytes: size,
+                limit: max,
+                setting: "max_input_bytes",
+            });
+        }
+        Box::new(file)
+    };
+    // Read one byte past the limit so an oversized input is detected without reading it all.
+    reader
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::Io {
+            op: "read",
+            path: PathBuf::from(&label),
+            source: e,
+        })?;
+    if buf.len() as u64 > max {
+        return Err(Error::TooLarge {
+            file: label,
+            bytes: buf.len() as u64,
+            limit: max,
+            setting: "max_input_bytes",
+        });
+    }
+    Ok((label, buf))
+}

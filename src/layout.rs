@@ -1,0 +1,109 @@
+//! Where each artifact lives in a store's tree, and which schema governs it.
+//!
+//! Folders that grow with use are sharded by the first two hex digits of the
+//! sha256 of the id (256 shards): at a million runs or items no tree holds
+//! more than ~4k entries, so the cost of a commit does not grow with the store.
+//! Every path here is a `/`-separated path relative to the store root.
+
+use sha2::{Digest, Sha256};
+
+/// The store configuration file.
+pub const CONFIG: &str = "cairn.yaml";
+/// The project registry.
+pub const REGISTRY: &str = "registry/projects.yaml";
+/// Git attributes written by `cairn init`.
+pub const GITATTRIBUTES: &str = ".gitattributes";
+/// Git ignore rules written by `cairn init`.
+pub const GITIGNORE: &str = ".gitignore";
+/// The folder of runs.
+pub const RUNS: &str = "runs";
+/// The folder of long-term memory.
+pub const MEMORY: &str = "memory";
+
+/// The shard folder name for an id: two lowercase hex digits.
+pub fn shard(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    format!("{:02x}", digest[0])
+}
+
+/// The folder of one run: `runs/<shard>/<run_id>`.
+pub fn run_dir(run_id: &str) -> String {
+    format!("{RUNS}/{}/{run_id}", shard(run_id))
+}
+
+/// The working set file of a run.
+pub fn working_set(run_id: &str) -> String {
+    format!("{}/working_set.yaml", run_dir(run_id))
+}
+
+/// A memory item file: `memory/<scope>/[<scope_id>/]<shard>/<id>.yaml`.
+pub fn memory_item(scope: &str, scope_id: Option<&str>, id: &str) -> String {
+    match scope_id {
+        Some(sid) => format!("{MEMORY}/{scope}/{sid}/{}/{id}.yaml", shard(id)),
+        None => format!("{MEMORY}/{scope}/{}/{id}.yaml", shard(id)),
+    }
+}
+
+/// The schema that governs a canonical path, if the path is canonical.
+pub fn schema_for(path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [CONFIG] => Some("store_config"),
+        ["registry", "projects.yaml"] => Some("project_registry"),
+        ["state", f] if f.ends_with(".yaml") => Some("project_state"),
+        [RUNS, _, _, "working_set.yaml"] => Some("working_set"),
+        [RUNS, _, _, "proposals", f] if f.ends_with(".yaml") => Some("mcr_batch"),
+        [RUNS, _, _, "episodes", f] if f.ends_with(".yaml") => Some("episode"),
+        [RUNS, _, _, "interactions", _, f] if f.ends_with(".yaml") => Some("interaction"),
+        [MEMORY, ..] if path.ends_with(".yaml") => Some("memory_item"),
+        _ => None,
+    }
+}
+
+/// The run id a run path belongs to, if it is under `runs/`.
+pub fn run_of(path: &str) -> Option<&str> {
+    let mut parts = path.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(RUNS), Some(_), Some(run)) => Some(run),
+        _ => None,
+    }
+}
+
+/// Whether a run id is safe as a path component (the working_set schema's pattern).
+pub fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && id.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_two_hex_digits_and_stable() {
+        assert_eq!(shard("run_A"), shard("run_A"));
+        assert_eq!(shard("x").len(), 2);
+    }
+
+    #[test]
+    fn canonical_paths_map_to_schemas() {
+        assert_eq!(schema_for(&working_set("run_1")), Some("working_set"));
+        assert_eq!(schema_for("cairn.yaml"), Some("store_config"));
+        assert_eq!(
+            schema_for(&memory_item("project", Some("p1"), "mem_1")),
+            Some("memory_item")
+        );
+        assert_eq!(schema_for("README.md"), None);
+        assert_eq!(run_of(&working_set("run_1")), Some("run_1"));
+    }
+
+    #[test]
+    fn ids_with_path_tricks_are_invalid() {
+        assert!(valid_id("run_01ABC"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(""));
+    }
+}

@@ -1,0 +1,455 @@
+//! The ledger: one event per commit, written as commit trailers and read back.
+//!
+//! A cairn commit message is a human subject line, the event payload as one
+//! line of JSON, and a trailer block (`Cairn-Event`, `Cairn-Event-Id`,
+//! `Cairn-Timestamp`, `Cairn-Run`, `Cairn-Seq`, `Cairn-Idempotency-Key`). The
+//! commit itself supplies the actor (author), parents and changed paths, so
+//! the history *is* the ledger and [`event_of`] turns any commit back into a
+//! schema-valid `ledger_event`. Commits made by hand, without trailers, read
+//! back as MANUAL_EDIT events with an id derived from the commit id.
+
+use git2::Oid;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::store::{parse_rfc3339, rfc3339, CommitInfo, Store};
+
+/// The kinds of ledger events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum EventType {
+    StoreInit,
+    RunBooted,
+    WsUpdateApplied,
+    WsConflictResolved,
+    MemoryProposed,
+    MemoryCommitted,
+    MemoryPromoted,
+    MemoryRejected,
+    MemoryEdited,
+    MilestoneCreated,
+    ResumeLoaded,
+    InteractionCaptured,
+    ProjectRegistered,
+    ProjectStateSet,
+    ProjectStateInvalidated,
+    ManualEdit,
+    SyncMerge,
+    ConfigChanged,
+    FsckRepair,
+}
+
+impl EventType {
+    /// The upper-case name used in trailers and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::StoreInit => "STORE_INIT",
+            EventType::RunBooted => "RUN_BOOTED",
+            EventType::WsUpdateApplied => "WS_UPDATE_APPLIED",
+            EventType::WsConflictResolved => "WS_CONFLICT_RESOLVED",
+            EventType::MemoryProposed => "MEMORY_PROPOSED",
+            EventType::MemoryCommitted => "MEMORY_COMMITTED",
+            EventType::MemoryPromoted => "MEMORY_PROMOTED",
+            EventType::MemoryRejected => "MEMORY_REJECTED",
+            EventType::MemoryEdited => "MEMORY_EDITED",
+            EventType::MilestoneCreated => "MILESTONE_CREATED",
+            EventType::ResumeLoaded => "RESUME_LOADED",
+            EventType::InteractionCaptured => "INTERACTION_CAPTURED",
+            EventType::ProjectRegistered => "PROJECT_REGISTERED",
+            EventType::ProjectStateSet => "PROJECT_STATE_SET",
+            EventType::ProjectStateInvalidated => "PROJECT_STATE_INVALIDATED",
+            EventType::ManualEdit => "MANUAL_EDIT",
+            EventType::SyncMerge => "SYNC_MERGE",
+            EventType::ConfigChanged => "CONFIG_CHANGED",
+            EventType::FsckRepair => "FSCK_REPAIR",
+        }
+    }
+
+    /// Parses an upper-case event type name.
+    pub fn parse(s: &str) -> Option<EventType> {
+        serde_json::from_value(Value::String(s.to_ascii_uppercase())).ok()
+    }
+}
+
+/// What a mutation wants recorded; the store fills in ids, time and actor.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    /// The event type.
+    pub event_type: EventType,
+    /// The commit subject line.
+    pub subject: String,
+    /// The run the event belongs to.
+    pub run_id: Option<String>,
+    /// The run's `_update_seq` after the event.
+    pub seq: Option<u64>,
+    /// Event-specific data.
+    pub payload: Value,
+}
+
+impl EventDraft {
+    /// A draft with an empty payload.
+    pub fn new(event_type: EventType, subject: impl Into<String>) -> Self {
+        EventDraft {
+            event_type,
+            subject: subject.into(),
+            run_id: None,
+            seq: None,
+            payload: Value::Object(Default::default()),
+        }
+    }
+
+    /// Sets the run and its seq after the event.
+    pub fn run(mut self, run_id: &str, seq: Option<u64>) -> Self {
+        self.run_id = Some(run_id.to_string());
+        self.seq = seq;
+        self
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+}
+
+/// A ledger event, as the `ledger_event` schema describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Always "2.1".
+    #[serde(rename = "_schema_version")]
+    pub schema_version: String,
+    /// `ev_<ULID>`.
+    pub event_id: String,
+    /// The event type.
+    pub event_type: EventType,
+    /// The run, if the event belongs to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The run's `_update_seq` after the event, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When it happened (RFC 3339 UTC).
+    pub timestamp: String,
+    /// Who did it (the commit author).
+    pub actor: String,
+    /// The commit that is this event.
+    pub commit: String,
+    /// Parent commits.
+    pub parents: Vec<String>,
+    /// Paths the commit changed.
+    pub paths: Vec<String>,
+    /// Event-specific data.
+    pub payload: Value,
+    /// The idempotency key the write carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The commit subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn new_event_id(now: OffsetDateTime) -> String {
+    let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let ulid = ulid::Ulid::from_parts(ms, rand_u128());
+    format!("ev_{ulid}")
+}
+
+/// Random bits for ULIDs (the ulid crate's generator needs its `std` clock;
+/// cairn's clock may be pinned, so it supplies the time and only asks for randomness).
+pub(crate) fn rand_u128() -> u128 {
+    ulid::Ulid::new().random()
+}
+
+/// A new `<prefix>_<ULID>` id stamped with `now`.
+pub fn new_id(prefix: &str, now: OffsetDateTime) -> String {
+    let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, rand_u128()))
+}
+
+/// Builds the commit message and the event for a draft.
+pub(crate) fn compose(
+    draft: &EventDraft,
+    key: Option<&str>,
+    actor: &str,
+    now: OffsetDateTime,
+    parent: Option<Oid>,
+    paths: Vec<String>,
+) -> (String, Event) {
+    let event = Event {
+        schema_version: crate::schema::SCHEMA_VERSION.into(),
+        event_id: new_event_id(now),
+        event_type: draft.event_type,
+        run_id: draft.run_id.clone(),
+        seq: draft.seq,
+        timestamp: rfc3339(now),
+        actor: actor.to_string(),
+        commit: String::new(),
+        parents: parent.iter().map(|p| p.to_string()).collect(),
+        paths,
+        payload: draft.payload.clone(),
+        idempotency_key: key.map(str::to_string),
+        message: Some(one_line(&draft.subject)),
+    };
+    let mut msg = format!("{}\n\n", one_line(&draft.subject));
+    msg.push_str(&serde_json::to_string(&draft.payload).expect("JSON values serialize"));
+    msg.push_str("\n\n");
+    msg.push_str(&format!("Cairn-Event: {}\n", draft.event_type.as_str()));
+    msg.push_str(&format!("Cairn-Event-Id: {}\n", event.event_id));
+    msg.push_str(&format!("Cairn-Timestamp: {}\n", event.timestamp));
+    if let Some(run) = &draft.run_id {
+        msg.push_str(&format!("Cairn-Run: {run}\n"));
+    }
+    if let Some(seq) = draft.seq {
+        msg.push_str(&format!("Cairn-Seq: {seq}\n"));
+    }
+    if let Some(key) = key {
+        msg.push_str(&format!("Cairn-Idempotency-Key: {key}\n"));
+    }
+    (msg, event)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// The parsed parts of a commit message.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// The subject line.
+    pub subject: String,
+    /// The JSON payload, if the message has one.
+    pub payload: Option<Value>,
+    /// Trailers in order.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Parsed {
+    /// The first value of a trailer.
+    pub fn trailer(&self, key: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a commit message into subject, payload and trailers.
+pub fn parse_message(message: &str) -> Parsed {
+    let paragraphs: Vec<&str> = message
+        .split("\n\n")
+        .map(|p| p.trim_matches('\n'))
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    let mut parsed = Parsed {
+        subject: paragraphs.first().map(|s| one_line(s)).unwrap_or_default(),
+        ..Parsed::default()
+    };
+    let mut body: &[&str] = paragraphs.get(1..).unwrap_or(&[]);
+    if let Some(last) = body.last() {
+        let lines: Vec<(String, String)> = last
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                let ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                ok.then(|| (k.to_string(), v.trim().to_string()))
+            })
+            .collect();
+        if !lines.is_empty() && lines.len() == last.lines().count() {
+            parsed.trailers = lines;
+            body = &body[..body.len() - 1];
+        }
+    }
+    for p in body {
+        if p.trim_start().starts_with('{') {
+            if let Ok(v) = serde_json::from_str::<Value>(p) {
+                parsed.payload = Some(v);
+            }
+        }
+    }
+    parsed
+}
+
+/// Whether a commit was written by cairn (it carries the event trailer).
+pub fn is_cairn_commit(parsed: &Parsed) -> bool {
+    parsed.trailer("Cairn-Event").is_some()
+}
+
+/// The ledger event of one commit.
+pub fn event_of(store: &Store, commit: Oid) -> Result<Event> {
+    let info = store.commit_info(commit)?;
+    let parsed = parse_message(&info.message);
+    let paths = store.changed_paths(commit)?;
+    Ok(build_event(&info, &parsed, paths))
+}
+
+fn build_event(info: &CommitInfo, parsed: &Parsed, paths: Vec<String>) -> Event {
+    let event_type = parsed
+        .trailer("Cairn-Event")
+        .and_then(EventType::parse)
+        .unwrap_or(EventType::ManualEdit);
+    let commit_time =
+        OffsetDateTime::from_unix_timestamp(info.time).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let timestamp = parsed
+        .trailer("Cairn-Timestamp")
+        .and_then(parse_rfc3339)
+        .unwrap_or(commit_time);
+    let event_id = parsed
+        .trailer("Cairn-Event-Id")
+        .filter(|id| id.starts_with("ev_") && id.len() == 29)
+        .map(str::to_string)
+        .unwrap_or_else(|| derived_event_id(info.id, commit_time));
+    let run_id = parsed.trailer("Cairn-Run").map(str::to_string).or_else(|| {
+        // A hand edit that touched exactly one run belongs to it.
+        let mut runs: Vec<&str> = paths
+            .iter()
+            .filter_map(|p| crate::layout::run_of(p))
+            .collect();
+        runs.dedup();
+        (runs.len() == 1).then(|| runs[0].to_string())
+    });
+    Event {
+        schema_version: crate::schema::SCHEMA_VERSION.into(),
+        event_id,
+        event_type,
+        run_id,
+        seq: parsed.trailer("Cairn-Seq").and_then(|s| s.parse().ok()),
+        timestamp: rfc3339(timestamp),
+        actor: if info.author.is_empty() {
+            "unknown".into()
+        } else {
+            info.author.clone()
+        },
+        commit: info.id.to_string(),
+        parents: info.parents.iter().map(|p| p.to_string()).collect(),
+        paths,
+        payload: parsed
+            .payload
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::Object(Default::default())),
+        idempotency_key: parsed.trailer("Cairn-Idempotency-Key").map(str::to_string),
+        message: Some(parsed.subject.clone()),
+    }
+}
+
+/// A stable event id for a commit without trailers: its time plus 80 bits of its id.
+fn derived_event_id(commit: Oid, time: OffsetDateTime) -> String {
+    let bytes = commit.as_bytes();
+    let mut random: u128 = 0;
+    for b in &bytes[..10] {
+        random = (random << 8) | u128::from(*b);
+    }
+    let ms = (time.unix_timestamp().max(0) as u64) * 1000;
+    format!("ev_{}", ulid::Ulid::from_parts(ms, random))
+}
+
+/// Filters for [`query`].
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only events of this run.
+    pub run_id: Option<String>,
+    /// Only events of this type.
+    pub event_type: Option<EventType>,
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only events at or before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only events by this actor.
+    pub actor: Option<String>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+impl LogQuery {
+    fn matches(&self, e: &Event) -> bool {
+        if let Some(r) = &self.run_id {
+            if e.run_id.as_deref() != Some(r.as_str()) {
+                return false;
+            }
+        }
+        if let Some(t) = self.event_type {
+            if e.event_type != t {
+                return false;
+            }
+        }
+        if let Some(a) = &self.actor {
+            if &e.actor != a {
+                return false;
+            }
+        }
+        let ts = parse_rfc3339(&e.timestamp);
+        if let (Some(since), Some(ts)) = (self.since, ts) {
+            if ts < since {
+                return false;
+            }
+        }
+        if let (Some(until), Some(ts)) = (self.until, ts) {
+            if ts > until {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Events matching `q`, oldest first (the newest `limit` of them).
+pub fn query(store: &Store, q: &LogQuery) -> Result<Vec<Event>> {
+    let Some(tip) = store.tip()? else {
+        return Ok(Vec::new());
+    };
+    events_between(store, tip, None, q)
+}
+
+/// Events of commits reachable from `tip` but not from `after`, matching `q`, oldest first.
+pub fn events_between(
+    store: &Store,
+    tip: Oid,
+    after: Option<Oid>,
+    q: &LogQuery,
+) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for id in store.history(tip, after)? {
+        let info = store.commit_info(id)?;
+        let parsed = parse_message(&info.message);
+        // Cheap filters first: trailers decide most queries without a diff.
+        if let Some(r) = &q.run_id {
+            if let Some(run) = parsed.trailer("Cairn-Run") {
+                if run != r {
+                    continue;
+                }
+            }
+        }
+        let event = build_event(&info, &parsed, store.changed_paths(id)?);
+        if q.matches(&event) {
+            out.push(event);
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The commit of a run's event with the given seq.
+pub fn find_seq(store: &Store, run_id: &str, seq: u64) -> Result<Oid> {
+    let tip = store.require_tip()?;
+    for id in store.history(tip, None)? {
+        let info = store.commit_info(id)?;
+        let parsed = parse_message(&info.message);
+        if parsed.trailer("Cairn-Run") == Some(run_id)
+            && parsed
+                .trailer("Cairn-Seq")
+                .and_then(|s| s.parse::<u64>().ok())
+                == Some(seq)
+        {
+            return Ok(id);
+        }
+    }
+    Err(Error::NotFound {
+        what: format!("seq {seq} of run {run_id}"),
+    })
+}

@@ -1,0 +1,22 @@
+//! cairn: a git-native context store for AI agents.
+//!
+//! The library is the product; the `cairn` binary is a thin shell over it.
+//! [`store::Store`] owns every git2 call and the one transaction path; the
+//! domain modules ([`working_set`], [`ledger`], [`fsck`]) plan changes and read
+//! them back. Nothing here prints or reads the environment: callers pass the
+//! clock, the actor and the store path in [`store::StoreOptions`].
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod fsck;
+pub mod idempotency;
+pub mod layout;
+pub mod ledger;
+pub mod schema;
+pub mod store;
+pub mod working_set;
+
+pub use error::{Category, Error, Result};
+pub use store::{Store, StoreOptions};

@@ -1,0 +1,1105 @@
+//! The store: the one module that talks to git2, and the one transaction path.
+//!
+//! Invariants kept here:
+//! - Every mutation goes through [`Store::transact`]: take the store lock, read
+//!   the tip, let the caller plan changes against that snapshot, validate every
+//!   changed canonical file, build trees from git objects (never through the
+//!   work tree or the index), write one commit carrying the ledger trailers,
+//!   and move the branch by compare-and-swap, retrying from the top if it
+//!   moved. Only then are the work tree and the git index brought up to date,
+//!   for the changed paths alone.
+//! - Paths with uncommitted hand edits are never overwritten: the write is
+//!   refused before any commit is made.
+//! - libgit2 fsyncs objects and refs, so an acknowledged write is durable.
+//! - A crash between the ref update and the work-tree update is repaired by
+//!   the next write through a small journal in `.cairn/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::ledger::{self, Event, EventDraft};
+use crate::{idempotency, layout, schema};
+
+/// How a store is opened: clock, actor and lock settings chosen by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// A fixed clock (`CAIRN_NOW` in the CLI); `None` reads the system clock.
+    pub now: Option<OffsetDateTime>,
+    /// Who writes; `None` takes git's `user.name`/`user.email`, then a default.
+    pub actor: Option<Actor>,
+    /// Overrides `limits.lock_timeout_ms` of `cairn.yaml`.
+    pub lock_timeout: Option<Duration>,
+}
+
+/// The author of commits, and the actor of ledger events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Display name; the ledger's `actor`.
+    pub name: String,
+    /// E-mail for the git signature.
+    pub email: String,
+}
+
+impl Default for Actor {
+    fn default() -> Self {
+        Actor {
+            name: "cairn".into(),
+            email: "cairn@localhost".into(),
+        }
+    }
+}
+
+/// One planned change: a file written (`Some`) or removed (`None`).
+pub type Changes = BTreeMap<String, Option<Vec<u8>>>;
+
+/// What a transaction wants to commit.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// The files to write or remove, by store-relative path.
+    pub changes: Changes,
+    /// The ledger event the commit records.
+    pub event: EventDraft,
+}
+
+/// The result of a committed (or replayed) transaction.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The commit that holds the change.
+    pub commit: Oid,
+    /// The ledger event of that commit.
+    pub event: Event,
+    /// True when an idempotency key matched an earlier commit and nothing new was written.
+    pub replayed: bool,
+}
+
+/// A read-only view of the store at one commit.
+pub struct Snapshot<'a> {
+    store: &'a Store,
+    commit: Option<Oid>,
+    config: StoreConfig,
+}
+
+impl Snapshot<'_> {
+    /// The commit this snapshot reads (`None` for an unborn branch).
+    pub fn commit(&self) -> Option<Oid> {
+        self.commit
+    }
+
+    /// The store configuration at this commit.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The bytes of a file, if it exists at this commit.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.commit {
+            Some(c) => self.store.read_file(c, path),
+            None => Ok(None),
+        }
+    }
+
+    /// The current time of the store's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.store.now()
+    }
+}
+
+/// A cairn store: a git repository with `cairn.yaml` at the tip of its branch.
+pub struct Store {
+    repo: Repository,
+    branch: String,
+    local_dir: PathBuf,
+    options: StoreOptions,
+    actor: Actor,
+}
+
+/// A commit as the ledger sees it.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// The commit id.
+    pub id: Oid,
+    /// Parent commit ids.
+    pub parents: Vec<Oid>,
+    /// The full commit message.
+    pub message: String,
+    /// Author name.
+    pub author: String,
+    /// Author time, seconds since the epoch.
+    pub time: i64,
+}
+
+static GIT_INIT: Once = Once::new();
+
+/// Turns on libgit2's fsync of objects, refs and packs (git2 has no switch
+/// for it) and turns off the per-entry existence check of tree building: every
+/// entry cairn inserts is an object it just wrote or read from an existing tree.
+fn init_libgit2() {
+    GIT_INIT.call_once(|| {
+        git2::opts::strict_object_creation(false);
+        // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int;
+        // git2 already initialised libgit2 in the call above.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
+                1,
+            )
+        };
+        debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
+    });
+}
+
+fn not_found_to_none<T>(
+    r: std::result::Result<T, git2::Error>,
+) -> std::result::Result<Option<T>, git2::Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).expect("UTC times always format")
+}
+
+/// Parses an RFC 3339 timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+impl Store {
+    /// Makes a store at `path` (running `git init` first when needed) and
+    /// records STORE_INIT as its first commit.
+    pub fn init(path: &Path, bare: bool, options: StoreOptions) -> Result<Store> {
+        init_libgit2();
+        fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+        let repo = match Repository::open(path) {
+            Ok(r) => r,
+            Err(_) => {
+                let mut init = git2::RepositoryInitOptions::new();
+                init.bare(bare).initial_head("main").mkpath(true);
+                Repository::init_opts(path, &init)
+                    .map_err(|e| Error::git(format!("init {}", path.display()), e))?
+            }
+        };
+        let store = Store::from_repo(repo, options)?;
+        if store.is_store()? {
+            return Err(Error::AlreadyAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut cfg = store
+            .repo
+            .config()
+            .map_err(|e| Error::git("open config", e))?;
+        // Hand commits through the git CLI are as durable as cairn's own.
+        for (k, v) in [
+            ("core.fsync", "committed,index"),
+            ("core.fsyncMethod", "fsync"),
+        ] {
+            cfg.set_str(k, v)
+                .map_err(|e| Error::git(format!("set {k}"), e))?;
+        }
+        store.transact(None, |snap| {
+            let mut changes = Changes::new();
+            changes.insert(
+                layout::CONFIG.into(),
+                Some(StoreConfig::initial_yaml().into_bytes()),
+            );
+            changes.insert(
+                layout::GITIGNORE.into(),
+                Some(with_lines(snap.read(layout::GITIGNORE)?, &[".cairn/"])),
+            );
+            changes.insert(
+                layout::GITATTRIBUTES.into(),
+                Some(with_lines(
+                    snap.read(layout::GITATTRIBUTES)?,
+                    &["*.yaml text eol=lf", "mirror/** linguist-generated=true"],
+                )),
+            );
+            Ok(Mutation {
+                changes,
+                event: EventDraft::new(ledger::EventType::StoreInit, "init cairn store")
+                    .payload(serde_json::json!({"bare": bare})),
+            })
+        })?;
+        Ok(store)
+    }
+
+    /// Opens the store at exactly `path` (a work tree or a bare repository).
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        init_libgit2();
+        let repo = Repository::open(path).map_err(|e| Error::NotAStore {
+            path: path.to_path_buf(),
+            source: Some(e),
+        })?;
+        Self::checked(repo, path, options)
+    }
+
+    /// Finds the store containing `start`, walking up like git does.
+    pub fn discover(start: &Path, options: StoreOptions) -> Result<Store> {
+        init_libgit2();
+        let repo = Repository::discover(start).map_err(|e| Error::NotAStore {
+            path: start.to_path_buf(),
+            source: Some(e),
+        })?;
+        Self::checked(repo, start, options)
+    }
+
+    fn checked(repo: Repository, path: &Path, options: StoreOptions) -> Result<Store> {
+        let store = Store::from_repo(repo, options)?;
+        if !store.is_store()? {
+            return Err(Error::NotAStore {
+                path: path.to_path_buf(),
+                source: None,
+            });
+        }
+        Ok(store)
+    }
+
+    fn from_repo(repo: Repository, options: StoreOptions) -> Result<Store> {
+        let head = repo
+            .find_reference("HEAD")
+            .map_err(|e| Error::git("read HEAD", e))?;
+        let branch = match head.symbolic_target() {
+            Ok(Some(t)) => t.to_string(),
+            _ => return Err(Error::DetachedHead),
+        };
+        let local_dir = match repo.workdir() {
+            Some(w) => w.join(".cairn"),
+            None => repo.path().join(".cairn"),
+        };
+        let actor = match &options.actor {
+            Some(a) => a.clone(),
+            None => repo
+                .signature()
+                .ok()
+                .and_then(|s| {
+                    Some(Actor {
+                        name: s.name().ok()?.to_string(),
+                        email: s.email().ok()?.to_string(),
+                    })
+                })
+                .unwrap_or_default(),
+        };
+        drop(head);
+        Ok(Store {
+            repo,
+            branch,
+            local_dir,
+            options,
+            actor,
+        })
+    }
+
+    fn is_store(&self) -> Result<bool> {
+        match self.tip()? {
+            Some(tip) => Ok(self.read_file(tip, layout::CONFIG)?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// The branch the store lives on (`refs/heads/...`).
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The work tree, or `None` for a bare store.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
+    /// The git directory.
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// The local-only folder (`.cairn/`): lock, caches, journals.
+    pub fn local_dir(&self) -> &Path {
+        &self.local_dir
+    }
+
+    /// Who this store writes as.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The store clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.options.now.unwrap_or_else(OffsetDateTime::now_utc)
+    }
+
+    /// The commit at the tip of the store's branch.
+    pub fn tip(&self) -> Result<Option<Oid>> {
+        let r = not_found_to_none(self.repo.refname_to_id(&self.branch))
+            .map_err(|e| Error::git(format!("read {}", self.branch), e))?;
+        Ok(r)
+    }
+
+    /// The tip, or an error when the branch has no commit yet.
+    pub fn require_tip(&self) -> Result<Oid> {
+        self.tip()?.ok_or_else(|| Error::NotAStore {
+            path: self.repo.path().to_path_buf(),
+            source: None,
+        })
+    }
+
+    /// The store configuration at the tip.
+    pub fn config(&self) -> Result<StoreConfig> {
+        self.config_at(self.tip()?)
+    }
+
+    fn config_at(&self, commit: Option<Oid>) -> Result<StoreConfig> {
+        let Some(commit) = commit else {
+            return Ok(StoreConfig::default());
+        };
+        match self.read_file(commit, layout::CONFIG)? {
+            Some(bytes) => {
+                let value =
+                    schema::parse_document(layout::CONFIG, &bytes, schema::ParseLimits::default())?;
+                Ok(StoreConfig::from_value(value))
+            }
+            None => Ok(StoreConfig::default()),
+        }
+    }
+
+    /// Resolves a revision (commit id, prefix, ref name) to a commit id.
+    pub fn resolve(&self, rev: &str) -> Result<Oid> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .map_err(|_| Error::NotFound {
+                what: format!("commit {rev}"),
+            })?;
+        obj.peel_to_commit()
+            .map(|c| c.id())
+            .map_err(|_| Error::NotFound {
+                what: format!("commit {rev}"),
+            })
+    }
+
+    fn tree_of(&self, commit: Oid) -> Result<Tree<'_>> {
+        self.repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(|e| Error::git(format!("read tree of {commit}"), e))
+    }
+
+    /// The blob id of `path` at `commit`, if it exists there as a file.
+    pub fn blob_id(&self, commit: Oid, path: &str) -> Result<Option<Oid>> {
+        let tree = self.tree_of(commit)?;
+        let entry = not_found_to_none(tree.get_path(Path::new(path)))
+            .map_err(|e| Error::git(format!("look up {path} at {commit}"), e))?;
+        Ok(entry
+            .filter(|e| e.kind() == Some(ObjectType::Blob))
+            .map(|e| e.id()))
+    }
+
+    /// The bytes of `path` at `commit`, if it exists there.
+    pub fn read_file(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.blob_id(commit, path)? {
+            Some(id) => {
+                let blob = self
+                    .repo
+                    .find_blob(id)
+                    .map_err(|e| Error::git(format!("read {path} at {commit}"), e))?;
+                Ok(Some(blob.content().to_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The entries of folder `dir` at `commit`: (name, is_folder), sorted.
+    pub fn list_dir(&self, commit: Oid, dir: &str) -> Result<Vec<(String, bool)>> {
+        let root = self.tree_of(commit)?;
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            let entry = not_found_to_none(root.get_path(Path::new(dir)))
+                .map_err(|e| Error::git(format!("look up {dir}"), e))?;
+            match entry {
+                Some(e) if e.kind() == Some(ObjectType::Tree) => self
+                    .repo
+                    .find_tree(e.id())
+                    .map_err(|e| Error::git(format!("read {dir}"), e))?,
+                _ => return Ok(Vec::new()),
+            }
+        };
+        Ok(tree
+            .iter()
+            .filter_map(|e| {
+                let name = e.name().ok()?.to_string();
+                Some((name, e.kind() == Some(ObjectType::Tree)))
+            })
+            .collect())
+    }
+
+    /// Every file under `dir` at `commit` as (path, blob id, is_regular_file), sorted by path.
+    pub fn walk_files(&self, commit: Oid, dir: &str) -> Result<Vec<(String, Oid, bool)>> {
+        let root = self.tree_of(commit)?;
+        let mut out = Vec::new();
+        root.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                let path = format!("{parent}{}", entry.name().unwrap_or_default());
+                if dir.is_empty() || path.starts_with(&format!("{dir}/")) {
+                    let regular = matches!(entry.filemode(), 0o100644 | 0o100755);
+                    out.push((path, entry.id(), regular));
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| Error::git("walk tree", e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// The bytes of a blob.
+    pub fn read_blob(&self, id: Oid) -> Result<Vec<u8>> {
+        self.repo
+            .find_blob(id)
+            .map(|b| b.content().to_vec())
+            .map_err(|e| Error::git(format!("read blob {id}"), e))
+    }
+
+    /// One commit's ledger-relevant fields.
+    pub fn commit_info(&self, id: Oid) -> Result<CommitInfo> {
+        let c = self
+            .repo
+            .find_commit(id)
+            .map_err(|e| Error::git(format!("read commit {id}"), e))?;
+        let author = String::from_utf8_lossy(c.author().name_bytes()).into_owned();
+        Ok(CommitInfo {
+            id,
+            parents: c.parent_ids().collect(),
+            message: String::from_utf8_lossy(c.message_bytes()).into_owned(),
+            author,
+            time: c.time().seconds(),
+        })
+    }
+
+    /// Commits reachable from `from`, newest first (topological), stopping
+    /// before `until` and its ancestors when given.
+    pub fn history(&self, from: Oid, until: Option<Oid>) -> Result<Vec<Oid>> {
+        let mut walk = self.repo.revwalk().map_err(|e| Error::git("revwalk", e))?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+            .map_err(|e| Error::git("revwalk", e))?;
+        walk.push(from).map_err(|e| Error::git("revwalk", e))?;
+        if let Some(u) = until {
+            walk.hide(u).map_err(|e| Error::git("revwalk", e))?;
+        }
+        walk.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::git("revwalk", e))
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Result<bool> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(descendant, ancestor)
+            .map_err(|e| Error::git("ancestry", e))
+    }
+
+    /// The paths a commit changed against its first parent, sorted.
+    pub fn changed_paths(&self, id: Oid) -> Result<Vec<String>> {
+        let c = self
+            .repo
+            .find_commit(id)
+            .map_err(|e| Error::git(format!("read commit {id}"), e))?;
+        let new = c.tree().map_err(|e| Error::git("read tree", e))?;
+        let old = match c.parent(0) {
+            Ok(p) => Some(p.tree().map_err(|e| Error::git("read tree", e))?),
+            Err(_) => None,
+        };
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+            .map_err(|e| Error::git(format!("diff {id}"), e))?;
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for d in diff.deltas() {
+            for f in [d.old_file(), d.new_file()] {
+                if let Some(p) = f.path().and_then(|p| p.to_str()) {
+                    paths.insert(p.to_string());
+                }
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
+    /// Runs `git fsck --connectivity-only` through the git binary.
+    pub fn git_connectivity_check(&self) -> Result<()> {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(self.repo.path())
+            .args([
+                "fsck",
+                "--connectivity-only",
+                "--no-progress",
+                "--no-dangling",
+            ])
+            .output()
+            .map_err(|e| Error::io("run git fsck in", self.repo.path(), e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::GitCommand {
+                args: "fsck --connectivity-only".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// A snapshot at the tip for reading.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        let commit = self.tip()?;
+        Ok(Snapshot {
+            store: self,
+            commit,
+            config: self.config_at(commit)?,
+        })
+    }
+
+    /// The one transaction path. `build` plans the change against a snapshot
+    /// of the tip and may be called more than once if the branch moves.
+    ///
+    /// With an idempotency `key` that an earlier commit already carries, the
+    /// earlier result is returned and nothing is written.
+    pub fn transact<F>(&self, key: Option<&str>, mut build: F) -> Result<Committed>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        let timeout = match self.options.lock_timeout {
+            Some(t) => t,
+            None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
+        };
+        let _lock = StoreLock::acquire(&self.local_dir, timeout)?;
+        self.recover_worktree()?;
+        const MAX_ATTEMPTS: u32 = 32;
+        for _ in 0..MAX_ATTEMPTS {
+            let snap = self.snapshot()?;
+            if let Some(key) = key {
+                if let Some(commit) = idempotency::lookup(self, key)? {
+                    let event = ledger::event_of(self, commit)?;
+                    return Ok(Committed {
+                        commit,
+                        event,
+                        replayed: true,
+                    });
+                }
+            }
+            let mutation = build(&snap)?;
+            self.validate_changes(&snap, &mutation.changes)?;
+            let base_tree = match snap.commit {
+                Some(c) => Some(self.tree_of(c)?),
+                None => None,
+            };
+            self.check_hand_edits(base_tree.as_ref(), &mutation.changes)?;
+            let tree_id = self.build_tree(base_tree.as_ref(), &mutation.changes)?;
+            let now = self.now();
+            let (message, event) = ledger::compose(
+                &mutation.event,
+                key,
+                &self.actor.name,
+                now,
+                snap.commit,
+                mutation.changes.keys().cloned().collect(),
+            );
+            let sig = git2::Signature::new(
+                &self.actor.name,
+                &self.actor.email,
+                &git2::Time::new(now.unix_timestamp(), 0),
+            )
+            .map_err(|e| Error::git("make signature", e))?;
+            let tree = self
+                .repo
+                .find_tree(tree_id)
+                .map_err(|e| Error::git("read new tree", e))?;
+            let parent = match snap.commit {
+                Some(c) => Some(
+                    self.repo
+                        .find_commit(c)
+                        .map_err(|e| Error::git(format!("read commit {c}"), e))?,
+                ),
+                None => None,
+            };
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            let commit = self
+                .repo
+                .commit(None, &sig, &sig, &message, &tree, &parents)
+                .map_err(|e| Error::git("write commit", e))?;
+            self.write_journal(snap.commit, commit, &mutation.changes)?;
+            fail::fail_point!("store::before_cas");
+            let moved = match snap.commit {
+                Some(old) => self.repo.reference_matching(
+                    &self.branch,
+                    commit,
+                    true,
+                    old,
+                    &format!("cairn: {}", event.event_type.as_str()),
+                ),
+                None => self.repo.reference(
+                    &self.branch,
+                    commit,
+                    false,
+                    &format!("cairn: {}", event.event_type.as_str()),
+                ),
+            };
+            match moved {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+                    ) =>
+                {
+                    // Someone moved the branch (a hand commit, a pull): plan again on the new tip.
+                    self.clear_journal();
+                    continue;
+                }
+                Err(e) => return Err(Error::git(format!("update {}", self.branch), e)),
+            }
+            fail::fail_point!("store::after_cas");
+            let event = Event {
+                commit: commit.to_string(),
+                ..event
+            };
+            self.sync_worktree(&mutation.changes)?;
+            self.clear_journal();
+            return Ok(Committed {
+                commit,
+                event,
+                replayed: false,
+            });
+        }
+        Err(Error::BranchUnstable {
+            branch: self.branch.clone(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn validate_changes(&self, snap: &Snapshot<'_>, changes: &Changes) -> Result<()> {
+        // The config that governs limits is the one being written, if any.
+        let limits = match changes.get(layout::CONFIG) {
+            Some(Some(bytes)) => {
+                let v =
+                    schema::parse_document(layout::CONFIG, bytes, schema::ParseLimits::default())?;
+                schema::validate("store_config", layout::CONFIG, &v)?;
+                StoreConfig::from_value(v).limits
+            }
+            _ => snap.config().limits.clone(),
+        };
+        for (path, content) in changes {
+            if !is_safe_path(path) {
+                return Err(Error::Invalid {
+                    file: path.clone(),
+                    pointer: String::new(),
+                    rule: "safe_path",
+                    message:
+                        "paths must be relative, without `.`/`..` segments, `.git` or empty parts"
+                            .into(),
+                });
+            }
+            let Some(bytes) = content else { continue };
+            if bytes.len() as u64 > limits.max_file_bytes {
+                return Err(Error::TooLarge {
+                    file: path.clone(),
+                    bytes: bytes.len() as u64,
+                    limit: limits.max_file_bytes,
+                    setting: "max_file_bytes",
+                });
+            }
+            if let Some(name) = layout::schema_for(path) {
+                let value = schema::parse_document(
+                    path,
+                    bytes,
+                    schema::ParseLimits {
+                        max_bytes: limits.max_file_bytes,
+                        max_depth: limits.max_depth,
+                    },
+                )?;
+                schema::validate(name, path, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the new root tree from `base` plus `changes`, from git objects only.
+    fn build_tree(&self, base: Option<&Tree<'_>>, changes: &Changes) -> Result<Oid> {
+        let mut nested: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in changes {
+            nested.insert(k.clone(), v.clone());
+        }
+        let id = self.build_subtree(base, &nested)?;
+        Ok(id.unwrap_or_else(|| {
+            // An empty store root: write the empty tree.
+            self.repo
+                .treebuilder(None)
+                .and_then(|b| b.write())
+                .expect("the empty tree can always be written")
+        }))
+    }
+
+    fn build_subtree(
+        &self,
+        base: Option<&Tree<'_>>,
+        changes: &BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<Option<Oid>> {
+        let mut builder = self
+            .repo
+            .treebuilder(base)
+            .map_err(|e| Error::git("tree builder", e))?;
+        let mut sub: BTreeMap<String, BTreeMap<String, Option<Vec<u8>>>> = BTreeMap::new();
+        for (path, content) in changes {
+            match path.split_once('/') {
+                Some((dir, rest)) => {
+                    sub.entry(dir.to_string())
+                        .or_default()
+                        .insert(rest.to_string(), content.clone());
+                }
+                None => match content {
+                    Some(bytes) => {
+                        let blob = self
+                            .repo
+                            .blob(bytes)
+                            .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
+                        builder
+                            .insert(path, blob, 0o100644)
+                            .map_err(|e| Error::git(format!("insert {path}"), e))?;
+                    }
+                    None => {
+                        if builder.get(path).ok().flatten().is_some() {
+                            builder
+                                .remove(path)
+                                .map_err(|e| Error::git(format!("remove {path}"), e))?;
+                        }
+                    }
+                },
+            }
+        }
+        for (dir, inner) in sub {
+            let existing = builder
+                .get(&dir)
+                .ok()
+                .flatten()
+                .filter(|e| e.kind() == Some(ObjectType::Tree))
+                .map(|e| e.id());
+            let existing_tree = match existing {
+                Some(id) => Some(
+                    self.repo
+                        .find_tree(id)
+                        .map_err(|e| Error::git(format!("read tree {dir}"), e))?,
+                ),
+                None => None,
+            };
+            match self.build_subtree(existing_tree.as_ref(), &inner)? {
+                Some(id) => {
+                    builder
+                        .insert(&dir, id, 0o040000)
+                        .map_err(|e| Error::git(format!("insert {dir}"), e))?;
+                }
+                None => {
+                    if builder.get(&dir).ok().flatten().is_some() {
+                        builder
+                            .remove(&dir)
+                            .map_err(|e| Error::git(format!("remove {dir}"), e))?;
+                    }
+                }
+            }
+        }
+        if builder.is_empty() {
+            return Ok(None);
+        }
+        builder
+            .write()
+            .map(Some)
+            .map_err(|e| Error::git("write tree", e))
+    }
+
+    /// Refuses when a path about to change differs, in the work tree or the
+    /// index, from what the tip holds.
+    fn check_hand_edits(&self, base: Option<&Tree<'_>>, changes: &Changes) -> Result<()> {
+        let Some(workdir) = self.repo.workdir() else {
+            return Ok(());
+        };
+        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+        index.read(false).map_err(|e| Error::git("read index", e))?;
+        let mut dirty = Vec::new();
+        for path in changes.keys() {
+            let head = match base {
+                Some(t) => not_found_to_none(t.get_path(Path::new(path)))
+                    .map_err(|e| Error::git(format!("look up {path}"), e))?
+                    .map(|e| e.id()),
+                None => None,
+            };
+            let staged = index.get_path(Path::new(path), 0).map(|e| e.id);
+            let full = workdir.join(path);
+            let on_disk = match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_file() => Some(
+                    Oid::hash_file(ObjectType::Blob, &full)
+                        .map_err(|e| Error::git(format!("hash {path}"), e))?,
+                ),
+                Ok(_) => Some(Oid::ZERO_SHA1),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("stat", full, e)),
+            };
+            if staged != head || on_disk != head {
+                dirty.push(path.clone());
+            }
+        }
+        if dirty.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::HandEdited { paths: dirty })
+        }
+    }
+
+    /// Brings the work tree and index up to date for `changes`, which the
+    /// branch tip now holds.
+    fn sync_worktree(&self, changes: &Changes) -> Result<()> {
+        let Some(workdir) = self.repo.workdir() else {
+            return Ok(());
+        };
+        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+        index.read(false).map_err(|e| Error::git("read index", e))?;
+        for (path, content) in changes {
+            let full = workdir.join(path);
+            match content {
+                Some(bytes) => {
+                    write_atomic(&full, bytes, false)?;
+                    index
+                        .add_path(Path::new(path))
+                        .map_err(|e| Error::git(format!("stage {path}"), e))?;
+                }
+                None => {
+                    match fs::remove_file(&full) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("remove", full, e)),
+                    }
+                    remove_empty_parents(workdir, &full);
+                    index
+                        .remove_path(Path::new(path))
+                        .map_err(|e| Error::git(format!("unstage {path}"), e))?;
+                }
+            }
+        }
+        index.write().map_err(|e| Error::git("write index", e))
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.local_dir.join("worktree-journal")
+    }
+
+    /// Records which paths a commit is about to move, so a crash between the
+    /// ref update and the work-tree update can be finished later.
+    fn write_journal(&self, old: Option<Oid>, new: Oid, changes: &Changes) -> Result<()> {
+        if self.repo.workdir().is_none() {
+            return Ok(());
+        }
+        let mut text = format!(
+            "{} {}\n",
+            old.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+            new
+        );
+        for path in changes.keys() {
+            text.push_str(path);
+            text.push('\n');
+        }
+        write_atomic(&self.journal_path(), text.as_bytes(), false)
+    }
+
+    fn clear_journal(&self) {
+        let _ = fs::remove_file(self.journal_path());
+    }
+
+    /// Finishes a work-tree update that a crashed writer left half done: each
+    /// journalled path still showing the old commit's content is brought to the tip.
+    fn recover_worktree(&self) -> Result<()> {
+        let Some(workdir) = self.repo.workdir() else {
+            return Ok(());
+        };
+        let text = match fs::read_to_string(self.journal_path()) {
+            Ok(t) => t,
+            Err(_) => return Ok(()),
+        };
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let old = header.split(' ').next().and_then(|s| Oid::from_str(s).ok());
+        let Some(tip) = self.tip()? else {
+            self.clear_journal();
+            return Ok(());
+        };
+        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+        index.read(false).map_err(|e| Error::git("read index", e))?;
+        let mut changes = Changes::new();
+        for path in lines.filter(|l| !l.is_empty()) {
+            let old_blob = match old {
+                Some(o) => self.blob_id(o, path)?,
+                None => None,
+            };
+            let full = workdir.join(path);
+            let on_disk = if full.is_file() {
+                Oid::hash_file(ObjectType::Blob, &full).ok()
+            } else {
+                None
+            };
+            let staged = index.get_path(Path::new(path), 0).map(|e| e.id);
+            let tip_bytes = self.read_file(tip, path)?;
+            let tip_blob = self.blob_id(tip, path)?;
+            let untouched = on_disk == old_blob && staged == old_blob;
+            if untouched && tip_blob != old_blob {
+                changes.insert(path.to_string(), tip_bytes);
+            }
+        }
+        drop(index);
+        self.sync_worktree(&changes)?;
+        self.clear_journal();
+        Ok(())
+    }
+}
+
+fn with_lines(existing: Option<Vec<u8>>, lines: &[&str]) -> Vec<u8> {
+    let mut text = existing
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    for line in lines {
+        if !text.lines().any(|l| l.trim() == *line) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.into_bytes()
+}
+
+fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.eq_ignore_ascii_case(".git"))
+}
+
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Writes a file durably-if-asked: temp file in the same folder, optional
+/// fsync, rename, and folder fsync.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    if durable {
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))?;
+    if durable {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// The store lock: an OS file lock on `.cairn/lock`, so a lock held by a
+/// process that died is released by the kernel and recovered automatically.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock, waiting up to `timeout`.
+    pub fn acquire(local_dir: &Path, timeout: Duration) -> Result<StoreLock> {
+        fs::create_dir_all(local_dir).map_err(|e| Error::io("create", local_dir, e))?;
+        let path = local_dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock", &path, e))?;
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= timeout {
+                        let mut holder = String::new();
+                        let _ = file.read_to_string(&mut holder);
+                        let holder = holder.trim();
+                        return Err(Error::LockBusy {
+                            path,
+                            holder: if holder.is_empty() {
+                                "an unknown process".into()
+                            } else {
+                                holder.to_string()
+                            },
+                            waited_ms: start.elapsed().as_millis() as u64,
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            }
+        }
+        // Who holds it, for the message another writer prints when it times out.
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(format!("pid {}\n", std::process::id()).as_bytes());
+        Ok(StoreLock { _file: file })
+    }
+}
+
+/// Reads a value out of a YAML or JSON file at the tip, validating nothing.
+pub fn parse_yaml(file: &str, bytes: &[u8]) -> Result<Value> {
+    schema::parse_document(
+        file,
+        bytes,
+        schema::ParseLimits {
+            max_bytes: u64::MAX,
+            max_depth: 64,
+        },
+    )
+}
+
+impl Store {
+    /// Whether the object database holds `id`.
+    pub fn repo_has(&self, id: Oid) -> bool {
+        self.repo.odb().map(|odb| odb.exists(id)).unwrap_or(false)
+    }
+}
