@@ -215,6 +215,11 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         budget.max_aliases = 1_000;
         budget.max_reader_input_bytes = Some(limits.max_bytes as usize);
         options.budget = Some(budget);
+        // YAML 1.2 core scalars: `y`, `no`, `0755` and `1_000` stay text.
+        options.strict_booleans = true;
+        options.leading_zero_numbers_as_strings = true;
+        options.underscored_numbers_as_strings = true;
+        options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
         let parsed: Option<Value> =
             serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Parse {
                 file: file.to_string(),
@@ -305,8 +310,15 @@ fn too_deep(value: &Value, limit: usize, at: &mut String, depth: usize) -> Optio
 }
 
 /// Renders a value as canonical YAML (key order as given, block style).
+///
+/// Long lines are never folded (a folded scalar is harder to diff and to
+/// edit by hand); text with newlines is written as a literal block.
 pub fn to_yaml(value: &Value) -> String {
-    serde_saphyr::to_string(value).expect("a JSON value always serializes to YAML")
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.folded_wrap_chars = usize::MAX / 2;
+    options.min_fold_chars = usize::MAX / 2;
+    serde_saphyr::to_string_with_options(value, options)
+        .expect("a JSON value always serializes to YAML")
 }
 
 #[cfg(test)]
@@ -327,9 +339,20 @@ mod tests {
         assert_eq!(err.code(), "TOO_DEEP");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn yaml_round_trips_any_text(text in "\\PC{0,40}( |\n|\t|  |\n\n|#|: |- |'|\")?\\PC{0,40}") {
+            let v = serde_json::json!({"content": text, "items": [text.clone(), "x"], "n": 1});
+            let back = parse_document("t", to_yaml(&v).as_bytes(), ParseLimits::default()).unwrap();
+            proptest::prop_assert_eq!(back, v);
+        }
+    }
+
     #[test]
     fn yaml_and_json_parse_to_the_same_value() {
         let y = parse_document("a", b"a: 1\nb: [x, y]\n", ParseLimits::default()).unwrap();
+        let n = parse_document("n", b"a: no\nb: 0755\n", ParseLimits::default()).unwrap();
+        assert_eq!(n, serde_json::json!({"a": "no", "b": "0755"}));
         let j =
             parse_document("b", br#"{"a": 1, "b": ["x", "y"]}"#, ParseLimits::default()).unwrap();
         assert_eq!(y, j);
