@@ -196,18 +196,19 @@ pub enum Error {
 }
 
 fn summarize(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(|v| {
-            let at = if v.pointer.is_empty() {
-                "/"
-            } else {
-                &v.pointer
-            };
-            format!("at {at}: {} (rule: {})", v.message, v.rule)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    let Some(first) = violations.first() else {
+        return "no details".into();
+    };
+    let at = if first.pointer.is_empty() {
+        "/"
+    } else {
+        &first.pointer
+    };
+    let more = match violations.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    format!("at {at}: {} (rule: {}){more}", first.message, first.rule)
 }
 
 /// Shorthand for results of library functions.

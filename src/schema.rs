@@ -55,6 +55,10 @@ pub const SCHEMAS: &[(&str, &str)] = &[
         include_str!("../schemas/resume_pack_manifest.v2.1.schema.json"),
     ),
     (
+        "run_boot",
+        include_str!("../schemas/run_boot.v2.1.schema.json"),
+    ),
+    (
         "store_config",
         include_str!("../schemas/store_config.v2.1.schema.json"),
     ),
@@ -221,10 +225,28 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         options.underscored_numbers_as_strings = true;
         options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
         let parsed: Option<Value> =
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Parse {
-                file: file.to_string(),
-                format: "YAML",
-                message: first_line(&e.to_string()),
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+                let message = first_line(&e.to_string());
+                if message.contains("budget breached: Depth") {
+                    Error::TooDeep {
+                        file: file.to_string(),
+                        pointer: format!(
+                            "({})",
+                            message
+                                .split(": budget")
+                                .next()
+                                .unwrap_or_default()
+                                .trim_start_matches("error: ")
+                        ),
+                        limit: limits.max_depth,
+                    }
+                } else {
+                    Error::Parse {
+                        file: file.to_string(),
+                        format: "YAML",
+                        message,
+                    }
+                }
             })?;
         parsed.unwrap_or(Value::Null)
     };

@@ -366,6 +366,35 @@ pub struct BootRequest {
     pub run_id: Option<String>,
 }
 
+impl BootRequest {
+    /// Reads a boot request document (the seed's boot body), validated
+    /// against the `run_boot` schema; `file` names it in errors.
+    pub fn from_value(file: &str, value: &Value) -> Result<BootRequest> {
+        schema::validate("run_boot", file, value)?;
+        let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+        let list = |k: &str| -> Vec<String> {
+            value
+                .get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(BootRequest {
+            objective: text("objective").unwrap_or_default(),
+            acceptance_criteria: list("acceptance_criteria"),
+            constraints: list("constraints"),
+            project: text("project"),
+            task_id: text("task_id"),
+            thread_id: text("thread_id"),
+            run_id: text("run_id"),
+        })
+    }
+}
+
 fn ws_file_bytes(snap: &crate::store::Snapshot<'_>, run_id: &str) -> Result<Vec<u8>> {
     snap.read(&layout::working_set(run_id))?
         .ok_or_else(|| Error::RunNotFound {

@@ -230,7 +230,7 @@ fn report(ctx: &Ctx, e: &Error) {
             }
         }
         if let Error::Schema { violations, .. } = e {
-            for v in violations {
+            for v in violations.iter().filter(|_| violations.len() > 1) {
                 let at = if v.pointer.is_empty() {
                     "/"
                 } else {

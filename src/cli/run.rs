@@ -18,8 +18,11 @@ pub enum RunCommand {
 #[derive(clap::Args, Debug)]
 pub struct BootArgs {
     /// What the run is for.
-    #[arg(long)]
-    objective: String,
+    #[arg(long, required_unless_present = "file")]
+    objective: Option<String>,
+    /// Read the boot request (the seed's boot body, JSON or YAML) from a file or `-`.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "objective")]
+    file: Option<String>,
     /// An acceptance criterion (repeatable).
     #[arg(long = "criterion")]
     criteria: Vec<String>,
@@ -44,8 +47,8 @@ pub fn cmd_run(ctx: &Ctx, cmd: RunCommand) -> CmdResult {
     let store = ctx.open()?;
     match cmd {
         RunCommand::Boot(a) => {
-            let req = BootRequest {
-                objective: a.objective,
+            let mut req = BootRequest {
+                objective: a.objective.unwrap_or_default(),
                 acceptance_criteria: a.criteria,
                 constraints: a.constraints,
                 project: a.project,
@@ -53,6 +56,23 @@ pub fn cmd_run(ctx: &Ctx, cmd: RunCommand) -> CmdResult {
                 thread_id: a.thread_id,
                 run_id: a.run_id,
             };
+            if let Some(f) = &a.file {
+                let config = store.config()?;
+                let (label, bytes) = super::read_input(f, config.limits.max_input_bytes)?;
+                let value = cairn::schema::parse_document(&label, &bytes, config.parse_limits())?;
+                let from_file = BootRequest::from_value(&label, &value)?;
+                // Flags given beside the file add to / override it.
+                req = BootRequest {
+                    objective: from_file.objective,
+                    acceptance_criteria: [from_file.acceptance_criteria, req.acceptance_criteria]
+                        .concat(),
+                    constraints: [from_file.constraints, req.constraints].concat(),
+                    project: req.project.or(from_file.project),
+                    task_id: req.task_id.or(from_file.task_id),
+                    thread_id: req.thread_id.or(from_file.thread_id),
+                    run_id: req.run_id.or(from_file.run_id),
+                };
+            }
             let (ws, committed) = working_set::boot(&store, &req, ctx.key())?;
             Ok(Output::new(
                 format!(
