@@ -398,6 +398,10 @@ impl Bench {
                 let mut memory = repo.treebuilder(None)?;
                 memory.insert("global", global, 0o040000)?;
                 let tree = memory.write()?;
+                // A mempack dump holds its commits and what they reach: one
+                // unreferenced commit carries the tree into the pack.
+                let sig = git2::Signature::new("bench", "bench@localhost", &git2::Time::new(0, 0))?;
+                repo.commit(None, &sig, &sig, "memory pack", &repo.find_tree(tree)?, &[])?;
                 mempack.dump(&repo, &mut buf)?;
                 tree
             };
@@ -447,37 +451,40 @@ impl Bench {
         };
         let pack = self.pack(n)?;
         let (memory_tree, pack_files) = (pack.tree, pack.files.clone());
-        let repo = Repository::open(&path)?;
-        let pack_dir = repo.path().join("objects/pack");
-        fs::create_dir_all(&pack_dir)?;
-        for f in &pack_files {
-            fs::copy(
-                f,
-                pack_dir.join(f.file_name().expect("pack files have names")),
+        {
+            let repo = Repository::open(&path)?;
+            let pack_dir = repo.path().join("objects/pack");
+            fs::create_dir_all(&pack_dir)?;
+            for f in &pack_files {
+                fs::copy(
+                    f,
+                    pack_dir.join(f.file_name().expect("pack files have names")),
+                )?;
+            }
+            repo.odb()?.refresh()?;
+            repo.find_tree(memory_tree)
+                .map_err(|e| format!("the copied pack lacks the memory tree: {e}"))?;
+            let branch = repo
+                .find_reference("HEAD")?
+                .symbolic_target()?
+                .ok_or("HEAD is detached")?
+                .to_string();
+            let tip = repo.refname_to_id(&branch)?;
+            let tip_commit = repo.find_commit(tip)?;
+            let mut root = repo.treebuilder(Some(&tip_commit.tree()?))?;
+            root.insert("memory", memory_tree, 0o040000)?;
+            let tree = repo.find_tree(root.write()?)?;
+            let sig = git2::Signature::now("bench", "bench@localhost")?;
+            let commit = repo.commit(
+                None,
+                &sig,
+                &sig,
+                &format!("bench: add {n} memory files"),
+                &tree,
+                &[&tip_commit],
             )?;
+            repo.reference_matching(&branch, commit, true, tip, "bench: memory files")?;
         }
-        repo.odb()?.refresh()?;
-        let branch = repo
-            .find_reference("HEAD")?
-            .symbolic_target()
-            .ok_or("HEAD is detached")?
-            .to_string();
-        let tip = repo.refname_to_id(&branch)?;
-        let tip_commit = repo.find_commit(tip)?;
-        let mut root = repo.treebuilder(Some(&tip_commit.tree()?))?;
-        root.insert("memory", memory_tree, 0o040000)?;
-        let tree = repo.find_tree(root.write()?)?;
-        let sig = git2::Signature::now("bench", "bench@localhost")?;
-        let commit = repo.commit(
-            None,
-            &sig,
-            &sig,
-            &format!("bench: add {n} memory files"),
-            &tree,
-            &[&tip_commit],
-        )?;
-        repo.reference_matching(&branch, commit, true, tip, "bench: memory files")?;
-        drop(repo);
         if worktree {
             git(&path, &["reset", "-q", "--hard", "HEAD"])?;
             if !path.join(".cairn").is_dir() {

@@ -73,9 +73,9 @@ pub fn lookup(store: &Store, key: &str) -> Result<Option<Oid>> {
             }
         }
         for (k, id) in found.into_iter().rev() {
-            if !keys.contains_key(&k) {
-                append.push_str(&format!("K {id} {k}\n"));
-                keys.insert(k, id);
+            if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(k) {
+                append.push_str(&format!("K {id} {}\n", slot.key()));
+                slot.insert(id);
             }
         }
         append.push_str(&format!("S {tip}\n"));

@@ -872,3 +872,61 @@ fn bad_input_lock_busy_is_transient() {
     drop(lock);
     env.ok(&["ws", "patch", &run, "--file", &f]);
 }
+
+#[test]
+fn log_follow_streams_new_events() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    env.init();
+    let run = env.boot();
+    let bin = assert_cmd::cargo::cargo_bin("cairn");
+    let mut child = std::process::Command::new(bin)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .args([
+            "--store",
+            env.root().to_str().unwrap(),
+            "log",
+            "--follow",
+            "--jsonl",
+            "--run",
+            &run,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first: Value =
+        serde_json::from_str(&rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+            .unwrap();
+    assert_eq!(first["event_type"], json!("RUN_BOOTED"));
+    let f = write(
+        env.home.path(),
+        "p.json",
+        r#"{"expected_seq": 0, "set": {"status": "BUSY"}}"#,
+    );
+    env.ok(&["ws", "patch", &run, "--file", &f]);
+    env.ok(&["run", "boot", "--objective", "another run, filtered out"]);
+    let next: Value =
+        serde_json::from_str(&rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+            .unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(next["event_type"], json!("WS_UPDATE_APPLIED"));
+    assert_eq!(next["seq"], json!(1));
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "the other run's event is filtered"
+    );
+}
