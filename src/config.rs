@@ -114,3 +114,28 @@ impl StoreConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_config_is_valid_and_reads_back_as_the_defaults() {
+        let text = StoreConfig::initial_yaml();
+        let value =
+            crate::schema::parse_document("cairn.yaml", text.as_bytes(), Default::default())
+                .unwrap();
+        assert_eq!(crate::schema::violations("store_config", &value), vec![]);
+        assert_eq!(StoreConfig::from_value(value), StoreConfig::default());
+    }
+
+    #[test]
+    fn absent_sections_take_defaults() {
+        let c = StoreConfig::from_value(
+            serde_json::json!({"_schema_version": "2.1", "limits": {"max_depth": 8}}),
+        );
+        assert_eq!(c.limits.max_depth, 8);
+        assert_eq!(c.limits.lock_timeout_ms, 10_000);
+        assert_eq!(c.budgets, Budgets::default());
+    }
+}

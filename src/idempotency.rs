@@ -96,3 +96,16 @@ pub fn lookup(store: &Store, key: &str) -> Result<Option<Oid>> {
     }
     Ok(keys.get(key).copied())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_fit_one_trailer_line() {
+        assert!(check_key("step-1").is_ok());
+        assert!(check_key("").is_err());
+        assert!(check_key("a\nCairn-Event: STORE_INIT").is_err());
+        assert!(check_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+}

@@ -453,3 +453,69 @@ pub fn find_seq(store: &Store, run_id: &str, seq: u64) -> Result<Oid> {
         what: format!("seq {seq} of run {run_id}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_composed_message_parses_back() {
+        let draft = EventDraft::new(
+            EventType::WsUpdateApplied,
+            "ws run_1: seq 3\nsecond line ignored",
+        )
+        .run("run_1", Some(3))
+        .payload(serde_json::json!({"evicted": [], "note": "a\n\nb"}));
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let (msg, event) = compose(&draft, Some("key-1"), "agent", now, None, vec!["x".into()]);
+        let parsed = parse_message(&msg);
+        assert_eq!(parsed.subject, "ws run_1: seq 3");
+        assert_eq!(parsed.trailer("Cairn-Event"), Some("WS_UPDATE_APPLIED"));
+        assert_eq!(parsed.trailer("Cairn-Seq"), Some("3"));
+        assert_eq!(parsed.trailer("Cairn-Run"), Some("run_1"));
+        assert_eq!(parsed.trailer("Cairn-Idempotency-Key"), Some("key-1"));
+        assert_eq!(
+            parsed.trailer("Cairn-Event-Id"),
+            Some(event.event_id.as_str())
+        );
+        assert_eq!(parsed.payload, Some(draft.payload.clone()));
+        assert_eq!(event.timestamp, "2023-11-14T22:13:20.000Z");
+    }
+
+    #[test]
+    fn a_hand_message_has_no_trailers() {
+        let parsed = parse_message("fix typo\n\nI changed: the wording\nand more\n");
+        assert!(!is_cairn_commit(&parsed));
+        assert_eq!(parsed.subject, "fix typo");
+    }
+
+    #[test]
+    fn derived_event_ids_are_stable_and_valid() {
+        let oid = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let a = derived_event_id(oid, t);
+        assert_eq!(a, derived_event_id(oid, t));
+        assert_eq!(a.len(), 29);
+        assert!(a.starts_with("ev_"));
+    }
+
+    #[test]
+    fn event_types_round_trip() {
+        for t in [
+            EventType::StoreInit,
+            EventType::ManualEdit,
+            EventType::ProjectStateInvalidated,
+        ] {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
+        }
+        assert_eq!(
+            EventType::parse("ws_update_applied"),
+            Some(EventType::WsUpdateApplied)
+        );
+        assert_eq!(EventType::parse("NOPE"), None);
+    }
+}

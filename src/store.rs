@@ -1103,3 +1103,112 @@ impl Store {
         self.repo.odb().map(|odb| odb.exists(id)).unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(bare: bool) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::init(dir.path(), bare, StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn put(store: &Store, changes: Vec<(&str, Option<&str>)>) -> Result<Committed> {
+        store.transact(None, |_| {
+            Ok(Mutation {
+                changes: changes
+                    .iter()
+                    .map(|(p, c)| (p.to_string(), c.map(|c| c.as_bytes().to_vec())))
+                    .collect(),
+                event: EventDraft::new(ledger::EventType::ManualEdit, "test"),
+            })
+        })
+    }
+
+    #[test]
+    fn nested_writes_and_deletes_build_trees_from_objects() {
+        let (dir, store) = fresh(false);
+        put(
+            &store,
+            vec![("a/b/c.txt", Some("1")), ("a/d.txt", Some("2"))],
+        )
+        .unwrap();
+        let tip = store.tip().unwrap().unwrap();
+        assert_eq!(
+            store.read_file(tip, "a/b/c.txt").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a/b/c.txt")).unwrap(),
+            "1"
+        );
+        // Deleting the last file of a folder removes the folder from the tree and the work tree.
+        put(&store, vec![("a/b/c.txt", None)]).unwrap();
+        let tip = store.tip().unwrap().unwrap();
+        assert!(store
+            .list_dir(tip, "a")
+            .unwrap()
+            .iter()
+            .all(|(n, _)| n != "b"));
+        assert!(!dir.path().join("a/b").exists());
+        assert_eq!(
+            store.changed_paths(tip).unwrap(),
+            vec!["a/b/c.txt".to_string()]
+        );
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let (_dir, store) = fresh(true);
+        for p in ["../x", "/abs", "a//b", ".git/config", "a/./b"] {
+            let err = put(&store, vec![(p, Some("x"))]).unwrap_err();
+            assert_eq!(err.code(), "INVALID_INPUT", "{p}");
+        }
+    }
+
+    #[test]
+    fn canonical_files_are_validated_on_write() {
+        let (_dir, store) = fresh(true);
+        let before = store.tip().unwrap();
+        let err = put(
+            &store,
+            vec![("runs/00/run_x/working_set.yaml", Some("objective: 1\n"))],
+        )
+        .unwrap_err();
+        assert_eq!(err.category(), crate::Category::Validation);
+        assert!(err.to_string().contains("working_set.yaml"));
+        assert_eq!(store.tip().unwrap(), before);
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let (_dir, store) = fresh(true);
+        let big = "x".repeat(2 * 1024 * 1024);
+        let err = put(&store, vec![("notes.txt", Some(&big))]).unwrap_err();
+        assert_eq!(err.code(), "TOO_LARGE");
+    }
+
+    #[test]
+    fn the_lock_times_out_with_a_transient_error_naming_it() {
+        let (_dir, store) = fresh(true);
+        let _held = StoreLock::acquire(store.local_dir(), Duration::from_secs(1)).unwrap();
+        let start = Instant::now();
+        // flock locks are per open file description: a second open in this process contends.
+        let err = StoreLock::acquire(store.local_dir(), Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert_eq!(err.category(), crate::Category::Transient);
+        assert!(err.to_string().contains("lock"));
+        assert!(err
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+    }
+
+    #[test]
+    fn rfc3339_has_milliseconds_and_parses_back() {
+        let t = parse_rfc3339("2026-01-18T00:00:00+02:00").unwrap();
+        assert_eq!(rfc3339(t), "2026-01-17T22:00:00.000Z");
+    }
+}

@@ -689,6 +689,44 @@ mod tests {
         assert!(evict(&mut items, 1).is_empty());
     }
 
+    proptest::proptest! {
+        /// Eviction leaves the sliding context within budget, evicts in
+        /// (priority, timestamp, id) order, keeps the survivors' order, and
+        /// evicts nothing it did not have to.
+        #[test]
+        fn eviction_invariants(
+            specs in proptest::collection::vec((0u8..10, 0u32..5, 0usize..200), 0..24),
+            budget in 0u64..400,
+        ) {
+            let items: Vec<ContextItem> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (p, day, len))| item(&format!("i{i:02}"), *p, &format!("2026-01-0{}T00:00:00Z", day + 1), *len))
+                .collect();
+            let mut kept = items.clone();
+            let gone = evict(&mut kept, budget);
+            let total: u64 = kept.iter().map(item_tokens).sum();
+            proptest::prop_assert!(total <= budget);
+            proptest::prop_assert_eq!(kept.len() + gone.len(), items.len());
+            // Survivors keep their relative order.
+            let order: Vec<usize> = kept.iter().map(|k| items.iter().position(|i| i == k).unwrap()).collect();
+            proptest::prop_assert!(order.windows(2).all(|w| w[0] < w[1]));
+            // Every evicted item comes before every survivor in eviction order.
+            for g in &gone {
+                for k in &kept {
+                    proptest::prop_assert!(eviction_order(g, k) == Ordering::Less);
+                }
+            }
+            // Minimal: without the last evicted item the budget would still be broken.
+            if let Some(last) = gone.last() {
+                proptest::prop_assert!(total + item_tokens(last) > budget);
+            }
+            // Deterministic.
+            let mut again = items.clone();
+            proptest::prop_assert_eq!(evict(&mut again, budget), gone);
+        }
+    }
+
     #[test]
     fn token_estimate_rounds_up() {
         assert_eq!(estimate_tokens(""), 0);
