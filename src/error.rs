@@ -166,6 +166,13 @@ pub enum Error {
     /// HEAD is not on a branch, so there is nothing to commit to.
     #[error("HEAD is detached; check out the store's branch first")]
     DetachedHead,
+    /// The operation conflicts with what the store holds (not retryable as is).
+    #[error("{subject}: {message}")]
+    Conflict {
+        subject: String,
+        rule: &'static str,
+        message: String,
+    },
     /// A policy of the store refused the operation.
     #[error("{message}")]
     Policy { rule: &'static str, message: String },
@@ -228,6 +235,7 @@ impl Error {
             | Error::AlreadyAStore { .. }
             | Error::HandEdited { .. }
             | Error::BranchUnstable { .. }
+            | Error::Conflict { .. }
             | Error::DetachedHead => Category::Conflict,
             Error::RunNotFound { .. } | Error::NotFound { .. } | Error::NotAStore { .. } => {
                 Category::NotFound
@@ -257,7 +265,7 @@ impl Error {
             Error::HandEdited { .. } => "HAND_EDITS_IN_THE_WAY",
             Error::BranchUnstable { .. } => "BRANCH_UNSTABLE",
             Error::DetachedHead => "DETACHED_HEAD",
-            Error::Policy { rule, .. } => rule,
+            Error::Policy { rule, .. } | Error::Conflict { rule, .. } => rule,
             Error::Integrity { .. } => "INTEGRITY",
             Error::FsckFailed { .. } => "FSCK_FAILED",
             Error::Git { .. } => "GIT_ERROR",
@@ -341,6 +349,8 @@ impl Error {
                 waited_ms,
             } => json!({"lock": path, "holder": holder, "waited_ms": waited_ms}),
             Error::HandEdited { paths } => json!({"paths": paths}),
+            Error::Conflict { subject, rule, .. } => json!({"subject": subject, "rule": rule}),
+            Error::Policy { rule, .. } => json!({"rule": rule}),
             Error::FsckFailed { findings } => json!({"findings": findings}),
             Error::Io { path, .. } => json!({"path": path}),
             _ => json!({}),

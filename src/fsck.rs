@@ -135,6 +135,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
             }
         }
     }
+    findings.extend(crate::episode::check(store)?);
     if let Err(e) = store.git_connectivity_check() {
         findings.push(finding(
             store.git_dir().display().to_string(),

@@ -36,12 +36,42 @@ pub fn working_set(run_id: &str) -> String {
     format!("{}/working_set.yaml", run_dir(run_id))
 }
 
-/// A memory item file: `memory/<scope>/[<scope_id>/]<shard>/<id>.yaml`.
-pub fn memory_item(scope: &str, scope_id: Option<&str>, id: &str) -> String {
+/// The folder of one scope's memory: `memory/global` or
+/// `memory/<scope>/<shard>/<scope_id>` (scope ids grow with use too).
+pub fn memory_scope_dir(scope: &str, scope_id: Option<&str>) -> String {
     match scope_id {
-        Some(sid) => format!("{MEMORY}/{scope}/{sid}/{}/{id}.yaml", shard(id)),
-        None => format!("{MEMORY}/{scope}/{}/{id}.yaml", shard(id)),
+        Some(sid) => format!("{MEMORY}/{scope}/{}/{sid}", shard(sid)),
+        None => format!("{MEMORY}/{scope}"),
     }
+}
+
+/// A memory item file: `<scope dir>/<shard>/<id>.yaml`.
+pub fn memory_item(scope: &str, scope_id: Option<&str>, id: &str) -> String {
+    format!(
+        "{}/{}/{id}.yaml",
+        memory_scope_dir(scope, scope_id),
+        shard(id)
+    )
+}
+
+/// A staged batch of memory change requests.
+pub fn batch(run_id: &str, batch_id: &str) -> String {
+    format!("{}/proposals/{batch_id}.yaml", run_dir(run_id))
+}
+
+/// An episode file.
+pub fn episode(run_id: &str, episode_id: &str) -> String {
+    format!("{}/episodes/{episode_id}.yaml", run_dir(run_id))
+}
+
+/// The annotated tag of an episode (without `refs/tags/`).
+pub fn episode_tag(run_id: &str, episode_id: &str) -> String {
+    format!("cairn/{run_id}/{episode_id}")
+}
+
+/// A project's trusted state file.
+pub fn project_state(project: &str) -> String {
+    format!("state/{project}.yaml")
 }
 
 /// The schema that governs a canonical path, if the path is canonical.

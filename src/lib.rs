@@ -9,11 +9,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod episode;
 pub mod error;
 pub mod fsck;
 pub mod idempotency;
 pub mod layout;
 pub mod ledger;
+pub mod memory;
+pub mod project;
 pub mod schema;
 pub mod store;
 pub mod working_set;

@@ -69,6 +69,8 @@ pub struct Mutation {
     pub changes: Changes,
     /// The ledger event the commit records.
     pub event: EventDraft,
+    /// Annotated tags (name under `refs/tags/`, message) to point at the new commit.
+    pub tags: Vec<(String, String)>,
 }
 
 /// The result of a committed (or replayed) transaction.
@@ -233,6 +235,7 @@ impl Store {
                 )),
             );
             Ok(Mutation {
+                tags: Vec::new(),
                 changes,
                 event: EventDraft::new(ledger::EventType::StoreInit, "init cairn store")
                     .payload(serde_json::json!({"bare": bare})),
@@ -643,7 +646,7 @@ impl Store {
                 .repo
                 .commit(None, &sig, &sig, &message, &tree, &parents)
                 .map_err(|e| Error::git("write commit", e))?;
-            self.write_journal(snap.commit, commit, &mutation.changes)?;
+            self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
             fail::fail_point!("store::before_cas");
             let moved = match snap.commit {
                 Some(old) => self.repo.reference_matching(
@@ -679,6 +682,7 @@ impl Store {
                 commit: commit.to_string(),
                 ..event
             };
+            self.create_tags(commit, &mutation.tags)?;
             self.sync_worktree(&mutation.changes)?;
             self.clear_journal();
             return Ok(Committed {
@@ -713,6 +717,12 @@ impl Store {
                     message:
                         "paths must be relative, without `.`/`..` segments, `.git` or empty parts"
                             .into(),
+                });
+            }
+            if layout::schema_for(path) == Some("episode") && snap.read(path)?.is_some() {
+                return Err(Error::Policy {
+                    rule: "EPISODE_IMMUTABLE",
+                    message: format!("{path} is an episode: episodes are never edited or deleted"),
                 });
             }
             let Some(bytes) = content else { continue };
@@ -906,10 +916,18 @@ impl Store {
         self.local_dir.join("worktree-journal")
     }
 
-    /// Records which paths a commit is about to move, so a crash between the
-    /// ref update and the work-tree update can be finished later.
-    fn write_journal(&self, old: Option<Oid>, new: Oid, changes: &Changes) -> Result<()> {
-        if self.repo.workdir().is_none() {
+    /// Records what a commit is about to do after its ref moves (work-tree
+    /// paths to update, tags to create), so a crash in between can be
+    /// finished by the next write.
+    fn write_journal(
+        &self,
+        old: Option<Oid>,
+        new: Oid,
+        changes: &Changes,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let has_worktree = self.repo.workdir().is_some();
+        if !has_worktree && tags.is_empty() {
             return Ok(());
         }
         let mut text = format!(
@@ -917,58 +935,113 @@ impl Store {
             old.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
             new
         );
-        for path in changes.keys() {
-            text.push_str(path);
-            text.push('\n');
+        if has_worktree {
+            for path in changes.keys() {
+                text.push_str(&format!("P {path}\n"));
+            }
+        }
+        for (name, message) in tags {
+            let message = serde_json::to_string(message).expect("strings serialize");
+            text.push_str(&format!("T {name} {message}\n"));
         }
         write_atomic(&self.journal_path(), text.as_bytes(), false)
+    }
+
+    /// Creates annotated tags pointing at `commit`; an existing tag with the
+    /// same target is left alone.
+    fn create_tags(&self, commit: Oid, tags: &[(String, String)]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let object = self
+            .repo
+            .find_object(commit, Some(ObjectType::Commit))
+            .map_err(|e| Error::git(format!("read commit {commit}"), e))?;
+        let sig = git2::Signature::new(
+            &self.actor.name,
+            &self.actor.email,
+            &git2::Time::new(self.now().unix_timestamp(), 0),
+        )
+        .map_err(|e| Error::git("make signature", e))?;
+        for (name, message) in tags {
+            let existing = not_found_to_none(self.repo.refname_to_id(&format!("refs/tags/{name}")))
+                .map_err(|e| Error::git(format!("read tag {name}"), e))?;
+            if existing.is_some() {
+                continue;
+            }
+            self.repo
+                .tag(name, &object, &sig, message, false)
+                .map_err(|e| Error::git(format!("create tag {name}"), e))?;
+        }
+        Ok(())
     }
 
     fn clear_journal(&self) {
         let _ = fs::remove_file(self.journal_path());
     }
 
-    /// Finishes a work-tree update that a crashed writer left half done: each
-    /// journalled path still showing the old commit's content is brought to the tip.
+    /// Finishes what a crashed writer left half done after its ref moved:
+    /// journalled tags are created, and each journalled path still showing
+    /// the old commit's content is brought to the tip.
     fn recover_worktree(&self) -> Result<()> {
-        let Some(workdir) = self.repo.workdir() else {
-            return Ok(());
-        };
         let text = match fs::read_to_string(self.journal_path()) {
             Ok(t) => t,
             Err(_) => return Ok(()),
         };
         let mut lines = text.lines();
         let header = lines.next().unwrap_or_default();
-        let old = header.split(' ').next().and_then(|s| Oid::from_str(s).ok());
+        let mut ids = header.split(' ').map(|s| Oid::from_str(s).ok());
+        let old = ids.next().flatten();
+        let new = ids.next().flatten();
         let Some(tip) = self.tip()? else {
             self.clear_journal();
             return Ok(());
         };
-        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
-        index.read(false).map_err(|e| Error::git("read index", e))?;
-        let mut changes = Changes::new();
-        for path in lines.filter(|l| !l.is_empty()) {
-            let old_blob = match old {
-                Some(o) => self.blob_id(o, path)?,
-                None => None,
-            };
-            let full = workdir.join(path);
-            let on_disk = if full.is_file() {
-                Oid::hash_file(ObjectType::Blob, &full).ok()
-            } else {
-                None
-            };
-            let staged = index.get_path(Path::new(path), 0).map(|e| e.id);
-            let tip_bytes = self.read_file(tip, path)?;
-            let tip_blob = self.blob_id(tip, path)?;
-            let untouched = on_disk == old_blob && staged == old_blob;
-            if untouched && tip_blob != old_blob {
-                changes.insert(path.to_string(), tip_bytes);
+        let landed = match new {
+            Some(n) => self.repo_has(n) && self.is_ancestor(n, tip)?,
+            None => false,
+        };
+        let mut paths = Vec::new();
+        let mut tags = Vec::new();
+        for line in lines {
+            if let Some(p) = line.strip_prefix("P ") {
+                paths.push(p.to_string());
+            } else if let Some(t) = line.strip_prefix("T ") {
+                if let Some((name, msg)) = t.split_once(' ') {
+                    if let Ok(msg) = serde_json::from_str::<String>(msg) {
+                        tags.push((name.to_string(), msg));
+                    }
+                }
             }
         }
-        drop(index);
-        self.sync_worktree(&changes)?;
+        if landed {
+            self.create_tags(new.expect("landed implies an id"), &tags)?;
+        }
+        if let Some(workdir) = self.repo.workdir() {
+            let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+            index.read(false).map_err(|e| Error::git("read index", e))?;
+            let mut changes = Changes::new();
+            for path in &paths {
+                let old_blob = match old {
+                    Some(o) => self.blob_id(o, path)?,
+                    None => None,
+                };
+                let full = workdir.join(path);
+                let on_disk = if full.is_file() {
+                    Oid::hash_file(ObjectType::Blob, &full).ok()
+                } else {
+                    None
+                };
+                let staged = index.get_path(Path::new(path), 0).map(|e| e.id);
+                let tip_blob = self.blob_id(tip, path)?;
+                let untouched = on_disk == old_blob && staged == old_blob;
+                if untouched && tip_blob != old_blob {
+                    changes.insert(path.to_string(), self.read_file(tip, path)?);
+                }
+            }
+            drop(index);
+            self.sync_worktree(&changes)?;
+        }
         self.clear_journal();
         Ok(())
     }
@@ -1098,6 +1171,35 @@ pub fn parse_yaml(file: &str, bytes: &[u8]) -> Result<Value> {
 }
 
 impl Store {
+    /// Annotated tags under `refs/tags/<prefix>`: (name without `refs/tags/`, message), sorted.
+    pub fn tags_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let refs = self
+            .repo
+            .references_glob(&format!("refs/tags/{prefix}*"))
+            .map_err(|e| Error::git("list tags", e))?;
+        for r in refs {
+            let r = r.map_err(|e| Error::git("read tag", e))?;
+            let Ok(Some(name)) = r
+                .name()
+                .map(|n| n.strip_prefix("refs/tags/").map(str::to_string))
+            else {
+                continue;
+            };
+            let message = r
+                .peel_to_tag()
+                .ok()
+                .and_then(|t| {
+                    t.message_bytes()
+                        .map(|m| String::from_utf8_lossy(m).into_owned())
+                })
+                .unwrap_or_default();
+            out.push((name, message));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Whether the object database holds `id`.
     pub fn repo_has(&self, id: Oid) -> bool {
         self.repo.odb().map(|odb| odb.exists(id)).unwrap_or(false)
@@ -1117,6 +1219,7 @@ mod tests {
     fn put(store: &Store, changes: Vec<(&str, Option<&str>)>) -> Result<Committed> {
         store.transact(None, |_| {
             Ok(Mutation {
+                tags: Vec::new(),
                 changes: changes
                     .iter()
                     .map(|(p, c)| (p.to_string(), c.map(|c| c.as_bytes().to_vec())))

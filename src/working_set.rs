@@ -435,7 +435,11 @@ pub fn boot(
             run_id: run_id.clone(),
             task_id: req.task_id.clone(),
             thread_id: req.thread_id.clone(),
-            project: req.project.clone(),
+            project: req
+                .project
+                .as_deref()
+                .map(|p| crate::project::Registry::read(snap).map(|r| r.canonicalize(p)))
+                .transpose()?,
             objective: req.objective.clone(),
             acceptance_criteria: Some(req.acceptance_criteria.clone()),
             constraints: Some(req.constraints.clone()),
@@ -454,6 +458,7 @@ pub fn boot(
         let mut changes = Changes::new();
         changes.insert(path, Some(ws.to_yaml().into_bytes()));
         Ok(Mutation {
+            tags: Vec::new(),
             changes,
             event: EventDraft::new(EventType::RunBooted, format!("boot run {run_id}"))
                 .run(&run_id, Some(0))
@@ -491,8 +496,14 @@ pub fn patch(
     let committed = store.transact(key, |snap| {
         let path = layout::working_set(run_id);
         let current = WorkingSet::from_bytes(&path, &ws_file_bytes(snap, run_id)?)?;
-        let applied = apply_patch(&current, patch, snap.now(), file)?;
-        let inner = unwrap_patch(patch);
+        // Project names are canonical in the store, whatever name the patch used.
+        let mut patch = unwrap_patch(patch).clone();
+        if let Some(p) = patch.pointer("/set/project").and_then(Value::as_str) {
+            let canonical = crate::project::Registry::read(snap)?.canonicalize(p);
+            patch["set"]["project"] = json!(canonical);
+        }
+        let applied = apply_patch(&current, &patch, snap.now(), file)?;
+        let inner = &patch;
         let keys = |name: &str| -> Vec<String> {
             match inner.get(name) {
                 Some(Value::Object(m)) => m.keys().cloned().collect(),
@@ -511,6 +522,7 @@ pub fn patch(
             subject.push_str(&format!(", evicted {}", applied.evicted.len()));
         }
         Ok(Mutation {
+            tags: Vec::new(),
             changes,
             event: EventDraft::new(EventType::WsUpdateApplied, subject)
                 .run(run_id, Some(seq))

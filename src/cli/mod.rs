@@ -8,6 +8,9 @@ mod demo;
 mod fsck;
 mod init;
 mod log;
+mod memory;
+mod milestone;
+mod project;
 mod run;
 mod schema;
 mod ws;
@@ -48,6 +51,15 @@ enum Command {
     #[command(subcommand)]
     Ws(ws::WsCommand),
     Log(log::LogArgs),
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    Milestone(milestone::MilestoneArgs),
+    #[command(subcommand)]
+    Episode(milestone::EpisodeCommand),
+    #[command(subcommand)]
+    Project(project::ProjectCommand),
+    #[command(subcommand)]
+    State(project::StateCommand),
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     Fsck(fsck::FsckArgs),
@@ -158,6 +170,11 @@ pub fn main() -> i32 {
         Command::Run(c) => run::cmd_run(&ctx, c),
         Command::Ws(c) => ws::cmd_ws(&ctx, c),
         Command::Log(a) => log::cmd_log(&ctx, a),
+        Command::Memory(c) => memory::cmd_memory(&ctx, c),
+        Command::Milestone(a) => milestone::cmd_milestone(&ctx, a),
+        Command::Episode(c) => milestone::cmd_episode(&ctx, c),
+        Command::Project(c) => project::cmd_project(&ctx, c),
+        Command::State(c) => project::cmd_state(&ctx, c),
         Command::Schema(c) => schema::cmd_schema(&ctx, c),
         Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
         Command::Demo(a) => demo::cmd_demo(&ctx, a),
