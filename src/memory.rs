@@ -577,6 +577,14 @@ impl<'a> Workspace<'a> {
     fn activate(&mut self, id: &str, now: &str) -> Result<()> {
         self.set_status(id, ItemStatus::Active, now)?;
         if let Some(old) = self.get(id)?.supersedes.clone() {
+            let status = self.get(&old)?.status;
+            if !matches!(status, ItemStatus::Active | ItemStatus::Candidate) {
+                return Err(Error::Conflict {
+                    subject: format!("memory item {id}"),
+                    rule: "supersede_live_target",
+                    message: format!("it supersedes {old}, which is now {}", status.as_str()),
+                });
+            }
             self.set_status(&old, ItemStatus::Superseded, now)?;
             self.get(&old)?.superseded_by = Some(id.to_string());
         }
