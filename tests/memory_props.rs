@@ -43,7 +43,7 @@ fn pick<T: Clone>(v: &[T], i: usize) -> Option<T> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn statuses_are_valid_and_equal_the_ledger_replay(ops in proptest::collection::vec(op(), 1..14)) {

@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::{CmdResult, Ctx, Output};
 
-/// Run the end-to-end flow on a fresh store: boot, patch, a stale patch refused, eviction, log.
+/// Run the end-to-end flow on a fresh store: boot, patch, a stale patch refused, eviction,
+/// propose memory, milestone with the batch, memory list and history, log.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Where to make the demo store (default: a new temporary folder).
@@ -117,8 +118,71 @@ pub fn cmd_demo(ctx: &Ctx, a: DemoArgs) -> CmdResult {
     writeln!(w, "5. a patch that overflows a 120-token sliding budget\n   evicted {evicted:?} (lowest priority, then oldest); kept {kept:?}; `cairn ws evicted {run}` lists them").ok();
     steps.push(json!({"step": "eviction", "evicted": evicted, "kept": kept}));
 
+    let mcrs = json!({"mcrs": [{
+        "_schema_version": "2.1", "op": "add", "type": "fact", "scope": "global",
+        "content": "User prefers Python over JavaScript", "confidence": 0.9,
+        "rationale": "Observed in multiple conversations", "source_refs": []
+    }]});
+    let (batch, _) =
+        cairn::memory::propose(&store, &run, &mcrs, Default::default(), "seed MCRs", None)?;
+    let mem_id = batch
+        .item_ids
+        .iter()
+        .flatten()
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    writeln!(w, "6. cairn memory propose {run} (the seed's MCR)\n   staged {}; {mem_id} waits in the review queue as a candidate", batch.batch_id).ok();
+    match cairn::memory::commit_batch(&store, &batch.batch_id, false, None) {
+        Err(e) => writeln!(
+            w,
+            "   cairn memory commit {} -> refused [{}]: memory is committed at milestones",
+            batch.batch_id,
+            e.category().as_str()
+        )
+        .ok(),
+        Ok(_) => None,
+    };
+    let req = cairn::episode::MilestoneRequest {
+        reason: "checkpoint".into(),
+        next_entry_point: Some("Continue from PLAN stage.".into()),
+        batches: vec![batch.batch_id.clone()],
+    };
+    let (ep, _) = cairn::episode::milestone(&store, &run, &req, None)?;
+    writeln!(w, "7. cairn milestone {run} --reason checkpoint --commit-batch {}\n   episode #{} tagged {}\n   {}", batch.batch_id, ep.ordinal, ep.tag, ep.summary).ok();
+    steps.push(json!({"step": "milestone", "episode_id": ep.episode_id, "tag": ep.tag, "batch_id": batch.batch_id}));
+    for item in cairn::memory::list(&store, &Default::default())? {
+        writeln!(
+            w,
+            "8. cairn memory list\n   {}  {}  {}  {}",
+            item.id,
+            item.status.as_str(),
+            item.kind,
+            item.content
+        )
+        .ok();
+    }
+    let versions = cairn::memory::history(&store, &mem_id)?;
+    writeln!(w, "9. cairn memory history {mem_id}").ok();
+    for v in &versions {
+        writeln!(
+            w,
+            "   {}  {:<18} {}",
+            &v.commit[..12],
+            v.event_type.as_str(),
+            v.item.status.as_str()
+        )
+        .ok();
+    }
+    steps.push(json!({"step": "memory", "id": mem_id, "versions": versions.len()}));
+
     let events = ledger::query(&store, &LogQuery::default())?;
-    writeln!(w, "6. cairn log  ({} events, one per commit)", events.len()).ok();
+    writeln!(
+        w,
+        "10. cairn log  ({} events, one per commit)",
+        events.len()
+    )
+    .ok();
     for ev in &events {
         writeln!(
             w,
@@ -130,11 +194,11 @@ pub fn cmd_demo(ctx: &Ctx, a: DemoArgs) -> CmdResult {
         .ok();
     }
     let at1 = working_set::show(&store, &run, Some(&working_set::At::Seq(1)))?;
-    writeln!(w, "7. cairn ws show {run} --at 1\n   replayed from history: seq {}, stage {:?}, {} sliding item(s)", at1.update_seq, at1.current_stage.as_deref().unwrap_or("-"), at1.sliding_context.len()).ok();
+    writeln!(w, "11. cairn ws show {run} --at 1\n   replayed from history: seq {}, stage {:?}, {} sliding item(s)", at1.update_seq, at1.current_stage.as_deref().unwrap_or("-"), at1.sliding_context.len()).ok();
     let findings = cairn::fsck::fsck(&store)?;
     writeln!(
         w,
-        "8. cairn fsck: {}",
+        "12. cairn fsck: {}",
         if findings.is_empty() {
             "clean".to_string()
         } else {
