@@ -67,7 +67,7 @@ fn the_seed_flow_end_to_end() {
         .unwrap()
         .to_string();
     let queue = env.ok(&["memory", "queue"]);
-    assert_eq!(ids(&queue), [id.clone()]);
+    assert_eq!(ids(&queue), vec![id.to_string()]);
     assert_eq!(
         env.ok(&["memory", "list", "--status", "active"])["count"],
         json!(0)
