@@ -7,13 +7,72 @@
 use serde::{Deserialize, Serialize};
 
 /// The parsed `cairn.yaml`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct StoreConfig {
     /// Token budgets and caps.
     pub budgets: Budgets,
     /// Size, nesting and lock limits.
     pub limits: Limits,
+    /// Search ranking.
+    pub search: SearchConfig,
+    /// Ranking multiplier per scope.
+    pub scope_weights: std::collections::BTreeMap<String, f64>,
+}
+
+/// Search ranking settings (`search:` in cairn.yaml).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SearchConfig {
+    /// Days after which the recency boost halves.
+    pub recency_half_life_days: f64,
+    /// How much recency moves a score.
+    pub recency_weight: f64,
+    /// How much confidence moves a score.
+    pub confidence_weight: f64,
+    /// Boost of English-analysed content.
+    pub content_boost: f64,
+    /// Boost of identifier-analysed content.
+    pub identifier_boost: f64,
+    /// Boost of tags.
+    pub tags_boost: f64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            recency_half_life_days: 90.0,
+            recency_weight: 0.1,
+            confidence_weight: 0.3,
+            content_boost: 1.0,
+            identifier_boost: 0.5,
+            tags_boost: 1.5,
+        }
+    }
+}
+
+fn default_scope_weights() -> std::collections::BTreeMap<String, f64> {
+    [
+        ("global", 1.0),
+        ("user", 1.1),
+        ("org", 1.0),
+        ("project", 1.2),
+        ("run", 1.3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            budgets: Budgets::default(),
+            limits: Limits::default(),
+            search: SearchConfig::default(),
+            scope_weights: default_scope_weights(),
+        }
+    }
 }
 
 /// Token budgets and context caps for new working sets and briefs.
@@ -26,6 +85,10 @@ pub struct Budgets {
     pub max_pinned_items: u64,
     /// Token budget of the brief.
     pub brief_tokens: u64,
+    /// Per-section token caps of the brief.
+    pub brief_sections: std::collections::BTreeMap<String, u64>,
+    /// How many memories the brief considers.
+    pub brief_memories: usize,
 }
 
 impl Default for Budgets {
@@ -34,6 +97,11 @@ impl Default for Budgets {
             max_sliding_tokens: 4000,
             max_pinned_items: 32,
             brief_tokens: 6000,
+            brief_sections: [("memories", 2000), ("sliding", 2000), ("state", 1000)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            brief_memories: 20,
         }
     }
 }
@@ -69,10 +137,11 @@ impl StoreConfig {
         let d = StoreConfig::default();
         format!(
             "_schema_version: \"2.1\"\n\
-             budgets:\n  max_sliding_tokens: {}\n  max_pinned_items: {}\n  brief_tokens: {}\n\
+             budgets:\n  max_sliding_tokens: {}\n  max_pinned_items: {}\n  brief_tokens: {}\n  brief_memories: 20\n\
+             \x20 brief_sections:\n    state: 1000\n    sliding: 2000\n    memories: 2000\n\
              eviction:\n  order: priority,timestamp,id\n\
              scope_weights:\n  global: 1.0\n  user: 1.1\n  org: 1.0\n  project: 1.2\n  run: 1.3\n\
-             search:\n  recency_half_life_days: 90\n  confidence_weight: 0.3\n\
+             search:\n  recency_half_life_days: 90\n  recency_weight: 0.1\n  confidence_weight: 0.3\n  content_boost: 1.0\n  identifier_boost: 0.5\n  tags_boost: 1.5\n\
              limits:\n  max_file_bytes: {}\n  max_input_bytes: {}\n  max_depth: {}\n  lock_timeout_ms: {}\n\
              mirror:\n  enabled: true\n  tracked: true\n",
             d.budgets.max_sliding_tokens,
@@ -83,6 +152,19 @@ impl StoreConfig {
             d.limits.max_depth,
             d.limits.lock_timeout_ms,
         )
+    }
+
+    /// The search ranking this config asks for.
+    pub fn ranking(&self) -> crate::search::Ranking {
+        crate::search::Ranking {
+            scope_weights: self.scope_weights.clone(),
+            recency_half_life_days: self.search.recency_half_life_days,
+            recency_weight: self.search.recency_weight,
+            confidence_weight: self.search.confidence_weight,
+            content_boost: self.search.content_boost as f32,
+            identifier_boost: self.search.identifier_boost as f32,
+            tags_boost: self.search.tags_boost as f32,
+        }
     }
 
     /// The limits for parsing input documents.
@@ -97,20 +179,25 @@ impl StoreConfig {
     pub fn from_value(value: serde_json::Value) -> Self {
         // Unknown sections are owned by later features; only what is typed
         // here is read. The schema has already vetted every field.
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Default)]
         struct Sections {
             #[serde(default)]
             budgets: Option<Budgets>,
             #[serde(default)]
             limits: Option<Limits>,
+            #[serde(default)]
+            search: Option<SearchConfig>,
+            #[serde(default)]
+            scope_weights: Option<std::collections::BTreeMap<String, f64>>,
         }
-        let sections: Sections = serde_json::from_value(value).unwrap_or(Sections {
-            budgets: None,
-            limits: None,
-        });
+        let sections: Sections = serde_json::from_value(value).unwrap_or_default();
+        let mut scope_weights = default_scope_weights();
+        scope_weights.extend(sections.scope_weights.unwrap_or_default());
         StoreConfig {
             budgets: sections.budgets.unwrap_or_default(),
             limits: sections.limits.unwrap_or_default(),
+            search: sections.search.unwrap_or_default(),
+            scope_weights,
         }
     }
 }

@@ -282,10 +282,11 @@ pub fn event_of(store: &Store, commit: Oid) -> Result<Event> {
     let info = store.commit_info(commit)?;
     let parsed = parse_message(&info.message);
     let paths = store.changed_paths(commit)?;
-    Ok(build_event(&info, &parsed, paths))
+    Ok(build_event_from(&info, &parsed, paths))
 }
 
-fn build_event(info: &CommitInfo, parsed: &Parsed, paths: Vec<String>) -> Event {
+/// Builds the event of a commit from its parsed message and changed paths.
+pub(crate) fn build_event_from(info: &CommitInfo, parsed: &Parsed, paths: Vec<String>) -> Event {
     let event_type = parsed
         .trailer("Cairn-Event")
         .and_then(EventType::parse)
@@ -363,6 +364,11 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+/// Whether an event passes a query's filters (not its limit).
+pub fn matches(q: &LogQuery, e: &Event) -> bool {
+    q.matches(e)
+}
+
 impl LogQuery {
     fn matches(&self, e: &Event) -> bool {
         if let Some(r) = &self.run_id {
@@ -422,7 +428,7 @@ pub fn events_between(
                 }
             }
         }
-        let event = build_event(&info, &parsed, store.changed_paths(id)?);
+        let event = build_event_from(&info, &parsed, store.changed_paths(id)?);
         if q.matches(&event) {
             out.push(event);
             if q.limit.is_some_and(|l| out.len() >= l) {

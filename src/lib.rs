@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod memory;
 pub mod project;
 pub mod schema;
+pub mod search;
 pub mod store;
 pub mod working_set;
 

@@ -545,6 +545,33 @@ impl Store {
         Ok(paths.into_iter().collect())
     }
 
+    /// Paths under `prefix` that differ between two commits (`old` = `None`
+    /// means the empty tree), sorted.
+    pub fn diff_paths(&self, old: Option<Oid>, new: Oid, prefix: &str) -> Result<Vec<String>> {
+        let new_tree = self.tree_of(new)?;
+        let old_tree = match old {
+            Some(o) => Some(self.tree_of(o)?),
+            None => None,
+        };
+        let mut opts = git2::DiffOptions::new();
+        if !prefix.is_empty() {
+            opts.pathspec(prefix);
+        }
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))
+            .map_err(|e| Error::git(format!("diff {new}"), e))?;
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for d in diff.deltas() {
+            for f in [d.old_file(), d.new_file()] {
+                if let Some(p) = f.path().and_then(|p| p.to_str()) {
+                    paths.insert(p.to_string());
+                }
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
     /// Runs `git fsck --connectivity-only` through the git binary.
     pub fn git_connectivity_check(&self) -> Result<()> {
         let out = std::process::Command::new("git")
@@ -1114,10 +1141,15 @@ pub struct StoreLock {
 }
 
 impl StoreLock {
-    /// Takes the lock, waiting up to `timeout`.
+    /// Takes the store lock, waiting up to `timeout`.
     pub fn acquire(local_dir: &Path, timeout: Duration) -> Result<StoreLock> {
+        Self::acquire_named(local_dir, "lock", timeout)
+    }
+
+    /// Takes the lock file `name` in `local_dir`, waiting up to `timeout`.
+    pub fn acquire_named(local_dir: &Path, name: &str, timeout: Duration) -> Result<StoreLock> {
         fs::create_dir_all(local_dir).map_err(|e| Error::io("create", local_dir, e))?;
-        let path = local_dir.join("lock");
+        let path = local_dir.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

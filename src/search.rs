@@ -1,0 +1,1206 @@
+//! Memory search and ledger queries on a tantivy index under `.cairn/index/`.
+//!
+//! Invariants:
+//! - The index is derived state: it records (in tantivy's commit payload) the
+//!   store commit it reflects, and before every query it catches up from that
+//!   commit to the tip — memory items through a git diff (only changed items
+//!   are re-indexed), ledger events through the commits made since. Results
+//!   therefore always reflect the tip.
+//! - A missing, unreadable, foreign (its commit is not in this repository or
+//!   not an ancestor of the tip) or outdated-format index is rebuilt from the
+//!   store automatically; a query never fails because of the index if a
+//!   rebuild can fix it.
+//! - One writer at a time (`.cairn/index.lock`, an OS lock); readers use
+//!   tantivy snapshots and never block the store's writers.
+//! - Ranking is deterministic: equal scores break ties by id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use git2::Oid;
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, PhraseQuery, Query, RangeQuery,
+    TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
+    STORED, STRING,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    Token, TokenStream, Tokenizer,
+};
+use tantivy::{doc, Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::ledger::{self, Event, LogQuery};
+use crate::memory::{ItemStatus, MemoryItem, ScopeFilter};
+use crate::store::{parse_rfc3339, Store, StoreLock};
+
+/// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
+const FORMAT: u64 = 1;
+/// The most query terms honoured; longer queries are cut with a warning.
+pub const MAX_QUERY_TERMS: usize = 256;
+/// Fields a query may name as `field:value`.
+pub const QUERY_FIELDS: [&str; 9] = [
+    "content", "tags", "type", "scope", "scope_id", "status", "project", "run", "id",
+];
+
+/// Splits identifiers so they are found whole and by their parts:
+/// `uteke-cloud-dev` gives `uteke-cloud-dev`, `uteke`, `cloud`, `dev`;
+/// `CamelCase` gives `camelcase`, `camel`, `case`; `v1.2.3` gives `v1.2.3`, `v1`, `2`, `3`.
+#[derive(Clone, Default)]
+pub struct IdentifierTokenizer;
+
+/// The token stream of [`IdentifierTokenizer`].
+pub struct IdentifierStream {
+    tokens: Vec<Token>,
+    at: usize,
+}
+
+impl TokenStream for IdentifierStream {
+    fn advance(&mut self) -> bool {
+        if self.at < self.tokens.len() {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn token(&self) -> &Token {
+        &self.tokens[self.at - 1]
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.at - 1]
+    }
+}
+
+fn push_token(tokens: &mut Vec<Token>, text: &str, from: usize, to: usize, position: usize) {
+    let lower = text.to_lowercase();
+    if lower.is_empty() || lower.len() > 64 {
+        return;
+    }
+    tokens.push(Token {
+        offset_from: from,
+        offset_to: to,
+        position,
+        text: lower,
+        position_length: 1,
+    });
+}
+
+/// Splits a word at lower→upper case changes (`CamelCase` → `Camel`, `Case`).
+fn camel_parts(word: &str) -> Vec<(usize, usize)> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let chars: Vec<(usize, char)> = word.char_indices().collect();
+    for w in 1..chars.len() {
+        let (i, c) = chars[w];
+        let prev = chars[w - 1].1;
+        if c.is_uppercase() && prev.is_lowercase() {
+            parts.push((start, i));
+            start = i;
+        }
+    }
+    parts.push((start, word.len()));
+    parts
+}
+
+impl Tokenizer for IdentifierTokenizer {
+    type TokenStream<'a> = IdentifierStream;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> IdentifierStream {
+        let mut tokens = Vec::new();
+        let mut position = 0;
+        for (start, chunk) in split_whitespace_indices(text) {
+            let chunk_trim = chunk.trim_matches(|c: char| !c.is_alphanumeric());
+            if chunk_trim.is_empty() {
+                continue;
+            }
+            let lead = chunk.find(chunk_trim).unwrap_or(0);
+            let base = start + lead;
+            let parts: Vec<(usize, &str)> = chunk_trim
+                .match_indices(|c: char| c.is_alphanumeric())
+                .fold(Vec::<(usize, usize)>::new(), |mut acc, (i, s)| {
+                    match acc.last_mut() {
+                        Some(last) if last.1 == i => last.1 = i + s.len(),
+                        _ => acc.push((i, i + s.len())),
+                    }
+                    acc
+                })
+                .into_iter()
+                .map(|(a, b)| (a, &chunk_trim[a..b]))
+                .collect();
+            let mut emitted = BTreeSet::new();
+            let mut emit = |tokens: &mut Vec<Token>, s: &str, from: usize, to: usize| {
+                if emitted.insert(s.to_lowercase()) {
+                    push_token(tokens, s, base + from, base + to, position);
+                }
+            };
+            emit(&mut tokens, chunk_trim, 0, chunk_trim.len());
+            for (off, part) in &parts {
+                emit(&mut tokens, part, *off, off + part.len());
+                for (a, b) in camel_parts(part) {
+                    emit(&mut tokens, &part[a..b], off + a, off + b);
+                }
+            }
+            position += 1;
+        }
+        IdentifierStream { tokens, at: 0 }
+    }
+}
+
+fn split_whitespace_indices(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_whitespace()
+        .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+}
+
+fn english() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stopwords"))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+fn identifiers() -> TextAnalyzer {
+    TextAnalyzer::builder(IdentifierTokenizer).build()
+}
+
+/// The analyzed terms of `text` under an analyzer.
+fn analyze(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stream = analyzer.token_stream(text);
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    doc_kind: Field,
+    content: Field,
+    content_ident: Field,
+    tags: Field,
+    scope: Field,
+    scope_id: Field,
+    kind: Field,
+    status: Field,
+    project: Field,
+    run: Field,
+    created: Field,
+    updated: Field,
+    expires: Field,
+    confidence: Field,
+    event_type: Field,
+    actor: Field,
+    ordinal: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = |tokenizer: &str, stored: bool| {
+        let o = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        if stored {
+            o.set_stored()
+        } else {
+            o
+        }
+    };
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        doc_kind: b.add_text_field("doc_kind", STRING),
+        content: b.add_text_field("content", text("cairn_en", true)),
+        content_ident: b.add_text_field("content_ident", text("cairn_ident", false)),
+        tags: b.add_text_field("tags", text("cairn_ident", true)),
+        scope: b.add_text_field("scope", STRING | STORED),
+        scope_id: b.add_text_field("scope_id", STRING | STORED),
+        kind: b.add_text_field("type", STRING | STORED),
+        status: b.add_text_field("status", STRING | STORED),
+        project: b.add_text_field("project", STRING | STORED),
+        run: b.add_text_field("run", STRING | STORED),
+        created: b.add_i64_field("created", INDEXED | FAST | STORED),
+        updated: b.add_i64_field("updated", INDEXED | FAST | STORED),
+        expires: b.add_i64_field("expires", INDEXED | FAST | STORED),
+        confidence: b.add_f64_field("confidence", FAST | STORED),
+        event_type: b.add_text_field("event_type", STRING),
+        actor: b.add_text_field("actor", STRING),
+        ordinal: b.add_u64_field("ordinal", INDEXED | FAST | STORED),
+    };
+    (b.build(), fields)
+}
+
+/// What the index records about itself in tantivy's commit payload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Payload {
+    format: u64,
+    commit: String,
+    ordinal: u64,
+}
+
+/// Reports progress of long index builds: (done, total).
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// The state of the index, for `cairn index status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStatus {
+    /// Where it lives.
+    pub path: PathBuf,
+    /// The commit it reflects.
+    pub commit: Option<String>,
+    /// The branch tip.
+    pub tip: Option<String>,
+    /// Whether it reflects the tip.
+    pub current: bool,
+    /// Memory items indexed.
+    pub memory_items: u64,
+    /// Ledger events indexed.
+    pub events: u64,
+    /// Why it was (re)built during this call, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<String>,
+}
+
+/// An open, caught-up index.
+pub struct SearchIndex {
+    index: Index,
+    fields: Fields,
+    path: PathBuf,
+    /// Why the index was rebuilt while opening, if it was.
+    pub rebuilt: Option<String>,
+}
+
+fn index_dir(store: &Store) -> PathBuf {
+    store.local_dir().join("index")
+}
+
+fn ts(s: &str) -> i64 {
+    parse_rfc3339(s).map(|t| t.unix_timestamp()).unwrap_or(0)
+}
+
+/// Far future, for items that never expire (so "not expired" is one range).
+const NEVER: i64 = i64::MAX / 2;
+
+fn tantivy_err(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::Integrity {
+        subject: "search index".into(),
+        message: format!("{context}: {e}"),
+    }
+}
+
+impl SearchIndex {
+    fn register(index: &Index) {
+        index.tokenizers().register("cairn_en", english());
+        index.tokenizers().register("cairn_ident", identifiers());
+    }
+
+    fn create(path: &Path) -> Result<SearchIndex> {
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))?;
+        }
+        std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+        let (schema, fields) = schema();
+        let index = Index::create_in_dir(path, schema).map_err(|e| tantivy_err("create", e))?;
+        Self::register(&index);
+        Ok(SearchIndex {
+            index,
+            fields,
+            path: path.to_path_buf(),
+            rebuilt: None,
+        })
+    }
+
+    fn open_existing(path: &Path) -> Result<(SearchIndex, Payload)> {
+        let index = Index::open_in_dir(path).map_err(|e| tantivy_err("open", e))?;
+        let (expected, fields) = schema();
+        if index.schema() != expected {
+            return Err(tantivy_err("open", "schema differs"));
+        }
+        Self::register(&index);
+        let metas = index
+            .load_metas()
+            .map_err(|e| tantivy_err("read meta.json", e))?;
+        let payload: Payload = metas
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .ok_or_else(|| tantivy_err("open", "no cairn payload"))?;
+        if payload.format != FORMAT {
+            return Err(tantivy_err(
+                "open",
+                format!("format {} is outdated", payload.format),
+            ));
+        }
+        // Touch every segment so truncated or missing files are found now.
+        let reader = index.reader().map_err(|e| tantivy_err("open reader", e))?;
+        let searcher = reader.searcher();
+        for seg in searcher.segment_readers() {
+            seg.get_store_reader(1)
+                .map_err(|e| tantivy_err("open segment", e))?;
+        }
+        Ok((
+            SearchIndex {
+                index,
+                fields,
+                path: path.to_path_buf(),
+                rebuilt: None,
+            },
+            payload,
+        ))
+    }
+
+    fn writer(&self) -> Result<IndexWriter> {
+        self.index
+            .writer_with_num_threads(1, 64 * 1024 * 1024)
+            .map_err(|e| tantivy_err("open writer", e))
+    }
+
+    fn memory_doc(&self, item: &MemoryItem) -> TantivyDocument {
+        let f = self.fields;
+        let mut d = doc!(
+            f.id => item.id.clone(),
+            f.doc_kind => "memory",
+            f.content => item.content.clone(),
+            f.content_ident => item.content.clone(),
+            f.tags => item.tags.join(" "),
+            f.scope => item.scope.clone(),
+            f.kind => item.kind.clone(),
+            f.status => item.status.as_str(),
+            f.created => ts(&item.created_at),
+            f.updated => ts(&item.updated_at),
+            f.expires => item.expires_at.as_deref().map(ts).unwrap_or(NEVER),
+            f.confidence => item.confidence,
+        );
+        if let Some(s) = &item.scope_id {
+            d.add_text(f.scope_id, s);
+        }
+        if let Some(p) = &item.project {
+            d.add_text(f.project, p);
+        }
+        if let Some(run) = item.source_refs.iter().find_map(|r| r.strip_prefix("run:")) {
+            d.add_text(f.run, run);
+        }
+        d
+    }
+
+    fn event_doc(&self, e: &Event, ordinal: u64) -> TantivyDocument {
+        let f = self.fields;
+        let mut d = doc!(
+            f.id => e.commit.clone(),
+            f.doc_kind => "event",
+            f.event_type => e.event_type.as_str(),
+            f.actor => e.actor.clone(),
+            f.created => ts(&e.timestamp),
+            f.ordinal => ordinal,
+        );
+        if let Some(r) = &e.run_id {
+            d.add_text(f.run, r);
+        }
+        d
+    }
+
+    /// Indexes everything from scratch at `tip`.
+    fn build(store: &Store, path: &Path, tip: Oid, progress: Progress<'_>) -> Result<SearchIndex> {
+        let idx = SearchIndex::create(path)?;
+        let mut writer = idx.writer()?;
+        let files = store.walk_files(tip, layout::MEMORY)?;
+        let commits = store.history(tip, None)?;
+        let total = (files.len() + commits.len()) as u64;
+        let mut done = 0u64;
+        for (p, blob, _) in files {
+            if p.ends_with(".yaml") {
+                let item = MemoryItem::from_bytes(&p, &store.read_blob(blob)?)?;
+                writer
+                    .add_document(idx.memory_doc(&item))
+                    .map_err(|e| tantivy_err("index", e))?;
+            }
+            done += 1;
+            if done.is_multiple_of(1000) {
+                progress(done, total);
+            }
+        }
+        let mut ordinal = 0;
+        for id in commits.into_iter().rev() {
+            ordinal += 1;
+            let e = ledger_event_light(store, id)?;
+            writer
+                .add_document(idx.event_doc(&e, ordinal))
+                .map_err(|e| tantivy_err("index", e))?;
+            done += 1;
+            if done.is_multiple_of(1000) {
+                progress(done, total);
+            }
+        }
+        idx.commit(&mut writer, tip, ordinal)?;
+        progress(total, total);
+        Ok(idx)
+    }
+
+    fn commit(&self, writer: &mut IndexWriter, tip: Oid, ordinal: u64) -> Result<()> {
+        let payload = serde_json::to_string(&Payload {
+            format: FORMAT,
+            commit: tip.to_string(),
+            ordinal,
+        })
+        .expect("payloads serialize");
+        let mut prepared = writer
+            .prepare_commit()
+            .map_err(|e| tantivy_err("commit", e))?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(|e| tantivy_err("commit", e))?;
+        Ok(())
+    }
+
+    /// Brings the index from `payload.commit` to `tip`.
+    fn catch_up(&self, store: &Store, payload: &Payload, tip: Oid) -> Result<()> {
+        let from = Oid::from_str(&payload.commit).map_err(|e| tantivy_err("payload", e))?;
+        let mut writer = self.writer()?;
+        for p in store.diff_paths(Some(from), tip, layout::MEMORY)? {
+            let Some(id) = p.rsplit('/').next().and_then(|f| f.strip_suffix(".yaml")) else {
+                continue;
+            };
+            writer.delete_term(Term::from_field_text(self.fields.id, id));
+            if let Some(bytes) = store.read_file(tip, &p)? {
+                let item = MemoryItem::from_bytes(&p, &bytes)?;
+                writer
+                    .add_document(self.memory_doc(&item))
+                    .map_err(|e| tantivy_err("index", e))?;
+            }
+        }
+        let mut ordinal = payload.ordinal;
+        for id in store.history(tip, Some(from))?.into_iter().rev() {
+            ordinal += 1;
+            let e = ledger_event_light(store, id)?;
+            writer
+                .add_document(self.event_doc(&e, ordinal))
+                .map_err(|e| tantivy_err("index", e))?;
+        }
+        self.commit(&mut writer, tip, ordinal)
+    }
+
+    fn searcher(&self) -> Result<Searcher> {
+        let reader = self
+            .index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| tantivy_err("open reader", e))?;
+        Ok(reader.searcher())
+    }
+}
+
+/// A ledger event without its changed paths (the index does not need them).
+fn ledger_event_light(store: &Store, id: Oid) -> Result<Event> {
+    let info = store.commit_info(id)?;
+    let parsed = ledger::parse_message(&info.message);
+    Ok(ledger::build_event_from(&info, &parsed, Vec::new()))
+}
+
+/// Opens the index caught up to the tip, rebuilding it when it is missing,
+/// unreadable, foreign or outdated.
+pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
+    let path = index_dir(store);
+    let tip = store.require_tip()?;
+    // Catch-up writes; one writer at a time across processes.
+    let _lock = StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
+    let reason = match SearchIndex::open_existing(&path) {
+        Ok((idx, payload)) => {
+            if payload.commit == tip.to_string() {
+                return Ok(idx);
+            }
+            let known = Oid::from_str(&payload.commit)
+                .ok()
+                .filter(|c| store.repo_has(*c));
+            match known {
+                Some(c) if store.is_ancestor(c, tip)? => match idx.catch_up(store, &payload, tip) {
+                    Ok(()) => return Ok(idx),
+                    Err(e) => format!("catch-up failed: {e}"),
+                },
+                Some(_) => "history was rewritten".to_string(),
+                None => "the index belongs to another store".to_string(),
+            }
+        }
+        Err(e) if !path.exists() => format!("no index yet ({e})"),
+        Err(e) => e.to_string(),
+    };
+    let mut idx = SearchIndex::build(store, &path, tip, progress)?;
+    idx.rebuilt = Some(reason);
+    Ok(idx)
+}
+
+/// Rebuilds the index from scratch.
+pub fn rebuild(store: &Store, progress: Progress<'_>) -> Result<IndexStatus> {
+    let tip = store.require_tip()?;
+    let _lock = StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
+    let mut idx = SearchIndex::build(store, &index_dir(store), tip, progress)?;
+    idx.rebuilt = Some("asked for".into());
+    status_of(store, &idx)
+}
+
+/// The index's state, catching it up first.
+pub fn status(store: &Store, progress: Progress<'_>) -> Result<IndexStatus> {
+    let idx = open(store, progress)?;
+    status_of(store, &idx)
+}
+
+fn status_of(store: &Store, idx: &SearchIndex) -> Result<IndexStatus> {
+    let searcher = idx.searcher()?;
+    let count = |kind: &str| -> Result<u64> {
+        let q = TermQuery::new(
+            Term::from_field_text(idx.fields.doc_kind, kind),
+            IndexRecordOption::Basic,
+        );
+        searcher
+            .search(&q, &tantivy::collector::Count)
+            .map(|c| c as u64)
+            .map_err(|e| tantivy_err("count", e))
+    };
+    let metas = idx
+        .index
+        .load_metas()
+        .map_err(|e| tantivy_err("read meta.json", e))?;
+    let commit = metas
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Payload>(p).ok())
+        .map(|p| p.commit);
+    let tip = store.tip()?.map(|t| t.to_string());
+    Ok(IndexStatus {
+        path: idx.path.clone(),
+        current: commit == tip,
+        commit,
+        tip,
+        memory_items: count("memory")?,
+        events: count("event")?,
+        rebuilt: idx.rebuilt.clone(),
+    })
+}
+
+/// Ranking settings (from `cairn.yaml`'s `search` and `scope_weights`).
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    /// Multiplier per scope.
+    pub scope_weights: BTreeMap<String, f64>,
+    /// Half-life of the recency boost, in days.
+    pub recency_half_life_days: f64,
+    /// How much recency moves a score (0 = not at all).
+    pub recency_weight: f64,
+    /// How much confidence moves a score (0 = not at all).
+    pub confidence_weight: f64,
+    /// Boost of the English-analyzed content field.
+    pub content_boost: f32,
+    /// Boost of the identifier-analyzed content field.
+    pub identifier_boost: f32,
+    /// Boost of tags.
+    pub tags_boost: f32,
+}
+
+impl Default for Ranking {
+    fn default() -> Self {
+        Ranking {
+            scope_weights: [
+                ("global", 1.0),
+                ("user", 1.1),
+                ("org", 1.0),
+                ("project", 1.2),
+                ("run", 1.3),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            recency_half_life_days: 90.0,
+            recency_weight: 0.1,
+            confidence_weight: 0.3,
+            content_boost: 1.0,
+            identifier_boost: 0.5,
+            tags_boost: 1.5,
+        }
+    }
+}
+
+/// A memory search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// The query text (words, "phrases", field:value).
+    pub text: String,
+    /// Only this scope (and id).
+    pub scope: Option<ScopeFilter>,
+    /// Only this type.
+    pub kind: Option<String>,
+    /// Only this status (default: active and not expired).
+    pub status: Option<String>,
+    /// Only this canonical project.
+    pub project: Option<String>,
+    /// Only items with this tag.
+    pub tag: Option<String>,
+    /// Created at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Created at or before.
+    pub until: Option<OffsetDateTime>,
+    /// How many hits.
+    pub top_k: usize,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// The memory id.
+    pub id: String,
+    /// The final score.
+    pub score: f64,
+    /// The BM25 part of it.
+    pub bm25: f64,
+    /// Which query terms matched in which field.
+    pub matched: BTreeMap<String, Vec<String>>,
+    /// The item's content.
+    pub content: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its scope.
+    pub scope: String,
+    /// Its scope id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<String>,
+    /// Its status.
+    pub status: String,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResults {
+    /// Hits, best first.
+    pub hits: Vec<Hit>,
+    /// Problems that did not stop the search (e.g. a cut query).
+    pub warnings: Vec<String>,
+    /// Why the index was rebuilt first, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<String>,
+    /// Time spent, in milliseconds.
+    pub took_ms: f64,
+}
+
+/// A parsed query: free words, phrases and field clauses.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ParsedQuery {
+    words: Vec<String>,
+    phrases: Vec<String>,
+    fields: Vec<(String, String)>,
+}
+
+/// Parses the query syntax; errors carry the character position.
+fn parse_query(text: &str) -> Result<(ParsedQuery, Vec<String>)> {
+    let mut q = ParsedQuery::default();
+    let mut warnings = Vec::new();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut i = 0;
+    let err = |pos: usize, message: String| Error::Invalid {
+        file: "query".into(),
+        pointer: format!("(character {pos})"),
+        rule: "query_syntax",
+        message,
+    };
+    let mut terms = 0usize;
+    while i < chars.len() {
+        let (_, c) = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == '"' {
+            let start = i;
+            let close = (i + 1..chars.len()).find(|&j| chars[j].1 == '"');
+            let Some(end) = close else {
+                return Err(err(
+                    start,
+                    format!("unbalanced quote at character {start}: close the phrase with \""),
+                ));
+            };
+            let phrase: String = chars[i + 1..end].iter().map(|(_, c)| c).collect();
+            terms += phrase.split_whitespace().count();
+            q.phrases.push(phrase);
+            i = end + 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !chars[i].1.is_whitespace() {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().map(|(_, c)| c).collect();
+        terms += 1;
+        match word.split_once(':') {
+            Some((field, value))
+                if !field.is_empty()
+                    && field.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+                    && !value.is_empty()
+                    && !value.starts_with("//") =>
+            {
+                let field = field.to_ascii_lowercase();
+                if !QUERY_FIELDS.contains(&field.as_str()) {
+                    return Err(err(
+                        start,
+                        format!(
+                            "unknown field {field:?} at character {start}; fields: {}",
+                            QUERY_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+                q.fields.push((field, value.trim_matches('"').to_string()));
+            }
+            _ => q.words.push(word),
+        }
+    }
+    if terms > MAX_QUERY_TERMS {
+        warnings.push(format!(
+            "the query has {terms} terms; only the first {MAX_QUERY_TERMS} were used"
+        ));
+        let mut budget = MAX_QUERY_TERMS;
+        q.phrases.retain(|p| {
+            let n = p.split_whitespace().count();
+            let keep = n <= budget;
+            budget = budget.saturating_sub(n);
+            keep
+        });
+        q.words.truncate(budget);
+    }
+    Ok((q, warnings))
+}
+
+fn keyword(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
+fn filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
+    (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
+}
+
+/// Searches memory. Deterministic: equal scores break ties by id.
+pub fn search(
+    store: &Store,
+    q: &SearchQuery,
+    ranking: &Ranking,
+    progress: Progress<'_>,
+) -> Result<SearchResults> {
+    let started = Instant::now();
+    let (parsed, warnings) = parse_query(&q.text)?;
+    let idx = open(store, progress)?;
+    let result = run_search(store, &idx, q, &parsed, ranking);
+    let mut results = match result {
+        Ok(r) => r,
+        // A segment that fails while reading is corruption we can repair.
+        Err(Error::Integrity { .. }) => {
+            let tip = store.require_tip()?;
+            let _lock =
+                StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
+            let mut idx = SearchIndex::build(store, &index_dir(store), tip, progress)?;
+            idx.rebuilt = Some("a segment failed while searching".into());
+            let mut r = run_search(store, &idx, q, &parsed, ranking)?;
+            r.rebuilt = idx.rebuilt.clone();
+            r
+        }
+        Err(e) => return Err(e),
+    };
+    results.warnings.splice(0..0, warnings);
+    if results.rebuilt.is_none() {
+        results.rebuilt = idx.rebuilt.clone();
+    }
+    results.took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(results)
+}
+
+fn run_search(
+    store: &Store,
+    idx: &SearchIndex,
+    q: &SearchQuery,
+    parsed: &ParsedQuery,
+    ranking: &Ranking,
+) -> Result<SearchResults> {
+    let f = idx.fields;
+    let now = store.now().unix_timestamp();
+    let mut en = english();
+    let mut ident = identifiers();
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![filter(keyword(f.doc_kind, "memory"))];
+    // Filters.
+    match q.status.as_deref() {
+        None => {
+            clauses.push(filter(keyword(f.status, "active")));
+            clauses.push(filter(Box::new(RangeQuery::new(
+                std::ops::Bound::Excluded(Term::from_field_i64(f.expires, now)),
+                std::ops::Bound::Unbounded,
+            ))));
+        }
+        Some("expired") => {
+            clauses.push(filter(keyword(f.status, "active")));
+            clauses.push(filter(Box::new(RangeQuery::new(
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Included(Term::from_field_i64(f.expires, now)),
+            ))));
+        }
+        Some("any") => {}
+        Some(s) => {
+            if ItemStatus::parse(s).is_none() {
+                return Err(Error::Invalid {
+                    file: "--status".into(),
+                    pointer: String::new(),
+                    rule: "status",
+                    message: format!("unknown status {s:?}; one of candidate, active, superseded, invalid, expired, any"),
+                });
+            }
+            clauses.push(filter(keyword(f.status, s)));
+        }
+    }
+    if let Some(s) = &q.scope {
+        clauses.push(filter(keyword(f.scope, &s.scope)));
+        if let Some(id) = &s.scope_id {
+            clauses.push(filter(keyword(f.scope_id, id)));
+        }
+    }
+    if let Some(k) = &q.kind {
+        clauses.push(filter(keyword(f.kind, k)));
+    }
+    if let Some(p) = &q.project {
+        clauses.push(filter(keyword(f.project, p)));
+    }
+    if let Some(t) = &q.tag {
+        clauses.push(filter(keyword(f.tags, &t.to_lowercase())));
+    }
+    if q.since.is_some() || q.until.is_some() {
+        let lo = q.since.map(|t| {
+            std::ops::Bound::Included(Term::from_field_i64(f.created, t.unix_timestamp()))
+        });
+        let hi = q.until.map(|t| {
+            std::ops::Bound::Included(Term::from_field_i64(f.created, t.unix_timestamp()))
+        });
+        clauses.push(filter(Box::new(RangeQuery::new(
+            lo.unwrap_or(std::ops::Bound::Unbounded),
+            hi.unwrap_or(std::ops::Bound::Unbounded),
+        ))));
+    }
+    for (field, value) in &parsed.fields {
+        let target = match field.as_str() {
+            "type" => Some(f.kind),
+            "scope" => Some(f.scope),
+            "scope_id" => Some(f.scope_id),
+            "status" => Some(f.status),
+            "project" => Some(f.project),
+            "run" => Some(f.run),
+            "id" => Some(f.id),
+            _ => None,
+        };
+        if let Some(t) = target {
+            clauses.push(filter(keyword(t, value)));
+        }
+    }
+    // Scored text: free words and text fields, over each analyzer.
+    let mut text_terms: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let free = parsed.words.join(" ");
+    let mut add_terms = |field: Field,
+                         name: &'static str,
+                         terms: Vec<String>,
+                         boost: f32,
+                         should: &mut Vec<(Occur, Box<dyn Query>)>| {
+        let mut seen = BTreeSet::new();
+        for t in terms {
+            if seen.insert(t.clone()) {
+                should.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, &t),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                        boost,
+                    )),
+                ));
+                text_terms.entry(name).or_default().push(t);
+            }
+        }
+    };
+    let mut content_text = free.clone();
+    let mut tags_text = free.clone();
+    for (field, value) in &parsed.fields {
+        match field.as_str() {
+            "content" => content_text.push_str(&format!(" {value}")),
+            "tags" => tags_text.push_str(&format!(" {value}")),
+            _ => {}
+        }
+    }
+    add_terms(
+        f.content,
+        "content",
+        analyze(&mut en, &content_text),
+        ranking.content_boost,
+        &mut should,
+    );
+    add_terms(
+        f.content_ident,
+        "identifiers",
+        analyze(&mut ident, &content_text),
+        ranking.identifier_boost,
+        &mut should,
+    );
+    add_terms(
+        f.tags,
+        "tags",
+        analyze(&mut ident, &tags_text),
+        ranking.tags_boost,
+        &mut should,
+    );
+    for phrase in &parsed.phrases {
+        let terms: Vec<Term> = analyze(&mut en, phrase)
+            .into_iter()
+            .map(|t| Term::from_field_text(f.content, &t))
+            .collect();
+        match terms.len() {
+            0 => {}
+            1 => should.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    terms[0].clone(),
+                    IndexRecordOption::WithFreqs,
+                )),
+            )),
+            _ => should.push((
+                Occur::Must,
+                Box::new(BoostQuery::new(Box::new(PhraseQuery::new(terms)), 2.0)),
+            )),
+        }
+        for t in analyze(&mut en, phrase) {
+            text_terms.entry("content").or_default().push(t);
+        }
+    }
+    let scored = !should.is_empty();
+    if scored {
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+    } else {
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    let query = BooleanQuery::new(clauses);
+    let searcher = idx.searcher()?;
+    let top_k = q.top_k.max(1);
+    let candidates = if scored {
+        (top_k * 4).max(100)
+    } else {
+        usize::MAX / 4
+    };
+    let docs = searcher
+        .search(
+            &query,
+            &TopDocs::with_limit(candidates.min(1_000_000)).order_by_score(),
+        )
+        .map_err(|e| tantivy_err("search", e))?;
+    let mut hits = Vec::new();
+    for (bm25, addr) in docs {
+        let d: TantivyDocument = searcher
+            .doc(addr)
+            .map_err(|e| tantivy_err("read document", e))?;
+        let text = |field: Field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let num_i = |field: Field| d.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
+        let conf = d
+            .get_first(f.confidence)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.5);
+        let scope = text(f.scope).unwrap_or_default();
+        let updated = num_i(f.updated);
+        let score = if scored {
+            let age_days = ((now - updated).max(0) as f64) / 86400.0;
+            let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
+            let weight = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
+            f64::from(bm25)
+                * weight
+                * (1.0 + ranking.confidence_weight * (conf - 0.5))
+                * (1.0 + ranking.recency_weight * (recency - 0.5))
+        } else {
+            updated as f64
+        };
+        let content = text(f.content).unwrap_or_default();
+        let mut matched = BTreeMap::new();
+        if scored {
+            let doc_en: HashMap<String, ()> = analyze(&mut en, &content)
+                .into_iter()
+                .map(|t| (t, ()))
+                .collect();
+            let doc_ident: HashMap<String, ()> = analyze(&mut ident, &content)
+                .into_iter()
+                .map(|t| (t, ()))
+                .collect();
+            let doc_tags: HashMap<String, ()> =
+                analyze(&mut ident, &text(f.tags).unwrap_or_default())
+                    .into_iter()
+                    .map(|t| (t, ()))
+                    .collect();
+            for (name, terms) in &text_terms {
+                let set = match *name {
+                    "content" => &doc_en,
+                    "identifiers" => &doc_ident,
+                    _ => &doc_tags,
+                };
+                let m: Vec<String> = terms
+                    .iter()
+                    .filter(|t| set.contains_key(*t))
+                    .cloned()
+                    .collect();
+                if !m.is_empty() {
+                    matched.insert(name.to_string(), m);
+                }
+            }
+        }
+        hits.push(Hit {
+            id: text(f.id).unwrap_or_default(),
+            score,
+            bm25: f64::from(bm25),
+            matched,
+            content,
+            kind: text(f.kind).unwrap_or_default(),
+            scope,
+            scope_id: text(f.scope_id),
+            status: text(f.status).unwrap_or_default(),
+        });
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    hits.truncate(top_k);
+    Ok(SearchResults {
+        hits,
+        warnings: Vec::new(),
+        rebuilt: None,
+        took_ms: 0.0,
+    })
+}
+
+/// Ledger events matching `q`, answered from the index (oldest first).
+pub fn log(store: &Store, q: &LogQuery, progress: Progress<'_>) -> Result<Vec<Event>> {
+    let idx = open(store, progress)?;
+    let f = idx.fields;
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+        vec![(Occur::Must, keyword(f.doc_kind, "event"))];
+    if let Some(r) = &q.run_id {
+        clauses.push((Occur::Must, keyword(f.run, r)));
+    }
+    if let Some(t) = q.event_type {
+        clauses.push((Occur::Must, keyword(f.event_type, t.as_str())));
+    }
+    if let Some(a) = &q.actor {
+        clauses.push((Occur::Must, keyword(f.actor, a)));
+    }
+    if q.since.is_some() || q.until.is_some() {
+        // Event times are indexed in whole seconds: widen, then filter exactly below.
+        let lo = q.since.map(|t| {
+            std::ops::Bound::Included(Term::from_field_i64(f.created, t.unix_timestamp() - 1))
+        });
+        let hi = q.until.map(|t| {
+            std::ops::Bound::Included(Term::from_field_i64(f.created, t.unix_timestamp() + 1))
+        });
+        clauses.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                lo.unwrap_or(std::ops::Bound::Unbounded),
+                hi.unwrap_or(std::ops::Bound::Unbounded),
+            )),
+        ));
+    }
+    let searcher = idx.searcher()?;
+    let order = TopDocs::with_limit(1_000_000).order_by_u64_field("ordinal", tantivy::Order::Desc);
+    let docs = searcher
+        .search(&BooleanQuery::new(clauses), &order)
+        .map_err(|e| tantivy_err("search events", e))?;
+    let mut out = Vec::new();
+    let exact = LogQuery {
+        limit: None,
+        ..q.clone()
+    };
+    for (_, addr) in docs {
+        let d: TantivyDocument = searcher
+            .doc(addr)
+            .map_err(|e| tantivy_err("read document", e))?;
+        let Some(commit) = d
+            .get_first(f.id)
+            .and_then(|v| v.as_str())
+            .and_then(|s| Oid::from_str(s).ok())
+        else {
+            continue;
+        };
+        let e = ledger::event_of(store, commit)?;
+        if ledger::matches(&exact, &e) {
+            out.push(e);
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(text: &str) -> Vec<String> {
+        analyze(&mut identifiers(), text)
+    }
+
+    #[test]
+    fn identifiers_are_found_whole_and_by_parts() {
+        assert_eq!(
+            ident("uteke-cloud-dev"),
+            ["uteke-cloud-dev", "uteke", "cloud", "dev"]
+        );
+        assert_eq!(
+            ident("src/ledger.rs"),
+            ["src/ledger.rs", "src", "ledger", "rs"]
+        );
+        assert_eq!(ident("CamelCase"), ["camelcase", "camel", "case"]);
+        assert_eq!(ident("v1.2.3"), ["v1.2.3", "v1", "2", "3"]);
+        assert_eq!(
+            ident("(p05-interferometer),"),
+            ["p05-interferometer", "p05", "interferometer"]
+        );
+    }
+
+    #[test]
+    fn english_analysis_stems_and_drops_stopwords() {
+        assert_eq!(
+            analyze(&mut english(), "The deployments are running"),
+            ["deploy", "run"]
+        );
+    }
+
+    #[test]
+    fn query_syntax_errors_name_the_position() {
+        let e = parse_query("deploy \"prod server").unwrap_err();
+        assert!(e.to_string().contains("character 7"), "{e}");
+        let e = parse_query("a colour:blue").unwrap_err();
+        assert!(e.to_string().contains("character 2"), "{e}");
+        let (q, _) = parse_query("type:fact \"exact words\" at 10:30 https://x.y").unwrap();
+        assert_eq!(q.fields, [("type".to_string(), "fact".to_string())]);
+        assert_eq!(q.phrases, ["exact words"]);
+        assert_eq!(q.words, ["at", "10:30", "https://x.y"]);
+    }
+
+    #[test]
+    fn huge_queries_are_cut_with_a_warning() {
+        let text = "word ".repeat(10_000);
+        let (q, warnings) = parse_query(&text).unwrap();
+        assert_eq!(q.words.len(), MAX_QUERY_TERMS);
+        assert_eq!(warnings.len(), 1);
+    }
+}
