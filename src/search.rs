@@ -657,6 +657,9 @@ pub struct SearchQuery {
 pub struct Hit {
     /// The memory id.
     pub id: String,
+    /// Last update (seconds), the order of query-less listings.
+    #[serde(skip)]
+    pub recency_key: i64,
     /// The final score.
     pub score: f64,
     /// The BM25 part of it.
@@ -1030,7 +1033,7 @@ fn run_search(
                 * (1.0 + ranking.confidence_weight * (conf - 0.5))
                 * (1.0 + ranking.recency_weight * (recency - 0.5))
         } else {
-            updated as f64
+            0.0
         };
         let content = text(f.content).unwrap_or_default();
         let mut matched = BTreeMap::new();
@@ -1065,6 +1068,7 @@ fn run_search(
             }
         }
         hits.push(Hit {
+            recency_key: updated,
             id: text(f.id).unwrap_or_default(),
             score,
             bm25: f64::from(bm25),
@@ -1076,7 +1080,12 @@ fn run_search(
             status: text(f.status).unwrap_or_default(),
         });
     }
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| b.recency_key.cmp(&a.recency_key))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     hits.truncate(top_k);
     Ok(SearchResults {
         hits,

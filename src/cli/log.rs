@@ -79,7 +79,17 @@ pub fn cmd_log(ctx: &Ctx, a: LogArgs) -> CmdResult {
         actor: a.actor.clone(),
         limit: a.limit,
     };
-    let events = ledger::query(&store, &q)?;
+    // Filters answer from the search index; without filters the walk is as cheap.
+    let filtered = q.run_id.is_some()
+        || q.event_type.is_some()
+        || q.actor.is_some()
+        || q.since.is_some()
+        || q.until.is_some();
+    let events = if filtered {
+        cairn::search::log(&store, &q, &super::search::progress_bar())?
+    } else {
+        ledger::query(&store, &q)?
+    };
     if !a.follow {
         let human = if a.jsonl {
             events

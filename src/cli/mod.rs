@@ -13,6 +13,7 @@ mod milestone;
 mod project;
 mod run;
 mod schema;
+mod search;
 mod ws;
 
 use std::io::Write;
@@ -62,6 +63,9 @@ enum Command {
     State(project::StateCommand),
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    Search(search::SearchArgs),
+    #[command(subcommand)]
+    Index(search::IndexCommand),
     Fsck(fsck::FsckArgs),
     Demo(demo::DemoArgs),
 }
@@ -176,6 +180,8 @@ pub fn main() -> i32 {
         Command::Project(c) => project::cmd_project(&ctx, c),
         Command::State(c) => project::cmd_state(&ctx, c),
         Command::Schema(c) => schema::cmd_schema(&ctx, c),
+        Command::Search(a) => search::cmd_search(&ctx, a),
+        Command::Index(c) => search::cmd_index(&ctx, c),
         Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
         Command::Demo(a) => demo::cmd_demo(&ctx, a),
     };
