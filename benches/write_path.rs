@@ -9,7 +9,14 @@
 //! - `CAIRN_BENCH_WARMUP`: untimed operations before each row (default 10).
 //! - `CAIRN_BENCH_BIG`: the large store size (default 100000).
 //! - `CAIRN_BENCH_DIR`: where the temporary stores go (default the system temp dir).
-//! - `CAIRN_BENCH_ONLY`: comma-separated row filters (`floor`, `lib`, `cli`, `git`).
+//! - `CAIRN_BENCH_ONLY`: comma-separated rows to run, by name or by a prefix
+//!   ending at a `-`: `floor`, `mem`, `lib`, `lib-bare`, `lib-bare-1000`,
+//!   `cli-wt-100000`, `git`, `git-1000`.
+//!
+//! Nothing is deleted until the end: on a file system that delays the reuse
+//! of freed inodes (ext4 without a journal skips inodes freed in the last
+//! minutes when it allocates), removing a 100k-file store would slow the file
+//! creations of the rows after it.
 //!
 //! Every store is made fresh for its row: `Store::init`, one booted run whose
 //! sliding context is filled to its token budget (so every timed patch
@@ -70,9 +77,14 @@ impl Settings {
     }
 
     fn wants(&self, what: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|x| x == what))
+        self.only.as_ref().is_none_or(|o| {
+            o.iter().any(|x| {
+                what == x
+                    || what
+                        .strip_prefix(x.as_str())
+                        .is_some_and(|r| r.starts_with('-'))
+            })
+        })
     }
 }
 
@@ -81,18 +93,22 @@ struct Row {
     op: &'static str,
     kind: &'static str,
     files: usize,
-    /// Milliseconds, sorted.
+    /// Wall-clock milliseconds, sorted.
     ms: Vec<f64>,
+    /// Mean CPU milliseconds (user + system, this process and its children).
+    cpu_ms: f64,
 }
 
 impl Row {
-    fn new(op: &'static str, kind: &'static str, files: usize, samples: Vec<Duration>) -> Row {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    fn new(op: &'static str, kind: &'static str, files: usize, samples: Vec<Sample>) -> Row {
+        let mut ms: Vec<f64> = samples.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
         ms.sort_by(|a, b| a.total_cmp(b));
+        let cpu: Duration = samples.iter().map(|s| s.cpu).sum();
         Row {
             op,
             kind,
             files,
+            cpu_ms: cpu.as_secs_f64() * 1e3 / samples.len().max(1) as f64,
             ms,
         }
     }
@@ -166,33 +182,57 @@ fn run() -> Res<()> {
         packs: BTreeMap::new(),
         rows: Vec::new(),
         notes: Vec::new(),
+        last: Instant::now(),
     };
     let small = 1000.min(big);
     let mid = 10_000.min(big);
 
+    // Each row has a name (`floor`, `lib-bare-1000`, `cli-wt-100000`, `git-1000`);
+    // CAIRN_BENCH_ONLY keeps the rows whose name starts with one of its entries.
+    let wt = |w: bool| if w { "wt" } else { "bare" };
     if settings.wants("floor") {
         b.floor(ops)?;
     }
-    if settings.wants("lib") {
-        b.lib_patch(false, small, ops)?;
-        b.lib_patch(false, big, ops)?;
-        b.lib_patch(true, small, ops)?;
-        b.lib_patch(true, mid, ops)?;
-        b.lib_patch(true, big, ops)?;
+    if settings.wants("mem") {
+        b.in_memory(ops)?;
     }
-    if settings.wants("cli") {
-        b.cli_patch(false, small, ops)?;
-        b.cli_patch(false, big, ops)?;
-        b.cli_patch(true, small, ops)?;
-        b.cli_patch(true, big, slow)?;
+    // A row runs once even when sizes coincide (a small CAIRN_BENCH_BIG).
+    let mut done = std::collections::BTreeSet::new();
+    let mut wants = |name: String| settings.wants(&name) && done.insert(name);
+    for (worktree, n) in [
+        (false, small),
+        (false, big),
+        (true, small),
+        (true, mid),
+        (true, big),
+    ] {
+        if wants(format!("lib-{}-{n}", wt(worktree))) {
+            b.lib_patch(worktree, n, ops)?;
+        }
     }
-    if settings.wants("git") {
-        b.git_peer(small, ops)?;
-        b.git_peer(big, slow)?;
+    for (worktree, n, k) in [
+        (false, small, ops),
+        (false, big, ops),
+        (true, small, ops),
+        (true, big, slow),
+    ] {
+        if wants(format!("cli-{}-{n}", wt(worktree))) {
+            b.cli_patch(worktree, n, k)?;
+        }
+    }
+    for (n, k) in [(small, ops), (big, slow)] {
+        if wants(format!("git-{n}")) {
+            b.git_peer(n, k)?;
+        }
     }
     b.report(small, mid, big, started.elapsed());
     drop(b);
+    let t = Instant::now();
     tmp.close()?;
+    eprintln!(
+        "write_path: removed the stores in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -209,6 +249,8 @@ struct Bench {
     packs: BTreeMap<usize, MemoryPack>,
     rows: Vec<Row>,
     notes: Vec<String>,
+    /// When the previous row ended.
+    last: Instant,
 }
 
 fn options() -> StoreOptions {
@@ -302,13 +344,53 @@ fn git(dir: &Path, args: &[&str]) -> Res<()> {
     Ok(())
 }
 
+/// The cost of one timed operation.
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// User + system CPU time of this process and of its waited-for children.
+fn cpu_now() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut ru) } == 0 {
+            for tv in [ru.ru_utime, ru.ru_stime] {
+                total += Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+            }
+        }
+    }
+    total
+}
+
+/// The start of a timed part.
+struct Span {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Span {
+    fn start() -> Span {
+        Span {
+            cpu: cpu_now(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn stop(self) -> Sample {
+        let wall = self.wall.elapsed();
+        Sample {
+            wall,
+            cpu: cpu_now().saturating_sub(self.cpu),
+        }
+    }
+}
+
 /// Runs `f` for `warmup` untimed then `ops` timed operations; `f` returns the
-/// time of its own measured part (so untimed preparation can come first).
-fn time<F: FnMut(usize) -> Res<Duration>>(
-    warmup: usize,
-    ops: usize,
-    mut f: F,
-) -> Res<Vec<Duration>> {
+/// cost of its own measured part (so untimed preparation can come first).
+fn time<F: FnMut(usize) -> Res<Sample>>(warmup: usize, ops: usize, mut f: F) -> Res<Vec<Sample>> {
     for i in 0..warmup {
         f(i)?;
     }
@@ -322,13 +404,19 @@ fn time<F: FnMut(usize) -> Res<Duration>>(
 impl Bench {
     fn push(&mut self, row: Row) {
         eprintln!(
-            "  {:<34} {:>9} {:>7} files: {:>5} ops  p50 {:>8.3} ms  p99 {:>8.3} ms",
+            "  (row done in {:.1} s, with its store setup and checks)",
+            self.last.elapsed().as_secs_f64()
+        );
+        self.last = Instant::now();
+        eprintln!(
+            "  {:<34} {:>9} {:>7} files: {:>5} ops  p50 {:>8.3} ms  p99 {:>8.3} ms  cpu {:>7.3} ms/op",
             row.op,
             row.kind,
             row.files,
             row.ms.len(),
             row.p50(),
-            row.p99()
+            row.p99(),
+            row.cpu_ms
         );
         self.rows.push(row);
     }
@@ -347,18 +435,55 @@ impl Bench {
         let tmp = dir.join(".file.yaml.tmp");
         let samples = time(self.warmup, ops, |i| {
             let bytes = memory_yaml(i);
-            let t = Instant::now();
+            let t = Span::start();
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             drop(f);
             fs::rename(&tmp, &target)?;
             File::open(&dir)?.sync_all()?;
-            Ok(t.elapsed())
+            Ok(t.stop())
         })?;
-        fs::remove_dir_all(&dir)?;
         self.push(Row::new(
             "floor: write+fsync+rename+fsync dir",
+            "-",
+            0,
+            samples,
+        ));
+        Ok(())
+    }
+
+    /// Diagnostic: the working-set work of one patch without git or I/O:
+    /// parse + validate the current file, apply, serialize, and parse +
+    /// validate the result twice (as `transact` and `patch` do afterwards).
+    fn in_memory(&mut self, ops: usize) -> Res<()> {
+        let (path, _) = self.make_store("mem", false, 0)?;
+        let rel = layout::working_set(RUN);
+        let mut bytes = {
+            let store = Store::open(&path, options())?;
+            store
+                .read_file(store.require_tip()?, &rel)?
+                .ok_or("no working set")?
+        };
+        let samples = time(self.warmup, ops, |i| {
+            let t = Span::start();
+            let ws = WorkingSet::from_bytes(&rel, &bytes)?;
+            let patch = append_patch(ws.update_seq, 1_000_000 + i, 1);
+            let next = working_set::apply_patch(
+                &ws,
+                &patch,
+                time::OffsetDateTime::now_utc(),
+                "bench-patch",
+            )?;
+            let out = next.working_set.to_yaml().into_bytes();
+            WorkingSet::from_bytes(&rel, &out)?;
+            WorkingSet::from_bytes(&rel, &out)?;
+            let took = t.stop();
+            bytes = out;
+            Ok(took)
+        })?;
+        self.push(Row::new(
+            "diagnostic: ws parse/validate/apply/serialize, no git, no I/O",
             "-",
             0,
             samples,
@@ -449,6 +574,9 @@ impl Bench {
             let out = working_set::patch(&store, RUN, &append_patch(0, 0, fill), "fill", None)?;
             out.working_set.update_seq
         };
+        if n == 0 {
+            return Ok((path, seq));
+        }
         let pack = self.pack(n)?;
         let (memory_tree, pack_files) = (pack.tree, pack.files.clone());
         {
@@ -508,9 +636,9 @@ impl Bench {
         let store = Store::open(&path, options())?;
         let samples = time(self.warmup, ops, |i| {
             let patch = append_patch(seq, 1_000_000 + i, 1);
-            let t = Instant::now();
+            let t = Span::start();
             let out = working_set::patch(&store, RUN, &patch, "bench-patch", None)?;
-            let took = t.elapsed();
+            let took = t.stop();
             if out.working_set.update_seq != seq + 1 || out.evicted.is_empty() {
                 return Err(format!(
                     "unexpected patch outcome at seq {seq}: now {} with {} evicted",
@@ -528,7 +656,6 @@ impl Bench {
         self.note_ws_size(size);
         drop(store);
         self.check_clean(&path, worktree)?;
-        fs::remove_dir_all(&path)?;
         self.push(Row::new(
             "cairn ws patch (library)",
             kind_name(worktree),
@@ -548,7 +675,7 @@ impl Bench {
                 &patch_file,
                 serde_json::to_vec(&append_patch(seq, 1_000_000 + i, 1))?,
             )?;
-            let t = Instant::now();
+            let t = Span::start();
             let out = Command::new(CAIRN)
                 .arg("--store")
                 .arg(&path)
@@ -558,7 +685,7 @@ impl Bench {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()?;
-            let took = t.elapsed();
+            let took = t.stop();
             if !out.status.success() {
                 return Err(format!(
                     "cairn ws patch failed at seq {seq}: {}",
@@ -579,8 +706,6 @@ impl Bench {
             }
         }
         self.check_clean(&path, worktree)?;
-        fs::remove_dir_all(&path)?;
-        fs::remove_file(&patch_file)?;
         if ops < self.ops {
             self.notes.push(format!(
                 "cairn ws patch (CLI), {}, {n} files: {ops} ops (CAIRN_BENCH_SLOW_OPS) to keep the run short",
@@ -620,7 +745,7 @@ impl Bench {
             )?
             .working_set;
             let bytes = next.to_yaml();
-            let t = Instant::now();
+            let t = Span::start();
             fs::write(&file, &bytes)?;
             git(&path, &["add", "--", &rel])?;
             git(
@@ -633,12 +758,11 @@ impl Bench {
                     &format!("ws {RUN}: seq {}", next.update_seq),
                 ],
             )?;
-            let took = t.elapsed();
+            let took = t.stop();
             ws = next;
             Ok(took)
         })?;
         self.check_clean(&path, true)?;
-        fs::remove_dir_all(&path)?;
         if ops < self.ops {
             self.notes.push(format!(
                 "git CLI peer, {n} files: {ops} ops (CAIRN_BENCH_SLOW_OPS) to keep the run short"
@@ -689,8 +813,10 @@ impl Bench {
             .find("floor: write+fsync+rename+fsync dir", "-", 0)
             .map(Row::p50);
         println!();
-        println!("| operation | store | files | ops | p50 ms | p99 ms | p50 / floor p50 |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| operation | store | files | ops | p50 ms | p99 ms | p50 / floor p50 | mean CPU ms/op |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
         for r in &self.rows {
             let ratio = match floor {
                 Some(f) if f > 0.0 => format!("{:.1}x", r.p50() / f),
@@ -702,14 +828,15 @@ impl Bench {
                 r.files.to_string()
             };
             println!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} | {} |",
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {:.3} |",
                 r.op,
                 r.kind,
                 files,
                 r.ms.len(),
                 r.p50(),
                 r.p99(),
-                ratio
+                ratio,
+                r.cpu_ms
             );
         }
         println!();

@@ -1068,7 +1068,7 @@ fn run_search(
             }
         }
         hits.push(Hit {
-            recency_key: updated,
+            recency_key: if scored { 0 } else { updated },
             id: text(f.id).unwrap_or_default(),
             score,
             bm25: f64::from(bm25),
