@@ -1,0 +1,453 @@
+//! Memory search: incremental catch-up, rebuild equivalence, identifiers,
+//! filters, scope weights, deterministic ties, corrupt-index recovery.
+
+use cairn::memory::{self, ScopeFilter};
+use cairn::search::{self, Ranking, SearchQuery};
+use cairn::working_set::{self, BootRequest};
+use cairn::{Store, StoreOptions};
+use serde_json::json;
+
+fn quiet(_: u64, _: u64) {}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    run: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = Store::init(dir.path(), false, StoreOptions::default()).unwrap();
+    let (ws, _) = working_set::boot(
+        &store,
+        &BootRequest {
+            objective: "search".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        run: ws.run_id,
+    }
+}
+
+impl Fixture {
+    /// Proposes and commits MCRs; returns the item ids.
+    fn commit(&self, mcrs: serde_json::Value) -> Vec<String> {
+        let (b, _) =
+            memory::propose(&self.store, &self.run, &mcrs, Default::default(), "t", None).unwrap();
+        memory::commit_batch(&self.store, &b.batch_id, true, None).unwrap();
+        b.item_ids.into_iter().flatten().collect()
+    }
+
+    fn search(&self, text: &str) -> Vec<String> {
+        self.query(SearchQuery {
+            text: text.into(),
+            top_k: 10,
+            ..Default::default()
+        })
+    }
+
+    fn query(&self, q: SearchQuery) -> Vec<String> {
+        search::search(&self.store, &q, &Ranking::default(), &quiet)
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| h.id)
+            .collect()
+    }
+}
+
+fn add(content: &str) -> serde_json::Value {
+    json!({"op": "add", "type": "fact", "scope": "global", "content": content})
+}
+
+#[test]
+fn catch_up_follows_add_update_supersede_delete() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("the build server is jenkins"),
+        add("the database is postgres")
+    ]));
+    assert_eq!(f.search("jenkins"), [ids[0].clone()]);
+    // update: the old text is gone from results, the new one is found
+    f.commit(
+        json!([{"op": "update", "target_id": ids[0], "content": "the build server is buildkite"}]),
+    );
+    assert!(f.search("jenkins").is_empty());
+    assert_eq!(f.search("buildkite"), [ids[0].clone()]);
+    // supersede: only the new item is active
+    let new = f.commit(
+        json!([{"op": "supersede", "target_id": ids[1], "content": "the database is sqlite"}]),
+    );
+    assert!(f.search("postgres").is_empty());
+    assert_eq!(f.search("database"), [new[0].clone()]);
+    let any = f.query(SearchQuery {
+        text: "postgres".into(),
+        status: Some("superseded".into()),
+        top_k: 5,
+        ..Default::default()
+    });
+    assert_eq!(any, [ids[1].clone()]);
+    // delete: gone from default results
+    f.commit(json!([{"op": "delete", "target_id": new[0]}]));
+    assert!(f.search("sqlite").is_empty());
+    // candidates are not active
+    memory::propose(
+        &f.store,
+        &f.run,
+        &json!([add("candidate about jenkins")]),
+        Default::default(),
+        "t",
+        None,
+    )
+    .unwrap();
+    assert!(f.search("candidate").is_empty());
+}
+
+#[test]
+fn rebuild_equals_incremental() {
+    let f = fixture();
+    for i in 0..5 {
+        f.commit(json!([
+            add(&format!("note {i} about deploys and rollbacks")),
+            add(&format!("item {i} on caching layers"))
+        ]));
+    }
+    let queries = ["deploy", "caching", "note 3", "rollbacks layers", ""];
+    let before: Vec<Vec<String>> = queries.iter().map(|q| f.search(q)).collect();
+    let status = search::rebuild(&f.store, &quiet).unwrap();
+    assert_eq!(status.memory_items, 10);
+    assert!(status.current);
+    let after: Vec<Vec<String>> = queries.iter().map(|q| f.search(q)).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn identifiers_are_findable_whole_and_by_parts() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("deploy to uteke-cloud-dev first"),
+        add("the p05-interferometer alignment"),
+        add("bug in src/ledger.rs trailer parsing"),
+        add("the WorkingSetManager class"),
+        add("upgrade to v2.14.1 next week"),
+    ]));
+    for (q, want) in [
+        ("uteke-cloud-dev", 0),
+        ("uteke", 0),
+        ("cloud", 0),
+        ("p05-interferometer", 1),
+        ("interferometer", 1),
+        ("p05", 1),
+        ("src/ledger.rs", 2),
+        ("ledger.rs", 2),
+        ("WorkingSetManager", 3),
+        ("workingsetmanager", 3),
+        ("manager", 3),
+        ("v2.14.1", 4),
+    ] {
+        let hits = f.search(q);
+        assert_eq!(hits.first(), Some(&ids[want]), "query {q:?} gave {hits:?}");
+    }
+}
+
+#[test]
+fn filters_and_scope_weights() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        {"op": "add", "type": "fact", "scope": "global", "content": "retry budget is three attempts"},
+        {"op": "add", "type": "decision", "scope": "run", "content": "retry budget is three attempts", "tags": ["ops"]},
+    ]));
+    // The same text: the run scope weighs more by default.
+    assert_eq!(f.search("retry budget"), [ids[1].clone(), ids[0].clone()]);
+    let mut r = Ranking::default();
+    r.scope_weights.insert("global".into(), 5.0);
+    let hits: Vec<String> = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "retry".into(),
+            top_k: 5,
+            ..Default::default()
+        },
+        &r,
+        &quiet,
+    )
+    .unwrap()
+    .hits
+    .into_iter()
+    .map(|h| h.id)
+    .collect();
+    assert_eq!(hits[0], ids[0]);
+    let only = |q: SearchQuery| {
+        f.query(SearchQuery {
+            text: "retry".into(),
+            top_k: 5,
+            ..q
+        })
+    };
+    assert_eq!(
+        only(SearchQuery {
+            kind: Some("decision".into()),
+            ..Default::default()
+        }),
+        [ids[1].clone()]
+    );
+    assert_eq!(
+        only(SearchQuery {
+            tag: Some("ops".into()),
+            ..Default::default()
+        }),
+        [ids[1].clone()]
+    );
+    assert_eq!(
+        only(SearchQuery {
+            scope: Some(ScopeFilter {
+                scope: "run".into(),
+                scope_id: Some(f.run.clone())
+            }),
+            ..Default::default()
+        }),
+        [ids[1].clone()]
+    );
+    assert_eq!(
+        only(SearchQuery {
+            scope: Some(ScopeFilter {
+                scope: "global".into(),
+                scope_id: None
+            }),
+            ..Default::default()
+        }),
+        [ids[0].clone()]
+    );
+    let future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    assert!(only(SearchQuery {
+        since: Some(future),
+        ..Default::default()
+    })
+    .is_empty());
+    assert_eq!(f.search("type:decision retry"), [ids[1].clone()]);
+    // Empty query with filters lists by recency.
+    assert_eq!(
+        f.query(SearchQuery {
+            kind: Some("fact".into()),
+            top_k: 5,
+            ..Default::default()
+        }),
+        [ids[0].clone()]
+    );
+}
+
+#[test]
+fn equal_scores_break_ties_by_id() {
+    let f = fixture();
+    let mut ids = f.commit(json!([
+        add("identical text"),
+        add("identical text"),
+        add("identical text")
+    ]));
+    ids.sort();
+    for _ in 0..3 {
+        assert_eq!(f.search("identical"), ids);
+    }
+}
+
+#[test]
+fn hits_say_why() {
+    let f = fixture();
+    f.commit(json!([{"op": "add", "type": "fact", "scope": "global", "content": "Deploying uteke-cloud-dev", "tags": ["infra"]}]));
+    let r = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "deploy infra uteke".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap();
+    let m = &r.hits[0].matched;
+    assert!(m["content"].contains(&"deploy".to_string()));
+    assert_eq!(m["tags"], ["infra"]);
+    assert!(m["identifiers"].contains(&"uteke".to_string()));
+}
+
+#[test]
+fn query_errors_and_huge_queries() {
+    let f = fixture();
+    let err = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "deploy \"prod".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_eq!(err.category(), cairn::Category::Validation);
+    assert!(err.to_string().contains("character 7"));
+    let err = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "colour:red".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("colour"));
+    let big = "word ".repeat(10_000);
+    let r = search::search(
+        &f.store,
+        &SearchQuery {
+            text: big,
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r.warnings.len(), 1);
+}
+
+fn index_dir(f: &Fixture) -> std::path::PathBuf {
+    f.store.local_dir().join("index")
+}
+
+#[test]
+fn a_corrupt_index_is_rebuilt() {
+    let f = fixture();
+    let ids = f.commit(json!([add("resilient search over a damaged index")]));
+    assert_eq!(f.search("resilient"), ids);
+    // Garbage meta.json.
+    std::fs::write(index_dir(&f).join("meta.json"), b"{not json").unwrap();
+    let r = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "resilient".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap();
+    assert!(r.rebuilt.is_some());
+    assert_eq!(r.hits[0].id, ids[0]);
+    // A truncated segment file.
+    for e in std::fs::read_dir(index_dir(&f)).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension()
+            .is_some_and(|x| x == "store" || x == "idx" || x == "term")
+        {
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }
+    }
+    let r = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "resilient".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        r.rebuilt.is_some(),
+        "a truncated segment triggers a rebuild"
+    );
+    assert_eq!(r.hits[0].id, ids[0]);
+    // A missing index.
+    std::fs::remove_dir_all(index_dir(&f)).unwrap();
+    assert_eq!(f.search("resilient"), ids);
+    // A foreign index (from another store) is not trusted.
+    let other = fixture();
+    other.commit(json!([add("something else entirely")]));
+    other.search("something");
+    std::fs::remove_dir_all(index_dir(&f)).unwrap();
+    copy_dir(&index_dir(&other), &index_dir(&f));
+    let r = search::search(
+        &f.store,
+        &SearchQuery {
+            text: "resilient".into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        r.rebuilt
+            .as_deref()
+            .unwrap_or_default()
+            .contains("another store"),
+        "{:?}",
+        r.rebuilt
+    );
+    assert_eq!(r.hits[0].id, ids[0]);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn hand_commits_are_seen_by_the_next_search() {
+    let f = fixture();
+    let ids = f.commit(json!([add("original wording")]));
+    f.search("original");
+    // Edit the item file by hand and commit with git.
+    let path = f.store.workdir().unwrap().join(
+        memory::locate(&f.store, f.store.tip().unwrap().unwrap(), &ids[0])
+            .unwrap()
+            .unwrap(),
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("original wording", "hand edited wording");
+    std::fs::write(&path, text).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(f.store.workdir().unwrap())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "h")
+            .env("GIT_AUTHOR_EMAIL", "h@x")
+            .env("GIT_COMMITTER_NAME", "h")
+            .env("GIT_COMMITTER_EMAIL", "h@x")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["commit", "-qam", "hand edit"]);
+    assert!(f.search("original").is_empty());
+    assert_eq!(f.search("hand edited"), ids);
+}
