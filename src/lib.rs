@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod brief;
 pub mod config;
 pub mod episode;
 pub mod error;

@@ -678,6 +678,15 @@ pub struct Hit {
     pub scope_id: Option<String>,
     /// Its status.
     pub status: String,
+    /// Its confidence.
+    pub confidence: f64,
+}
+
+impl Hit {
+    /// The item's confidence, rounded for display.
+    pub fn score_confidence(&self) -> f64 {
+        (self.confidence * 100.0).round() / 100.0
+    }
 }
 
 /// The result of a search.
@@ -1078,6 +1087,7 @@ fn run_search(
             scope,
             scope_id: text(f.scope_id),
             status: text(f.status).unwrap_or_default(),
+            confidence: conf,
         });
     }
     hits.sort_by(|a, b| {

@@ -4,6 +4,7 @@
 //! `CAIRN_NOW`, `CAIRN_ACTOR`), talks to the terminal, and maps library errors
 //! to the `--json` envelope and exit codes of SPEC §5. One file per command.
 
+mod brief;
 mod demo;
 mod fsck;
 mod init;
@@ -64,6 +65,7 @@ enum Command {
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     Search(search::SearchArgs),
+    Brief(brief::BriefArgs),
     #[command(subcommand)]
     Index(search::IndexCommand),
     Fsck(fsck::FsckArgs),
@@ -181,6 +183,7 @@ pub fn main() -> i32 {
         Command::State(c) => project::cmd_state(&ctx, c),
         Command::Schema(c) => schema::cmd_schema(&ctx, c),
         Command::Search(a) => search::cmd_search(&ctx, a),
+        Command::Brief(a) => brief::cmd_brief(&ctx, a),
         Command::Index(c) => search::cmd_index(&ctx, c),
         Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
         Command::Demo(a) => demo::cmd_demo(&ctx, a),

@@ -1,0 +1,354 @@
+//! The brief: the markdown (or JSON pack) an agent injects into its prompt.
+//!
+//! Sections come in trust order — trusted project state (curated), objective,
+//! acceptance criteria, constraints, pinned context, sliding context, then the
+//! most relevant active memories — and the whole fits a token budget. Each
+//! section has an optional cap (`budgets.brief_sections`); past the caps,
+//! the lowest-value content goes first (memories by relevance, then sliding
+//! context in eviction order, then pinned by priority, then constraints and
+//! criteria from the last), and an item is kept whole or dropped whole. The
+//! objective is never dropped. Output is rendered from `templates/brief.md.j2`
+//! (a store may override it) and is byte-for-byte deterministic.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::project;
+use crate::search::{self, SearchQuery};
+use crate::store::Store;
+use crate::working_set::{self, estimate_tokens};
+
+/// The built-in template.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/brief.md.j2");
+/// Where a store overrides the template.
+pub const TEMPLATE_PATH: &str = "templates/brief.md.j2";
+
+/// Sections, in trust order.
+pub const SECTIONS: [&str; 7] = [
+    "state",
+    "objective",
+    "criteria",
+    "constraints",
+    "pinned",
+    "sliding",
+    "memories",
+];
+
+/// What to brief.
+#[derive(Debug, Clone, Default)]
+pub struct BriefRequest {
+    /// The run.
+    pub run_id: String,
+    /// The memory query (default: objective and next action).
+    pub query: Option<String>,
+    /// The token budget (default `budgets.brief_tokens`).
+    pub budget: Option<u64>,
+}
+
+/// Token use of one section.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SectionUsage {
+    /// Tokens used.
+    pub tokens: u64,
+    /// Items kept.
+    pub items: usize,
+    /// The section's cap, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
+}
+
+/// Something the budget left out.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dropped {
+    /// The section.
+    pub section: String,
+    /// The item's id, or its first words.
+    pub item: String,
+    /// Its tokens.
+    pub tokens: u64,
+    /// `section_cap` or `budget`.
+    pub reason: String,
+}
+
+/// A rendered brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct Brief {
+    /// The markdown.
+    pub markdown: String,
+    /// The budget it was fitted to.
+    pub budget: u64,
+    /// Tokens used by the kept items.
+    pub used: u64,
+    /// Per-section usage.
+    pub sections: BTreeMap<String, SectionUsage>,
+    /// What was left out.
+    pub dropped: Vec<Dropped>,
+    /// The memory query used.
+    pub query: String,
+    /// Milliseconds spent: search, fit, render, total.
+    pub timing_ms: BTreeMap<String, f64>,
+}
+
+struct Item {
+    section: &'static str,
+    label: String,
+    tokens: u64,
+    value: Value,
+}
+
+fn label(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().take(8).collect();
+    words.join(" ")
+}
+
+/// Builds the brief of a run.
+pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
+    let started = Instant::now();
+    let config = store.config()?;
+    let ws = working_set::show(store, &req.run_id, None)?;
+    let budget = req.budget.unwrap_or(config.budgets.brief_tokens);
+    let query = req.query.clone().unwrap_or_else(|| {
+        format!(
+            "{} {}",
+            ws.objective,
+            ws.next_action.clone().unwrap_or_default()
+        )
+        .trim()
+        .to_string()
+    });
+    // Items per section, each list in descending value.
+    let mut items: Vec<Item> = Vec::new();
+    let project = ws.project.clone();
+    if let Some(p) = &project {
+        let (_, entries) = project::state_get(store, p, None)?;
+        for e in entries {
+            let text = format!("{} / {}: {}", e.category, e.key, e.value);
+            items.push(Item {
+                section: "state",
+                label: format!("{}/{}", e.category, e.key),
+                tokens: estimate_tokens(&text) + 2,
+                value: json!(e),
+            });
+        }
+    }
+    for c in ws.acceptance_criteria.iter().flatten() {
+        items.push(Item {
+            section: "criteria",
+            label: label(c),
+            tokens: estimate_tokens(c) + 2,
+            value: json!(c),
+        });
+    }
+    for c in ws.constraints.iter().flatten() {
+        items.push(Item {
+            section: "constraints",
+            label: label(c),
+            tokens: estimate_tokens(c) + 2,
+            value: json!(c),
+        });
+    }
+    let mut pinned = ws.pinned_context.clone();
+    pinned.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
+    for i in pinned {
+        items.push(Item {
+            section: "pinned",
+            label: i.id.clone(),
+            tokens: estimate_tokens(&i.content) + 2,
+            value: json!(i),
+        });
+    }
+    // Sliding context: most valuable first = reverse eviction order.
+    let mut sliding = ws.sliding_context.clone();
+    let mut order = sliding.clone();
+    let evicted_first = working_set::evict(&mut order, 0);
+    sliding.sort_by_key(|i| {
+        std::cmp::Reverse(evicted_first.iter().position(|e| e.id == i.id).unwrap_or(0))
+    });
+    for i in sliding {
+        items.push(Item {
+            section: "sliding",
+            label: i.id.clone(),
+            tokens: estimate_tokens(&i.content) + 2,
+            value: json!(i),
+        });
+    }
+    let search_started = Instant::now();
+    let mut memories = Vec::new();
+    if config.budgets.brief_memories > 0 {
+        let q = SearchQuery {
+            text: sanitize_query(&query),
+            top_k: config.budgets.brief_memories,
+            ..Default::default()
+        };
+        memories = search::search(store, &q, &config.ranking(), &|_, _| {})?.hits;
+    }
+    let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
+    for m in &memories {
+        items.push(Item {
+            section: "memories",
+            label: label(&m.content),
+            tokens: estimate_tokens(&m.content) + 8,
+            value: json!({"id": m.id, "content": m.content, "type": m.kind, "scope": m.scope,
+                "confidence": m.score_confidence(), "score": m.score}),
+        });
+    }
+    let fit_started = Instant::now();
+    let objective_tokens = estimate_tokens(&ws.objective)
+        + estimate_tokens(ws.next_action.as_deref().unwrap_or_default())
+        + estimate_tokens(ws.current_stage.as_deref().unwrap_or_default())
+        + 8;
+    let mut keep: Vec<bool> = vec![true; items.len()];
+    let mut dropped = Vec::new();
+    // 1. Section caps: keep each section's most valuable items that fit its cap.
+    for section in SECTIONS {
+        let Some(cap) = config.budgets.brief_sections.get(section).copied() else {
+            continue;
+        };
+        let mut used = 0;
+        for (i, it) in items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.section == section)
+        {
+            if used + it.tokens > cap {
+                keep[i] = false;
+                dropped.push(Dropped {
+                    section: section.into(),
+                    item: it.label.clone(),
+                    tokens: it.tokens,
+                    reason: "section_cap".into(),
+                });
+            } else {
+                used += it.tokens;
+            }
+        }
+    }
+    // 2. The budget: drop from the least trusted section, least valuable item first.
+    let total = |keep: &[bool]| -> u64 {
+        objective_tokens
+            + items
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(it, _)| it.tokens)
+                .sum::<u64>()
+    };
+    'outer: for section in SECTIONS.iter().rev() {
+        let idx: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].section == *section)
+            .rev()
+            .collect();
+        for i in idx {
+            if total(&keep) <= budget {
+                break 'outer;
+            }
+            if keep[i] {
+                keep[i] = false;
+                dropped.push(Dropped {
+                    section: (*section).into(),
+                    item: items[i].label.clone(),
+                    tokens: items[i].tokens,
+                    reason: "budget".into(),
+                });
+            }
+        }
+    }
+    let fit_ms = fit_started.elapsed().as_secs_f64() * 1000.0;
+    let mut sections: BTreeMap<String, SectionUsage> = BTreeMap::new();
+    for s in SECTIONS {
+        sections.insert(
+            s.to_string(),
+            SectionUsage {
+                tokens: if s == "objective" {
+                    objective_tokens
+                } else {
+                    0
+                },
+                items: usize::from(s == "objective"),
+                cap: config.budgets.brief_sections.get(s).copied(),
+            },
+        );
+    }
+    let mut by_section: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for (it, k) in items.iter().zip(&keep) {
+        if *k {
+            let u = sections
+                .get_mut(it.section)
+                .expect("every section is listed");
+            u.tokens += it.tokens;
+            u.items += 1;
+            by_section
+                .entry(it.section)
+                .or_default()
+                .push(it.value.clone());
+        }
+    }
+    let render_started = Instant::now();
+    let template = match store.tip()? {
+        Some(tip) => store
+            .read_file(tip, TEMPLATE_PATH)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        None => None,
+    };
+    let template = template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
+    let mut env = minijinja::Environment::new();
+    env.add_template_owned("brief", template)
+        .map_err(|e| template_error(&e))?;
+    let list = |s: &str| by_section.get(s).cloned().unwrap_or_default();
+    let ctx = json!({
+        "run_id": ws.run_id,
+        "project": project,
+        "objective": ws.objective,
+        "status": ws.status.as_str(),
+        "stage": ws.current_stage,
+        "next_action": ws.next_action,
+        "state": list("state"),
+        "criteria": list("criteria"),
+        "constraints": list("constraints"),
+        "pinned": list("pinned"),
+        "sliding": list("sliding"),
+        "memories": list("memories"),
+    });
+    let markdown = env
+        .get_template("brief")
+        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&ctx))))
+        .map_err(|e| template_error(&e))?;
+    let markdown = format!("{}\n", markdown.trim_end());
+    let render_ms = render_started.elapsed().as_secs_f64() * 1000.0;
+    let used = total(&keep);
+    let mut timing_ms = BTreeMap::new();
+    timing_ms.insert("search".to_string(), search_ms);
+    timing_ms.insert("fit".to_string(), fit_ms);
+    timing_ms.insert("render".to_string(), render_ms);
+    timing_ms.insert(
+        "total".to_string(),
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    Ok(Brief {
+        markdown,
+        budget,
+        used,
+        sections,
+        dropped,
+        query,
+        timing_ms,
+    })
+}
+
+/// A free-text query never fails on syntax: quotes and `field:` are neutralised.
+fn sanitize_query(q: &str) -> String {
+    q.replace(['"', ':'], " ")
+}
+
+fn template_error(e: &minijinja::Error) -> Error {
+    Error::Invalid {
+        file: TEMPLATE_PATH.into(),
+        pointer: e.line().map(|l| format!("(line {l})")).unwrap_or_default(),
+        rule: "template",
+        message: e.to_string(),
+    }
+}

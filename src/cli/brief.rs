@@ -1,0 +1,47 @@
+//! `cairn brief`.
+
+use cairn::brief::{self, BriefRequest};
+use serde_json::json;
+
+use super::{CliError, CmdResult, Ctx, Output};
+
+/// The context brief an agent injects into its prompt, fitted to a token budget.
+#[derive(clap::Args, Debug)]
+pub struct BriefArgs {
+    /// The run.
+    run: String,
+    /// The memory query (default: the objective and next action).
+    #[arg(long)]
+    query: Option<String>,
+    /// The token budget (default budgets.brief_tokens in cairn.yaml).
+    #[arg(long)]
+    budget: Option<u64>,
+    /// md (the markdown) or json (markdown plus usage, drops and timing).
+    #[arg(long, default_value = "md")]
+    format: String,
+}
+
+pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
+    if a.format != "md" && a.format != "json" {
+        return Err(CliError::Usage(format!(
+            "--format {:?}: use md or json",
+            a.format
+        )));
+    }
+    let store = ctx.open()?;
+    let b = brief::brief(
+        &store,
+        &BriefRequest {
+            run_id: a.run,
+            query: a.query,
+            budget: a.budget,
+        },
+    )?;
+    if a.format == "json" && !ctx.json {
+        return Ok(Output::new(
+            serde_json::to_string_pretty(&b).expect("briefs serialize"),
+            json!(b),
+        ));
+    }
+    Ok(Output::new(b.markdown.trim_end().to_string(), json!(b)))
+}
