@@ -180,7 +180,8 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     let mut memories = Vec::new();
     if config.budgets.brief_memories > 0 {
         let q = SearchQuery {
-            text: sanitize_query(&query),
+            text: query.clone(),
+            plain: true,
             top_k: config.budgets.brief_memories,
             ..Default::default()
         };
@@ -337,11 +338,6 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         query,
         timing_ms,
     })
-}
-
-/// A free-text query never fails on syntax: quotes and `field:` are neutralised.
-fn sanitize_query(q: &str) -> String {
-    q.replace(['"', ':'], " ")
 }
 
 fn template_error(e: &minijinja::Error) -> Error {

@@ -36,6 +36,12 @@ pub struct SearchConfig {
     pub identifier_boost: f64,
     /// Boost of tags.
     pub tags_boost: f64,
+    /// Score multiplier per tag.
+    pub tag_weights: std::collections::BTreeMap<String, f64>,
+    /// Tag prefix that groups items (e.g. the turns of one conversation).
+    pub group_tag_prefix: String,
+    /// Share of a group's best score each member gets added.
+    pub group_weight: f64,
 }
 
 impl Default for SearchConfig {
@@ -47,6 +53,9 @@ impl Default for SearchConfig {
             content_boost: 1.0,
             identifier_boost: 0.5,
             tags_boost: 1.5,
+            tag_weights: Default::default(),
+            group_tag_prefix: "session:".into(),
+            group_weight: 0.5,
         }
     }
 }
@@ -141,7 +150,7 @@ impl StoreConfig {
              \x20 brief_sections:\n    state: 1000\n    sliding: 2000\n    memories: 2000\n\
              eviction:\n  order: priority,timestamp,id\n\
              scope_weights:\n  global: 1.0\n  user: 1.1\n  org: 1.0\n  project: 1.2\n  run: 1.3\n\
-             search:\n  recency_half_life_days: 90\n  recency_weight: 0.1\n  confidence_weight: 0.3\n  content_boost: 1.0\n  identifier_boost: 0.5\n  tags_boost: 1.5\n\
+             search:\n  recency_half_life_days: 90\n  recency_weight: 0.1\n  confidence_weight: 0.3\n  content_boost: 1.0\n  identifier_boost: 0.5\n  tags_boost: 1.5\n  tag_weights: {{}}\n  group_tag_prefix: \"session:\"\n  group_weight: 0.5\n\
              limits:\n  max_file_bytes: {}\n  max_input_bytes: {}\n  max_depth: {}\n  lock_timeout_ms: {}\n\
              mirror:\n  enabled: true\n  tracked: true\n",
             d.budgets.max_sliding_tokens,
@@ -164,6 +173,9 @@ impl StoreConfig {
             content_boost: self.search.content_boost as f32,
             identifier_boost: self.search.identifier_boost as f32,
             tags_boost: self.search.tags_boost as f32,
+            tag_weights: self.search.tag_weights.clone(),
+            group_tag_prefix: self.search.group_tag_prefix.clone(),
+            group_weight: self.search.group_weight,
         }
     }
 

@@ -1051,3 +1051,177 @@ mod tests {
         assert_eq!(parse_ttl("P3X"), None);
     }
 }
+
+/// What `import` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// Items created.
+    pub imported: usize,
+    /// Commits made.
+    pub commits: usize,
+    /// The new ids, in input order.
+    pub ids: Vec<String>,
+}
+
+/// Bulk-imports memory items as active memory, `batch` items per commit
+/// (MEMORY_IMPORTED). Each record is an object with `content` (or `text`) and
+/// optionally `type` (default knowledge), `scope` (default global),
+/// `scope_id`, `confidence` (default 0.5), `tags`, `rationale`,
+/// `source_refs`, `created_at` and an external `id` (kept as `import:<id>`).
+/// Every record is checked before anything is written: one bad record and
+/// nothing is imported.
+pub fn import(
+    store: &Store,
+    records: &[Value],
+    source: &str,
+    batch: usize,
+    progress: &dyn Fn(u64, u64),
+) -> Result<ImportReport> {
+    let registry = Registry::at_tip(store)?;
+    let now = store.now();
+    let mut items = Vec::with_capacity(records.len());
+    let mut violations = Vec::new();
+    for (line, r) in records.iter().enumerate() {
+        let at = |field: &str| format!("/{line}/{field}");
+        let Some(obj) = r.as_object() else {
+            violations.push(Violation {
+                pointer: format!("/{line}"),
+                rule: "type".into(),
+                message: "a record is an object".into(),
+            });
+            continue;
+        };
+        let content = obj
+            .get("content")
+            .or_else(|| obj.get("text"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let scope = obj
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("global")
+            .to_string();
+        let mut scope_id = obj
+            .get("scope_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if scope == "project" {
+            scope_id = scope_id.map(|s| registry.canonicalize(&s));
+        }
+        let created = match obj.get("created_at").and_then(Value::as_str) {
+            Some(t) => match parse_rfc3339(t) {
+                Some(t) => t,
+                None => {
+                    violations.push(Violation {
+                        pointer: at("created_at"),
+                        rule: "format".into(),
+                        message: format!("{t:?} is not an RFC 3339 time"),
+                    });
+                    continue;
+                }
+            },
+            None => now,
+        };
+        let mut source_refs: Vec<String> = obj
+            .get("source_refs")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(ext) = obj.get("id").and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        }) {
+            source_refs.push(format!("import:{ext}"));
+        }
+        source_refs.push(format!("file:{source}#{}", line + 1));
+        let item = MemoryItem {
+            schema_version: schema::SCHEMA_VERSION.into(),
+            id: ledger::new_id("mem", created),
+            kind: obj
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("knowledge")
+                .to_string(),
+            project: if scope == "project" {
+                scope_id.clone()
+            } else {
+                None
+            },
+            scope,
+            scope_id,
+            content: content.to_string(),
+            confidence: obj.get("confidence").and_then(Value::as_f64).unwrap_or(0.5),
+            status: ItemStatus::Active,
+            rationale: obj
+                .get("rationale")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            source_refs,
+            supersedes: None,
+            superseded_by: None,
+            tags: obj
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            disputed: false,
+            created_at: rfc3339(created),
+            updated_at: rfc3339(created),
+            expires_at: None,
+        };
+        let value = serde_json::to_value(&item).expect("items serialize");
+        for v in schema::violations("memory_item", &value) {
+            violations.push(Violation {
+                pointer: format!("/{line}{}", v.pointer),
+                ..v
+            });
+        }
+        items.push(item);
+    }
+    if !violations.is_empty() {
+        return Err(Error::Schema {
+            file: source.to_string(),
+            schema: "memory_item".into(),
+            violations,
+        });
+    }
+    let total = items.len() as u64;
+    let mut commits = 0;
+    let mut ids = Vec::with_capacity(items.len());
+    for (n, chunk) in items.chunks(batch.max(1)).enumerate() {
+        store.transact(None, |_| {
+            let mut changes = Changes::new();
+            for item in chunk {
+                changes.insert(item.path(), Some(item.to_yaml().into_bytes()));
+            }
+            let first = n * batch.max(1);
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::MemoryImported,
+                    format!("import {} memory item(s) from {source}", chunk.len()),
+                )
+                .payload(json!({"source": source, "first_record": first + 1, "count": chunk.len(),
+                    "items": chunk.iter().map(|i| ItemChange { id: i.id.clone(), status: ItemStatus::Active }).collect::<Vec<_>>()})),
+            })
+        })?;
+        commits += 1;
+        ids.extend(chunk.iter().map(|i| i.id.clone()));
+        progress(ids.len() as u64, total);
+    }
+    Ok(ImportReport {
+        imported: ids.len(),
+        commits,
+        ids,
+    })
+}

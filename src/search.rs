@@ -43,7 +43,7 @@ use crate::memory::{ItemStatus, MemoryItem, ScopeFilter};
 use crate::store::{parse_rfc3339, Store, StoreLock};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 /// The most query terms honoured; longer queries are cut with a warning.
 pub const MAX_QUERY_TERMS: usize = 256;
 /// Fields a query may name as `field:value`.
@@ -159,17 +159,30 @@ fn split_whitespace_indices(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
 }
 
+/// English function words that carry no topic (pronouns, articles,
+/// auxiliaries, question words, common prepositions).
+const STOPWORDS: &str = "a an the and or but if of to in on at by for with from as is are was were be \
+    been being i you he she it we they me my your his her its our their this that these those do does \
+    did have has had what when where who whom which why how not no so than then there here about into \
+    over after before up down out just also can could would should will shall may might must";
+
+fn stopwords() -> StopWordFilter {
+    StopWordFilter::remove(STOPWORDS.split_whitespace().map(str::to_string))
+}
+
 fn english() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(64))
+        .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
-        .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stopwords"))
+        .filter(stopwords())
         .filter(Stemmer::new(Language::English))
         .build()
 }
 
 fn identifiers() -> TextAnalyzer {
-    TextAnalyzer::builder(IdentifierTokenizer).build()
+    TextAnalyzer::builder(IdentifierTokenizer)
+        .filter(stopwords())
+        .build()
 }
 
 /// The analyzed terms of `text` under an analyzer.
@@ -604,6 +617,13 @@ pub struct Ranking {
     pub identifier_boost: f32,
     /// Boost of tags.
     pub tags_boost: f32,
+    /// Multiplier for items carrying a tag (e.g. `role:assistant` → 0.5).
+    pub tag_weights: BTreeMap<String, f64>,
+    /// Items whose first tag with this prefix is equal form a group
+    /// (e.g. `session:` — the turns of one conversation)...
+    pub group_tag_prefix: String,
+    /// ...and each gets this share of its group's best score added.
+    pub group_weight: f64,
 }
 
 impl Default for Ranking {
@@ -625,6 +645,9 @@ impl Default for Ranking {
             content_boost: 1.0,
             identifier_boost: 0.5,
             tags_boost: 1.5,
+            tag_weights: BTreeMap::new(),
+            group_tag_prefix: "session:".into(),
+            group_weight: 0.5,
         }
     }
 }
@@ -650,6 +673,8 @@ pub struct SearchQuery {
     pub until: Option<OffsetDateTime>,
     /// How many hits.
     pub top_k: usize,
+    /// Treat the text as plain words: no phrases, no `field:value`.
+    pub plain: bool,
 }
 
 /// One search hit.
@@ -808,7 +833,11 @@ pub fn search(
     progress: Progress<'_>,
 ) -> Result<SearchResults> {
     let started = Instant::now();
-    let (parsed, warnings) = parse_query(&q.text)?;
+    let (parsed, warnings) = if q.plain {
+        parse_query(&q.text.replace(['"', ':'], " "))?
+    } else {
+        parse_query(&q.text)?
+    };
     let idx = open(store, progress)?;
     let result = run_search(store, &idx, q, &parsed, ranking);
     let mut results = match result {
@@ -1017,6 +1046,7 @@ fn run_search(
         )
         .map_err(|e| tantivy_err("search", e))?;
     let mut hits = Vec::new();
+    let mut groups: Vec<Option<String>> = Vec::new();
     for (bm25, addr) in docs {
         let d: TantivyDocument = searcher
             .doc(addr)
@@ -1033,12 +1063,24 @@ fn run_search(
             .unwrap_or(0.5);
         let scope = text(f.scope).unwrap_or_default();
         let updated = num_i(f.updated);
+        let tags = text(f.tags).unwrap_or_default();
+        let tag_weight: f64 = tags
+            .split_whitespace()
+            .filter_map(|t| ranking.tag_weights.get(t))
+            .product();
+        let group = tags
+            .split_whitespace()
+            .find(|t| {
+                !ranking.group_tag_prefix.is_empty() && t.starts_with(&ranking.group_tag_prefix)
+            })
+            .map(str::to_string);
         let score = if scored {
             let age_days = ((now - updated).max(0) as f64) / 86400.0;
             let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
             let weight = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
             f64::from(bm25)
                 * weight
+                * tag_weight
                 * (1.0 + ranking.confidence_weight * (conf - 0.5))
                 * (1.0 + ranking.recency_weight * (recency - 0.5))
         } else {
@@ -1076,6 +1118,7 @@ fn run_search(
                 }
             }
         }
+        groups.push(group);
         hits.push(Hit {
             recency_key: if scored { 0 } else { updated },
             id: text(f.id).unwrap_or_default(),
@@ -1089,6 +1132,27 @@ fn run_search(
             status: text(f.status).unwrap_or_default(),
             confidence: conf,
         });
+    }
+    // Items of one group (one conversation) lend each other a share of the group's best score.
+    if scored && ranking.group_weight > 0.0 {
+        let mut best: HashMap<&str, f64> = HashMap::new();
+        for (h, g) in hits.iter().zip(&groups) {
+            if let Some(g) = g {
+                let e = best.entry(g.as_str()).or_insert(0.0);
+                *e = e.max(h.score);
+            }
+        }
+        let best: HashMap<String, f64> =
+            best.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        for (h, g) in hits.iter_mut().zip(&groups) {
+            // An item outside any group is a group of its own.
+            let b = g
+                .as_ref()
+                .and_then(|g| best.get(g))
+                .copied()
+                .unwrap_or(h.score);
+            h.score += ranking.group_weight * b;
+        }
     }
     hits.sort_by(|a, b| {
         b.score

@@ -28,6 +28,19 @@ pub enum MemoryCommand {
     Show(IdArgs),
     /// Every version of an item, with the commit and event that made it.
     History(IdArgs),
+    /// Bulk-import active memory items from JSON Lines (one object per line), in few commits.
+    Import(ImportArgs),
+}
+
+/// Import.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The JSONL file: objects with content (or text) and optional type, scope, scope_id,
+    /// confidence, tags, rationale, source_refs, created_at, id.
+    file: String,
+    /// Items per commit.
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
 }
 
 /// Propose a batch.
@@ -272,6 +285,35 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
             Ok(Output::new(
                 format!("{} edited", item.id),
                 json!({"item": item, "event": c.event}),
+            ))
+        }
+        MemoryCommand::Import(a) => {
+            let config = store.config()?;
+            let text = std::fs::read_to_string(&a.file).map_err(|e| cairn::Error::Io {
+                op: "read",
+                path: a.file.clone().into(),
+                source: e,
+            })?;
+            let mut records = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let label = format!("{}:{}", a.file, n + 1);
+                records.push(cairn::schema::parse_document(
+                    &label,
+                    line.as_bytes(),
+                    config.parse_limits(),
+                )?);
+            }
+            let bar = super::search::progress_bar();
+            let report = memory::import(&store, &records, &a.file, a.batch, &bar)?;
+            Ok(Output::new(
+                format!(
+                    "imported {} item(s) in {} commit(s)",
+                    report.imported, report.commits
+                ),
+                json!(report),
             ))
         }
         MemoryCommand::Show(a) => {

@@ -38,6 +38,9 @@ pub struct SearchArgs {
     /// How many hits.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// Treat the query as plain words (no "phrases", no field:value).
+    #[arg(long)]
+    plain: bool,
 }
 
 /// The search index (derived, under .cairn/index/).
@@ -98,6 +101,7 @@ pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
         since: time_arg("since", &a.since)?,
         until: time_arg("until", &a.until)?,
         top_k: a.top_k,
+        plain: a.plain,
     };
     let ranking = store.config()?.ranking();
     let results = search::search(&store, &q, &ranking, &progress_bar())?;
