@@ -691,6 +691,9 @@ pub struct Hit {
     pub bm25: f64,
     /// Which query terms matched in which field.
     pub matched: BTreeMap<String, Vec<String>>,
+    /// The item's tags, space-separated.
+    #[serde(skip)]
+    pub tags: String,
     /// The item's content.
     pub content: String,
     /// Its type.
@@ -1087,44 +1090,14 @@ fn run_search(
             0.0
         };
         let content = text(f.content).unwrap_or_default();
-        let mut matched = BTreeMap::new();
-        if scored {
-            let doc_en: HashMap<String, ()> = analyze(&mut en, &content)
-                .into_iter()
-                .map(|t| (t, ()))
-                .collect();
-            let doc_ident: HashMap<String, ()> = analyze(&mut ident, &content)
-                .into_iter()
-                .map(|t| (t, ()))
-                .collect();
-            let doc_tags: HashMap<String, ()> =
-                analyze(&mut ident, &text(f.tags).unwrap_or_default())
-                    .into_iter()
-                    .map(|t| (t, ()))
-                    .collect();
-            for (name, terms) in &text_terms {
-                let set = match *name {
-                    "content" => &doc_en,
-                    "identifiers" => &doc_ident,
-                    _ => &doc_tags,
-                };
-                let m: Vec<String> = terms
-                    .iter()
-                    .filter(|t| set.contains_key(*t))
-                    .cloned()
-                    .collect();
-                if !m.is_empty() {
-                    matched.insert(name.to_string(), m);
-                }
-            }
-        }
         groups.push(group);
         hits.push(Hit {
             recency_key: if scored { 0 } else { updated },
             id: text(f.id).unwrap_or_default(),
             score,
             bm25: f64::from(bm25),
-            matched,
+            matched: BTreeMap::new(),
+            tags: tags.clone(),
             content,
             kind: text(f.kind).unwrap_or_default(),
             scope,
@@ -1161,6 +1134,25 @@ fn run_search(
             .then_with(|| a.id.cmp(&b.id))
     });
     hits.truncate(top_k);
+    // Why each hit matched: the query's analysed terms found in its fields.
+    if scored {
+        for h in hits.iter_mut() {
+            let doc_en: BTreeSet<String> = analyze(&mut en, &h.content).into_iter().collect();
+            let doc_ident: BTreeSet<String> = analyze(&mut ident, &h.content).into_iter().collect();
+            let doc_tags: BTreeSet<String> = analyze(&mut ident, &h.tags).into_iter().collect();
+            for (name, terms) in &text_terms {
+                let set = match *name {
+                    "content" => &doc_en,
+                    "identifiers" => &doc_ident,
+                    _ => &doc_tags,
+                };
+                let m: Vec<String> = terms.iter().filter(|t| set.contains(*t)).cloned().collect();
+                if !m.is_empty() {
+                    h.matched.insert(name.to_string(), m);
+                }
+            }
+        }
+    }
     Ok(SearchResults {
         hits,
         warnings: Vec::new(),
