@@ -451,3 +451,24 @@ fn hand_commits_are_seen_by_the_next_search() {
     assert!(f.search("original").is_empty());
     assert_eq!(f.search("hand edited"), ids);
 }
+
+#[test]
+fn a_locked_index_makes_a_search_wait_not_fail() {
+    let f = fixture();
+    let ids = f.commit(json!([add("patience with locks")]));
+    let dir = f.store.local_dir().to_path_buf();
+    let held = cairn::store::StoreLock::acquire_named(
+        &dir,
+        "index.lock",
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(f.search("patience"), ids);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    releaser.join().unwrap();
+}
