@@ -294,7 +294,7 @@ impl Error {
                 path.display()
             )),
             Error::HandEdited { .. } => Some(
-                "commit (`git commit`) or discard (`git checkout -- PATH`) the edits, then retry"
+                "commit the edits (`git commit`) or discard them (`git restore --staged --worktree PATH`), then retry"
                     .into(),
             ),
             Error::SeqConflict { run_id, .. } => Some(format!(

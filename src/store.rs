@@ -82,6 +82,8 @@ pub struct Committed {
     pub event: Event,
     /// True when an idempotency key matched an earlier commit and nothing new was written.
     pub replayed: bool,
+    /// Things that did not stop the write but need saying.
+    pub warnings: Vec<String>,
 }
 
 /// A read-only view of the store at one commit.
@@ -630,6 +632,7 @@ impl Store {
                         commit,
                         event,
                         replayed: true,
+                        warnings: Vec::new(),
                     });
                 }
             }
@@ -680,15 +683,19 @@ impl Store {
             };
             match moved {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
-                    ) =>
-                {
+                Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
                     // Someone moved the branch (a hand commit, a pull): plan again on the new tip.
                     self.clear_journal();
                     continue;
+                }
+                Err(e) if e.code() == ErrorCode::Locked => {
+                    // A git process holds the ref lock right now: nothing was written.
+                    self.clear_journal();
+                    return Err(Error::LockBusy {
+                        path: self.repo.path().join(format!("{}.lock", self.branch)),
+                        holder: "a git process".into(),
+                        waited_ms: 0,
+                    });
                 }
                 Err(e) => return Err(Error::git(format!("update {}", self.branch), e)),
             }
@@ -697,13 +704,24 @@ impl Store {
                 commit: commit.to_string(),
                 ..event
             };
-            self.create_tags(commit, &mutation.tags)?;
-            self.sync_worktree(&mutation.changes)?;
-            self.clear_journal();
+            // The ref moved: the write is durable and acknowledged. What
+            // follows only updates derived places; if it fails, the journal
+            // stays and the next write finishes it.
+            let mut warnings = Vec::new();
+            let finish = self
+                .create_tags(commit, &mutation.tags)
+                .and_then(|()| self.sync_worktree(&mutation.changes));
+            match finish {
+                Ok(()) => self.clear_journal(),
+                Err(e) => warnings.push(format!(
+                    "committed {commit}, but the work tree or tags are not updated yet ({e}); the next write finishes it"
+                )),
+            }
             return Ok(Committed {
                 commit,
                 event,
                 replayed: false,
+                warnings,
             });
         }
         Err(Error::BranchUnstable {
@@ -770,6 +788,16 @@ impl Store {
         let Some(workdir) = self.repo.workdir() else {
             return Ok(());
         };
+        // A git command is updating the index: writing now would commit but
+        // fail to update the work tree, so wait and retry instead.
+        let index_lock = self.repo.path().join("index.lock");
+        if index_lock.exists() {
+            return Err(Error::LockBusy {
+                path: index_lock,
+                holder: "a git process".into(),
+                waited_ms: 0,
+            });
+        }
         let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
         index.read(false).map_err(|e| Error::git("read index", e))?;
         let mut dirty = Vec::new();
@@ -886,9 +914,6 @@ impl Store {
         tags: &[(String, String)],
     ) -> Result<()> {
         let has_worktree = self.repo.workdir().is_some();
-        if !has_worktree && tags.is_empty() {
-            return Ok(());
-        }
         let mut text = format!(
             "{} {}\n",
             old.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
@@ -973,10 +998,31 @@ impl Store {
                 }
             }
         }
+        // A writer killed inside the ref update leaves git's lock file: it is
+        // ours (we hold the store lock) when it names the journalled commit.
+        if let Some(new) = new {
+            let ref_lock = self.repo.path().join(format!("{}.lock", self.branch));
+            if let Ok(content) = fs::read_to_string(&ref_lock) {
+                let content = content.trim();
+                if content.is_empty() || new.to_string().starts_with(content) {
+                    let _ = fs::remove_file(&ref_lock);
+                    let _ = fs::remove_file(self.repo.path().join(format!("logs/{}.lock", self.branch)));
+                }
+            }
+        }
         if landed {
             self.create_tags(new.expect("landed implies an id"), &tags)?;
         }
         if let Some(workdir) = self.repo.workdir() {
+            // Likewise the index lock of a writer killed while writing the
+            // index: made after the journal, by the writer the journal names.
+            let index_lock = self.repo.path().join("index.lock");
+            let made = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+            if let (Some(lock), Some(journal)) = (made(&index_lock), made(&self.journal_path())) {
+                if lock >= journal {
+                    let _ = fs::remove_file(&index_lock);
+                }
+            }
             let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
             index.read(false).map_err(|e| Error::git("read index", e))?;
             let mut changes = Changes::new();
@@ -993,10 +1039,13 @@ impl Store {
                 };
                 let staged = index.get_path(Path::new(path), 0).map(|e| e.id);
                 let tip_blob = self.blob_id(tip, path)?;
-                let untouched = on_disk == old_blob && staged == old_blob;
-                if untouched && tip_blob != old_blob {
+                // The crash may have come between the file rename and the
+                // index write: each side holds the old or the new version.
+                let ours = |v: Option<Oid>| v == old_blob || v == tip_blob;
+                if ours(on_disk) && ours(staged) && (on_disk != tip_blob || staged != tip_blob) {
                     changes.insert(path.to_string(), self.read_file(tip, path)?);
                 }
+                remove_stale_temp_files(&full);
             }
             drop(index);
             self.sync_worktree(&changes)?;
@@ -1124,6 +1173,22 @@ fn write_commit(
     let parents: Vec<&git2::Commit> = parent.iter().collect();
     repo.commit(None, sig, sig, message, &tree, &parents)
         .map_err(|e| Error::git("write commit", e))
+}
+
+/// Removes the temp files a killed `write_atomic` may have left beside `file`.
+fn remove_stale_temp_files(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && n.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn with_lines(existing: Option<Vec<u8>>, lines: &[&str]) -> Vec<u8> {

@@ -30,16 +30,40 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The race is about the store lock and the optimistic lock, not about
+/// durability, so the store lives on tmpfs when there is one: fsync latency
+/// of a busy disk would otherwise dominate the run time.
+/// `CAIRN_CONCURRENCY_ON_DISK=1` keeps it in the default temp folder.
+fn store_tempdir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let on_disk = std::env::var_os("CAIRN_CONCURRENCY_ON_DISK").is_some_and(|v| v == "1");
+    if !on_disk && shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("cairn-concurrency-")
+            .tempdir_in(shm)
+        {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
 #[test]
 fn eight_processes_lose_no_update() {
     let procs = env_usize("CAIRN_CONCURRENCY_PROCS", 8);
     let per_proc = env_usize("CAIRN_CONCURRENCY_PATCHES", 200);
     let total = (procs * per_proc) as u64;
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = store_tempdir();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let path = tmp.path().join("store");
+    let setup = Instant::now();
     init_store_with_run(&path, false, RUN);
+    eprintln!(
+        "store at {} ready in {:.1}s",
+        path.display(),
+        setup.elapsed().as_secs_f64()
+    );
 
     let started = Instant::now();
     let children: Vec<_> = (0..procs)
@@ -154,7 +178,8 @@ fn worker_entry() {
     .expect("open the store");
     let mut conflicts = 0;
     for n in 0..count {
-        let (ack, c) = patch_until_landed(&store, RUN, &format!("p{id}_{n}"));
+        let (ack, c) =
+            patch_until_landed(&store, RUN, &format!("p{id}_{n}"), &format!("worker {id}"));
         conflicts += c;
         print_ack(&ack);
     }

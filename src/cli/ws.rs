@@ -103,6 +103,9 @@ pub fn cmd_ws(ctx: &Ctx, cmd: WsCommand) -> CmdResult {
                 }
             }
             let out = working_set::patch(&store, &a.run, &patch, &label, ctx.key())?;
+            for w in &out.committed.warnings {
+                eprintln!("warning: {w}");
+            }
             let mut human = format!(
                 "{}{} now at seq {} (commit {})",
                 if out.committed.replayed {

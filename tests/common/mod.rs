@@ -146,12 +146,12 @@ impl Ack {
 
 /// Appends `item_id` to the run, re-reading the seq and retrying for as long
 /// as the optimistic lock reports a stale `expected_seq`. Returns the ack and
-/// how many attempts conflicted.
-pub fn patch_until_landed(store: &Store, run_id: &str, item_id: &str) -> (Ack, u64) {
+/// how many attempts conflicted; panics with `ctx` on any other error.
+pub fn patch_until_landed(store: &Store, run_id: &str, item_id: &str, ctx: &str) -> (Ack, u64) {
     let mut conflicts = 0;
     loop {
         let seq = working_set::show(store, run_id, None)
-            .unwrap_or_else(|e| panic!("show {run_id}: {e}"))
+            .unwrap_or_else(|e| panic!("{ctx}: show {run_id}: {e}"))
             .update_seq;
         match working_set::patch(store, run_id, &append_patch(seq, item_id), "<test>", None) {
             Ok(out) => {
@@ -163,9 +163,27 @@ pub fn patch_until_landed(store: &Store, run_id: &str, item_id: &str) -> (Ack, u
                 return (ack, conflicts);
             }
             Err(Error::SeqConflict { .. }) => conflicts += 1,
-            Err(e) => panic!("patch {item_id} against seq {seq}: {e} ({e:?})"),
+            Err(e) => panic!("{ctx}: patch {item_id} against seq {seq}: {e} ({e:?})"),
         }
     }
+}
+
+/// Files named `*.lock` under `dir` (git's ref, index and packed-refs locks).
+pub fn lock_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "lock") {
+                out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Prints an ack line and flushes, so the parent sees it even if we die next.
