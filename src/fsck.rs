@@ -85,13 +85,31 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
                 ws_seqs.insert(run.to_string(), seq);
             }
         }
-        if name == "memory_item" {
-            let id = value["id"].as_str().unwrap_or_default();
-            if !path.ends_with(&format!("/{}/{id}.yaml", layout::shard(id))) {
+        // Ids must match the paths they live at.
+        let expected = match name {
+            "memory_item" => value["id"].as_str().map(|id| {
+                layout::memory_item(
+                    value["scope"].as_str().unwrap_or_default(),
+                    value["scope_id"].as_str(),
+                    id,
+                )
+            }),
+            "mcr_batch" => match (value["run_id"].as_str(), value["batch_id"].as_str()) {
+                (Some(r), Some(b)) => Some(layout::batch(r, b)),
+                _ => None,
+            },
+            "episode" => match (value["run_id"].as_str(), value["episode_id"].as_str()) {
+                (Some(r), Some(e)) => Some(layout::episode(r, e)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            if expected != path {
                 findings.push(finding(
                     &path,
                     "id_matches_path",
-                    format!("memory id {id:?} does not match its path"),
+                    format!("by its ids this file belongs at {expected}"),
                 ));
             }
         }

@@ -636,7 +636,8 @@ impl Store {
                     });
                 }
             }
-            let mutation = build(&snap)?;
+            let mut mutation = build(&snap)?;
+            crate::mirror::extend(self, &snap, &mut mutation.changes)?;
             self.validate_changes(&snap, &mutation.changes)?;
             let base_tree = match snap.commit {
                 Some(c) => Some(self.tree_of(c)?),
@@ -1006,7 +1007,9 @@ impl Store {
                 let content = content.trim();
                 if content.is_empty() || new.to_string().starts_with(content) {
                     let _ = fs::remove_file(&ref_lock);
-                    let _ = fs::remove_file(self.repo.path().join(format!("logs/{}.lock", self.branch)));
+                    let _ = fs::remove_file(
+                        self.repo.path().join(format!("logs/{}.lock", self.branch)),
+                    );
                 }
             }
         }
@@ -1404,10 +1407,13 @@ mod tests {
             .iter()
             .all(|(n, _)| n != "b"));
         assert!(!dir.path().join("a/b").exists());
-        assert_eq!(
-            store.changed_paths(tip).unwrap(),
-            vec!["a/b/c.txt".to_string()]
-        );
+        let changed: Vec<String> = store
+            .changed_paths(tip)
+            .unwrap()
+            .into_iter()
+            .filter(|p| !p.starts_with("mirror/"))
+            .collect();
+        assert_eq!(changed, vec!["a/b/c.txt".to_string()]);
     }
 
     #[test]

@@ -613,3 +613,28 @@ fn bad_input_alias_colliding_with_another_project() {
     assert!(err["message"].as_str().unwrap().contains("alpha"));
     refused(&env, &["project", "add", "Alpha"], None, "CONFLICT", 4);
 }
+
+#[test]
+fn fsck_reports_an_item_moved_by_hand() {
+    let (env, run) = run_env();
+    let id = commit_now(&env, &run, json!([add("misplaced")]))[0].clone();
+    let from = env
+        .root()
+        .join(cairn::layout::memory_item("global", None, &id));
+    let to = env
+        .root()
+        .join(cairn::layout::memory_item("user", Some("alice"), &id));
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::rename(&from, &to).unwrap();
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "move by hand"]);
+    let (code, out) = env.json(&["fsck"]);
+    assert_eq!(code, 8, "{out}");
+    let findings = out["error"]["details"]["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["rule"] == json!("id_matches_path")),
+        "{out}"
+    );
+}
