@@ -58,12 +58,7 @@ impl Episode {
 
     /// Parses and validates an episode file.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Episode> {
-        let value = crate::store::parse_yaml(file, bytes)?;
-        schema::validate("episode", file, &value)?;
-        serde_json::from_value(value).map_err(|e| Error::Integrity {
-            subject: file.to_string(),
-            message: e.to_string(),
-        })
+        schema::load("episode", file, bytes)
     }
 }
 

@@ -105,12 +105,7 @@ impl MemoryItem {
 
     /// Parses and validates an item file.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<MemoryItem> {
-        let value = crate::store::parse_yaml(file, bytes)?;
-        schema::validate("memory_item", file, &value)?;
-        serde_json::from_value(value).map_err(|e| Error::Integrity {
-            subject: file.to_string(),
-            message: e.to_string(),
-        })
+        schema::load("memory_item", file, bytes)
     }
 
     /// Whether the item has expired at `now` (it stays in history either way).
@@ -168,12 +163,7 @@ impl Batch {
     }
 
     fn from_bytes(file: &str, bytes: &[u8]) -> Result<Batch> {
-        let value = crate::store::parse_yaml(file, bytes)?;
-        schema::validate("mcr_batch", file, &value)?;
-        serde_json::from_value(value).map_err(|e| Error::Integrity {
-            subject: file.to_string(),
-            message: e.to_string(),
-        })
+        schema::load("mcr_batch", file, bytes)
     }
 }
 

@@ -61,12 +61,7 @@ impl Registry {
                 projects: Vec::new(),
             });
         };
-        let value = crate::store::parse_yaml(layout::REGISTRY, &bytes)?;
-        schema::validate("project_registry", layout::REGISTRY, &value)?;
-        serde_json::from_value(value).map_err(|e| Error::Integrity {
-            subject: layout::REGISTRY.into(),
-            message: e.to_string(),
-        })
+        schema::load("project_registry", layout::REGISTRY, &bytes)
     }
 
     /// The project a name means (id or alias, case-insensitive).
@@ -230,14 +225,7 @@ pub struct ProjectState {
 fn read_state(snap: &Snapshot<'_>, project: &str) -> Result<ProjectState> {
     let path = layout::project_state(project);
     match snap.read(&path)? {
-        Some(bytes) => {
-            let value = crate::store::parse_yaml(&path, &bytes)?;
-            schema::validate("project_state", &path, &value)?;
-            serde_json::from_value(value).map_err(|e| Error::Integrity {
-                subject: path,
-                message: e.to_string(),
-            })
-        }
+        Some(bytes) => schema::load("project_state", &path, &bytes),
         None => Ok(ProjectState {
             schema_version: schema::SCHEMA_VERSION.into(),
             project: project.to_string(),

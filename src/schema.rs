@@ -331,6 +331,25 @@ fn too_deep(value: &Value, limit: usize, at: &mut String, depth: usize) -> Optio
     None
 }
 
+/// Parses a stored file, validates it against schema `name` and reads it
+/// into its typed form. A file that passes the schema but not the type is
+/// reported as an integrity problem of that file.
+pub fn load<T: serde::de::DeserializeOwned>(name: &str, file: &str, bytes: &[u8]) -> Result<T> {
+    let value = parse_document(
+        file,
+        bytes,
+        ParseLimits {
+            max_bytes: u64::MAX,
+            max_depth: 64,
+        },
+    )?;
+    validate(name, file, &value)?;
+    serde_json::from_value(value).map_err(|e| Error::Integrity {
+        subject: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// Renders a value as canonical YAML (key order as given, block style).
 ///
 /// Long lines are never folded (a folded scalar is harder to diff and to

@@ -627,28 +627,9 @@ pub struct Ranking {
 }
 
 impl Default for Ranking {
+    /// The ranking of a default `cairn.yaml`.
     fn default() -> Self {
-        Ranking {
-            scope_weights: [
-                ("global", 1.0),
-                ("user", 1.1),
-                ("org", 1.0),
-                ("project", 1.2),
-                ("run", 1.3),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            recency_half_life_days: 90.0,
-            recency_weight: 0.1,
-            confidence_weight: 0.3,
-            content_boost: 1.0,
-            identifier_boost: 0.5,
-            tags_boost: 1.5,
-            tag_weights: BTreeMap::new(),
-            group_tag_prefix: "session:".into(),
-            group_weight: 0.5,
-        }
+        crate::config::StoreConfig::default().ranking()
     }
 }
 

@@ -111,19 +111,7 @@ impl WorkingSet {
 
     /// Parses and validates a working set file.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<WorkingSet> {
-        let value = schema::parse_document(
-            file,
-            bytes,
-            schema::ParseLimits {
-                max_bytes: u64::MAX,
-                max_depth: 64,
-            },
-        )?;
-        schema::validate("working_set", file, &value)?;
-        serde_json::from_value(value).map_err(|e| Error::Integrity {
-            subject: file.to_string(),
-            message: e.to_string(),
-        })
+        schema::load("working_set", file, bytes)
     }
 }
 
