@@ -3,28 +3,33 @@
 //!
 //! Run with `cargo bench --bench write_path`. Settings (environment):
 //! - `CAIRN_BENCH_OPS`: timed operations per row (default 1000).
-//! - `CAIRN_BENCH_SLOW_OPS`: timed operations for the rows that cost about
+//! - `CAIRN_BENCH_SLOW_OPS`: timed operations for the two rows that cost
 //!   0.1 s or more per operation: the CLI in a 100k work-tree store and the
 //!   git peer at 100k (default 300; set it to `CAIRN_BENCH_OPS` for full rows).
-//! - `CAIRN_BENCH_WARMUP`: untimed operations before each row (default 10).
+//! - `CAIRN_BENCH_WARMUP`: untimed operations per row before timing (default 10).
+//! - `CAIRN_BENCH_ROUNDS`: rounds the timed operations are spread over (default 10).
 //! - `CAIRN_BENCH_BIG`: the large store size (default 100000).
 //! - `CAIRN_BENCH_DIR`: where the temporary stores go (default the system temp dir).
 //! - `CAIRN_BENCH_ONLY`: comma-separated rows to run, by name or by a prefix
-//!   ending at a `-`: `floor`, `mem`, `lib`, `lib-bare`, `lib-bare-1000`,
-//!   `cli-wt-100000`, `git`, `git-1000`.
+//!   ending at a `-`: `floor`, `mem`, `spawn`, `lib`, `lib-bare`,
+//!   `lib-bare-1000`, `cli-wt-100000`, `git`, `git-1000`.
 //!
-//! Nothing is deleted until the end: on a file system that delays the reuse
-//! of freed inodes (ext4 without a journal skips inodes freed in the last
-//! minutes when it allocates), removing a 100k-file store would slow the file
-//! creations of the rows after it.
+//! Side by side: every store is made first, then the timed operations run in
+//! rounds, each row doing its share of every round, so all rows sample the
+//! same periods of a shared, noisy machine and their ratios stay meaningful.
 //!
-//! Every store is made fresh for its row: `Store::init`, one booted run whose
+//! Every store is fresh and its own: `Store::init`, one booted run whose
 //! sliding context is filled to its token budget (so every timed patch
 //! appends one item and evicts one, the steady state of a long run), and the
 //! memory files added as one commit on top of the tip, written with git2 into
 //! a pack (objects built once per size in a mempack, then copied).
+//!
+//! Nothing is deleted until the end: on a file system that delays the reuse
+//! of freed inodes (ext4 without a journal skips inodes freed in the last
+//! minutes when it allocates), removing a 100k-file store would slow the file
+//! creations that follow it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::fs::{self, File};
 use std::io::Write;
@@ -45,10 +50,20 @@ const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 /// Characters of content per appended sliding item (~50 tokens).
 const ITEM_CHARS: usize = 200;
 
+const FLOOR: &str = "floor: write+fsync+rename+fsync dir";
+const MEM: &str = "diagnostic: ws parse/validate/apply/serialize, in memory";
+const SPAWN: &str = "diagnostic: `cairn --version` process";
+const LIB: &str = "cairn ws patch (library)";
+const CLI: &str = "cairn ws patch (CLI process)";
+const PEER: &str = "git add + git commit (CLI peer)";
+const BARE: &str = "bare";
+const WT: &str = "work tree";
+
 struct Settings {
     ops: usize,
     slow_ops: usize,
     warmup: usize,
+    rounds: usize,
     big: usize,
     only: Option<Vec<String>>,
 }
@@ -68,6 +83,7 @@ impl Settings {
             ops,
             slow_ops: num("CAIRN_BENCH_SLOW_OPS", 300)?.clamp(1, ops),
             warmup: num("CAIRN_BENCH_WARMUP", 10)?,
+            rounds: num("CAIRN_BENCH_ROUNDS", 10)?.max(1),
             big: num("CAIRN_BENCH_BIG", 100_000)?.max(1),
             only: std::env::var("CAIRN_BENCH_ONLY")
                 .ok()
@@ -100,7 +116,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(op: &'static str, kind: &'static str, files: usize, samples: Vec<Sample>) -> Row {
+    fn new(op: &'static str, kind: &'static str, files: usize, samples: &[Sample]) -> Row {
         let mut ms: Vec<f64> = samples.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
         ms.sort_by(|a, b| a.total_cmp(b));
         let cpu: Duration = samples.iter().map(|s| s.cpu).sum();
@@ -136,6 +152,34 @@ fn main() {
     }
 }
 
+/// Load average and pressure-stall averages, to judge how shared the machine was.
+fn machine_load() -> String {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let loadavg: Vec<String> = read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    let psi = |p: &str| {
+        read(p)
+            .lines()
+            .next()
+            .map(|l| {
+                l.split_whitespace()
+                    .filter(|w| w.starts_with("avg10=") || w.starts_with("avg60="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "load average {}; CPU pressure (some) {}; IO pressure (some) {}",
+        loadavg.join(" "),
+        psi("/proc/pressure/cpu"),
+        psi("/proc/pressure/io")
+    )
+}
+
 fn run() -> Res<()> {
     let settings = Settings::from_env()?;
     // A fixed git environment: no global or system config, for this process
@@ -154,7 +198,8 @@ fn run() -> Res<()> {
     let tmp = tempfile::Builder::new()
         .prefix("cairn-write-path-")
         .tempdir_in(&base)?;
-    let empty = tmp.path().join("empty-config-dir");
+    let root = tmp.path().to_path_buf();
+    let empty = root.join("empty-config-dir");
     fs::create_dir_all(&empty)?;
     for level in [
         git2::ConfigLevel::Global,
@@ -165,40 +210,62 @@ fn run() -> Res<()> {
         // SAFETY: set before any repository is opened, on this one thread.
         unsafe { git2::opts::set_search_path(level, &empty)? };
     }
+    // A private copy of the binary cargo built for this bench: a concurrent
+    // `cargo build` cannot swap it in the middle of the run.
+    let cairn = root.join("cairn-bin");
+    fs::copy(CAIRN, &cairn)?;
 
     let started = Instant::now();
-    let ops = settings.ops;
-    let slow = settings.slow_ops;
-    let big = settings.big;
+    let load_before = machine_load();
+    let (ops, slow, big) = (settings.ops, settings.slow_ops, settings.big);
+    let (small, mid) = (1000.min(big), 10_000.min(big));
     eprintln!(
-        "write_path: {ops} ops per row ({slow} for the slow rows), {} warm-up, stores under {}",
+        "write_path: {ops} ops per row ({slow} for the slow rows), {} warm-up, {} rounds, stores under {}",
         settings.warmup,
-        tmp.path().display()
+        settings.rounds,
+        root.display()
     );
-    let mut b = Bench {
-        root: tmp.path().to_path_buf(),
-        warmup: settings.warmup,
-        ops,
-        packs: BTreeMap::new(),
-        rows: Vec::new(),
-        notes: Vec::new(),
-        last: Instant::now(),
-    };
-    let small = 1000.min(big);
-    let mid = 10_000.min(big);
 
-    // Each row has a name (`floor`, `lib-bare-1000`, `cli-wt-100000`, `git-1000`);
-    // CAIRN_BENCH_ONLY keeps the rows whose name starts with one of its entries.
+    // Set everything up first. Row names: see CAIRN_BENCH_ONLY.
+    let mut packs = Packs {
+        root: root.clone(),
+        built: BTreeMap::new(),
+        templates: BTreeMap::new(),
+    };
+    let mut rows: Vec<Variant> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut wants = |name: &str| settings.wants(name) && seen.insert(name.to_string());
     let wt = |w: bool| if w { "wt" } else { "bare" };
-    if settings.wants("floor") {
-        b.floor(ops)?;
+    if wants("floor") {
+        let dir = root.join("floor");
+        fs::create_dir_all(&dir)?;
+        rows.push(Variant::new(
+            FLOOR,
+            "-",
+            0,
+            ops,
+            Work::Floor {
+                target: dir.join("file.yaml"),
+                tmp: dir.join(".file.yaml.tmp"),
+                dir,
+            },
+        ));
     }
-    if settings.wants("mem") {
-        b.in_memory(ops)?;
+    if wants("mem") {
+        let (path, _) = make_store(&mut packs, &root.join("mem"), false, 0)?;
+        let store = Store::open(&path, options())?;
+        let rel = layout::working_set(RUN);
+        let bytes = store
+            .read_file(store.require_tip()?, &rel)?
+            .ok_or("no working set")?;
+        rows.push(Variant::new(MEM, "-", 0, ops, Work::Memory { rel, bytes }));
     }
-    // A row runs once even when sizes coincide (a small CAIRN_BENCH_BIG).
-    let mut done = std::collections::BTreeSet::new();
-    let mut wants = |name: String| settings.wants(&name) && done.insert(name);
+    if wants("spawn") {
+        let work = Work::Spawn {
+            cairn: cairn.clone(),
+        };
+        rows.push(Variant::new(SPAWN, "-", 0, ops, work));
+    }
     for (worktree, n) in [
         (false, small),
         (false, big),
@@ -206,8 +273,12 @@ fn run() -> Res<()> {
         (true, mid),
         (true, big),
     ] {
-        if wants(format!("lib-{}-{n}", wt(worktree))) {
-            b.lib_patch(worktree, n, ops)?;
+        let name = format!("lib-{}-{n}", wt(worktree));
+        if wants(&name) {
+            let (path, seq) = make_store(&mut packs, &root.join(&name), worktree, n)?;
+            let store = Store::open(&path, options())?;
+            let work = Work::Lib { store, path, seq };
+            rows.push(Variant::new(LIB, kind_name(worktree), n, ops, work));
         }
     }
     for (worktree, n, k) in [
@@ -216,41 +287,452 @@ fn run() -> Res<()> {
         (true, small, ops),
         (true, big, slow),
     ] {
-        if wants(format!("cli-{}-{n}", wt(worktree))) {
-            b.cli_patch(worktree, n, k)?;
+        let name = format!("cli-{}-{n}", wt(worktree));
+        if wants(&name) {
+            let (path, seq) = make_store(&mut packs, &root.join(&name), worktree, n)?;
+            let work = Work::Cli {
+                cairn: cairn.clone(),
+                patch_file: root.join(format!("{name}.patch.json")),
+                path,
+                seq,
+            };
+            rows.push(Variant::new(CLI, kind_name(worktree), n, k, work));
         }
     }
     for (n, k) in [(small, ops), (big, slow)] {
-        if wants(format!("git-{n}")) {
-            b.git_peer(n, k)?;
+        let name = format!("git-{n}");
+        if wants(&name) {
+            // A cairn work-tree store is a plain git repository with the same
+            // files (and the same core.fsync settings); only the git CLI writes
+            // to it from here on.
+            let (path, _) = make_store(&mut packs, &root.join(&name), true, n)?;
+            Repository::open(&path)?.config()?.set_i32("gc.auto", 0)?;
+            let rel = layout::working_set(RUN);
+            let file = path.join(&rel);
+            let ws = Box::new(WorkingSet::from_bytes(&rel, &fs::read(&file)?)?);
+            let work = Work::Git {
+                path,
+                rel,
+                file,
+                ws,
+            };
+            rows.push(Variant::new(PEER, WT, n, k, work));
         }
     }
-    b.report(small, mid, big, started.elapsed());
-    drop(b);
+    let setup = started.elapsed();
+    eprintln!("write_path: set up in {:.1} s", setup.as_secs_f64());
+
+    // Warm up, then the timed rounds.
+    for v in &mut rows {
+        for _ in 0..settings.warmup {
+            v.step()?;
+        }
+    }
+    for round in 1..=settings.rounds {
+        let t = Instant::now();
+        for v in &mut rows {
+            let target = (v.ops * round).div_ceil(settings.rounds);
+            while v.samples.len() < target {
+                let s = v.step()?;
+                v.samples.push(s);
+            }
+        }
+        eprintln!(
+            "write_path: round {round}/{} in {:.1} s ({})",
+            settings.rounds,
+            t.elapsed().as_secs_f64(),
+            machine_load()
+        );
+    }
+    let timed = started.elapsed() - setup;
+    let load_after = machine_load();
+
+    let mut report = Report {
+        rows: Vec::new(),
+        notes: Vec::new(),
+        ops,
+    };
+    for v in rows {
+        report.add(v)?;
+    }
+    report.print(small, mid, big);
+    println!(
+        "- {} untimed warm-up operations per row; timed operations in {} interleaved rounds",
+        settings.warmup, settings.rounds
+    );
+    println!(
+        "- set-up {:.0} s, timed rounds {:.0} s",
+        setup.as_secs_f64(),
+        timed.as_secs_f64()
+    );
+    println!("- machine at start: {load_before}");
+    println!("- machine at end: {load_after}");
+    drop(packs);
     let t = Instant::now();
     tmp.close()?;
-    eprintln!(
-        "write_path: removed the stores in {:.1} s",
-        t.elapsed().as_secs_f64()
+    println!(
+        "- removed the stores in {:.0} s; total {:.0} s",
+        t.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-/// A pack holding the `memory/` tree of one size, built once.
-struct MemoryPack {
-    files: Vec<PathBuf>,
-    tree: Oid,
+/// What one row does per operation, and the state it carries.
+enum Work {
+    Floor {
+        dir: PathBuf,
+        target: PathBuf,
+        tmp: PathBuf,
+    },
+    Memory {
+        rel: String,
+        bytes: Vec<u8>,
+    },
+    Spawn {
+        cairn: PathBuf,
+    },
+    Lib {
+        store: Store,
+        path: PathBuf,
+        seq: u64,
+    },
+    Cli {
+        cairn: PathBuf,
+        path: PathBuf,
+        patch_file: PathBuf,
+        seq: u64,
+    },
+    Git {
+        path: PathBuf,
+        rel: String,
+        file: PathBuf,
+        ws: Box<WorkingSet>,
+    },
 }
 
-struct Bench {
-    root: PathBuf,
-    warmup: usize,
+/// A row being measured.
+struct Variant {
+    op: &'static str,
+    kind: &'static str,
+    files: usize,
     ops: usize,
-    packs: BTreeMap<usize, MemoryPack>,
+    /// Operations started, warm-up included (numbers the appended items).
+    started: usize,
+    samples: Vec<Sample>,
+    work: Work,
+}
+
+impl Variant {
+    fn new(op: &'static str, kind: &'static str, files: usize, ops: usize, work: Work) -> Self {
+        Variant {
+            op,
+            kind,
+            files,
+            ops,
+            started: 0,
+            samples: Vec::with_capacity(ops),
+            work,
+        }
+    }
+
+    /// One operation; only its measured part is in the sample.
+    fn step(&mut self) -> Res<Sample> {
+        let i = 1_000_000 + self.started;
+        self.started += 1;
+        match &mut self.work {
+            // 1. temp file + write + fsync + rename + fsync of the folder, ~600 bytes.
+            Work::Floor { dir, target, tmp } => {
+                let bytes = memory_yaml(i);
+                let t = Span::start();
+                let mut f = File::create(&*tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                drop(f);
+                fs::rename(&*tmp, &*target)?;
+                File::open(&*dir)?.sync_all()?;
+                Ok(t.stop())
+            }
+            // Diagnostic: the working-set work of one patch without git or
+            // I/O: parse + validate the current file, apply, serialize, and
+            // parse + validate the result twice (as `transact` and `patch` do).
+            Work::Memory { rel, bytes } => {
+                let t = Span::start();
+                let ws = WorkingSet::from_bytes(rel, bytes)?;
+                let patch = append_patch(ws.update_seq, i, 1);
+                let next = working_set::apply_patch(
+                    &ws,
+                    &patch,
+                    time::OffsetDateTime::now_utc(),
+                    "bench-patch",
+                )?;
+                let out = next.working_set.to_yaml().into_bytes();
+                WorkingSet::from_bytes(rel, &out)?;
+                WorkingSet::from_bytes(rel, &out)?;
+                let took = t.stop();
+                *bytes = out;
+                Ok(took)
+            }
+            // Diagnostic: what starting the binary costs, with no store work.
+            Work::Spawn { cairn } => {
+                let t = Span::start();
+                let out = Command::new(&*cairn)
+                    .arg("--version")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .output()?;
+                let took = t.stop();
+                if !out.status.success() {
+                    return Err("cairn --version failed".into());
+                }
+                Ok(took)
+            }
+            // 2. `working_set::patch` in-process, one Store kept open.
+            Work::Lib { store, seq, .. } => {
+                let patch = append_patch(*seq, i, 1);
+                let t = Span::start();
+                let out = working_set::patch(store, RUN, &patch, "bench-patch", None)?;
+                let took = t.stop();
+                if out.working_set.update_seq != *seq + 1 || out.evicted.is_empty() {
+                    return Err(format!(
+                        "unexpected patch outcome at seq {seq}: now {} with {} evicted",
+                        out.working_set.update_seq,
+                        out.evicted.len()
+                    )
+                    .into());
+                }
+                *seq += 1;
+                Ok(took)
+            }
+            // 3. `cairn --store PATH ws patch RUN --file F`, one process per patch.
+            Work::Cli {
+                cairn,
+                path,
+                patch_file,
+                seq,
+            } => {
+                fs::write(&*patch_file, serde_json::to_vec(&append_patch(*seq, i, 1))?)?;
+                let t = Span::start();
+                let out = Command::new(&*cairn)
+                    .arg("--store")
+                    .arg(&*path)
+                    .args(["--actor", "bench", "ws", "patch", RUN, "--file"])
+                    .arg(&*patch_file)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .output()?;
+                let took = t.stop();
+                if !out.status.success() {
+                    return Err(format!(
+                        "cairn ws patch failed at seq {seq}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                    .into());
+                }
+                *seq += 1;
+                Ok(took)
+            }
+            // 4. The naive peer: edit working_set.yaml, `git add` it, `git commit`.
+            Work::Git {
+                path,
+                rel,
+                file,
+                ws,
+            } => {
+                // The same change cairn makes, computed outside the timing.
+                let patch = append_patch(ws.update_seq, i, 1);
+                let next = working_set::apply_patch(
+                    ws,
+                    &patch,
+                    time::OffsetDateTime::now_utc(),
+                    "bench-patch",
+                )?
+                .working_set;
+                let bytes = next.to_yaml();
+                let message = format!("ws {RUN}: seq {}", next.update_seq);
+                let t = Span::start();
+                fs::write(&*file, &bytes)?;
+                git(path, &["add", "--", rel])?;
+                git(path, &["commit", "-q", "--no-verify", "-m", &message])?;
+                let took = t.stop();
+                **ws = next;
+                Ok(took)
+            }
+        }
+    }
+}
+
+/// The measured rows and what the run learned on the way.
+struct Report {
     rows: Vec<Row>,
     notes: Vec<String>,
-    /// When the previous row ended.
-    last: Instant,
+    ops: usize,
+}
+
+impl Report {
+    /// Checks what a row left behind, then records it.
+    fn add(&mut self, v: Variant) -> Res<()> {
+        match &v.work {
+            Work::Lib { store, path, seq } => {
+                let size = store
+                    .read_file(store.require_tip()?, &layout::working_set(RUN))?
+                    .map_or(0, |b| b.len());
+                let note = format!(
+                    "working_set.yaml at the token budget: about {} KB",
+                    size.div_ceil(1024)
+                );
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
+                check_seq(path, *seq)?;
+                check_clean(path, v.kind == WT)?;
+            }
+            Work::Cli { path, seq, .. } => {
+                check_seq(path, *seq)?;
+                check_clean(path, v.kind == WT)?;
+            }
+            Work::Git { path, .. } => check_clean(path, true)?,
+            Work::Floor { .. } | Work::Memory { .. } | Work::Spawn { .. } => {}
+        }
+        if v.ops < self.ops {
+            self.notes.push(format!(
+                "{}, {}, {} files: {} ops (CAIRN_BENCH_SLOW_OPS) to keep the run short",
+                v.op, v.kind, v.files, v.ops
+            ));
+        }
+        self.rows.push(Row::new(v.op, v.kind, v.files, &v.samples));
+        Ok(())
+    }
+
+    fn find(&self, op: &str, kind: &str, files: usize) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.op == op && r.kind == kind && r.files == files)
+    }
+
+    fn print(&self, small: usize, mid: usize, big: usize) {
+        let floor = self.find(FLOOR, "-", 0).map(Row::p50);
+        println!();
+        println!(
+            "| operation | store | files | ops | p50 ms | p99 ms | p50 / floor p50 | mean CPU ms/op |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for r in &self.rows {
+            let ratio = match floor {
+                Some(f) if f > 0.0 => format!("{:.1}x", r.p50() / f),
+                _ => "-".into(),
+            };
+            let files = if r.files == 0 {
+                "-".to_string()
+            } else {
+                r.files.to_string()
+            };
+            println!(
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {:.3} |",
+                r.op,
+                r.kind,
+                files,
+                r.ms.len(),
+                r.p50(),
+                r.p99(),
+                ratio,
+                r.cpu_ms
+            );
+        }
+        println!();
+        println!("Key ratios and targets:");
+        let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
+        if let Some(r) = self.find(LIB, BARE, small) {
+            let p = r.p50();
+            let ratio = floor.map_or("-".into(), |f| format!("{:.1}x the floor", p / f));
+            println!(
+                "- library patch, bare, {small} files, fsync on: p50 {p:.3} ms ({ratio}); target <= 2 ms: {}",
+                verdict(p <= 2.0)
+            );
+        }
+        for (op, label) in [(LIB, "library"), (CLI, "CLI")] {
+            if let (Some(a), Some(b)) = (self.find(op, BARE, small), self.find(op, BARE, big)) {
+                let q = b.p50() / a.p50();
+                let target = if op == LIB {
+                    format!("target <= 1.5: {}", verdict(q <= 1.5))
+                } else {
+                    "(no target)".into()
+                };
+                println!("- {label} patch, bare: p50 at {big} / p50 at {small} = {q:.2}; {target}");
+            }
+        }
+        if let (Some(a), Some(b)) = (self.find(LIB, WT, small), self.find(LIB, WT, big)) {
+            println!(
+                "- library patch, work tree: p50 at {big} / p50 at {small} = {:.2} (no target)",
+                b.p50() / a.p50()
+            );
+        }
+        if let Some(r) = self.find(LIB, WT, mid) {
+            println!(
+                "- library patch, work tree, {mid} files: p50 {:.3} ms; target <= 25 ms: {}",
+                r.p50(),
+                verdict(r.p50() <= 25.0)
+            );
+        }
+        for n in [small, big] {
+            let Some(g) = self.find(PEER, WT, n) else {
+                continue;
+            };
+            for (op, label) in [(LIB, "library"), (CLI, "CLI")] {
+                for kind in [WT, BARE] {
+                    if let Some(c) = self.find(op, kind, n) {
+                        println!(
+                            "- git CLI peer p50 / cairn {label} ({kind}) p50 at {n} files = {:.1}x",
+                            g.p50() / c.p50()
+                        );
+                    }
+                }
+            }
+        }
+        println!();
+        println!("Notes:");
+        for n in &self.notes {
+            println!("- {n}");
+        }
+    }
+}
+
+/// The store's run is at `seq`: every timed patch landed exactly once.
+fn check_seq(path: &Path, seq: u64) -> Res<()> {
+    let store = Store::open(path, options())?;
+    let ws = working_set::show(&store, RUN, None)?;
+    if ws.update_seq != seq {
+        return Err(format!(
+            "{}: run at seq {} but {seq} patches were acknowledged",
+            path.display(),
+            ws.update_seq
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A work-tree store must end with a clean `git status`.
+fn check_clean(path: &Path, worktree: bool) -> Res<()> {
+    if !worktree {
+        return Ok(());
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["status", "--porcelain"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.trim().is_empty() {
+        return Err(format!(
+            "{}: work tree not clean after the run:\n{text}",
+            path.display()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn options() -> StoreOptions {
@@ -272,21 +754,22 @@ fn kind_name(worktree: bool) -> &'static str {
     }
 }
 
-/// A ~600-byte memory-like YAML document, distinct per `i`.
+/// A ~600-byte memory item (valid against the memory_item schema), distinct per `i`.
 fn memory_yaml(i: usize) -> Vec<u8> {
     let id = memory_id(i);
     let mut s = format!(
         "_schema_version: \"2.1\"\n\
          id: {id}\n\
+         type: fact\n\
          scope: global\n\
-         kind: fact\n\
-         title: \"Benchmark memory item number {i}\"\n\
          content: \"Item {i}: the build of service {svc} uses the release profile with \
          line tables; its integration tests need the fixtures folder and a writable \
-         temporary directory. Retry flaky step {step} at most twice.\"\n\
-         tags:\n  - bench\n  - service-{svc}\n  - step-{step}\n\
+         temporary directory. Retry flaky step {step} at most twice, then report.\"\n\
          confidence: 0.{conf:02}\n\
-         source:\n  run_id: run_seed_{run}\n  commit: \"{hash:040x}\"\n\
+         status: active\n\
+         rationale: \"Seen in run run_seed_{run} and confirmed by its test log.\"\n\
+         source_refs:\n  - \"run:run_seed_{run}\"\n  - \"commit:{hash:040x}\"\n\
+         tags:\n  - bench\n  - service-{svc}\n  - step-{step}\n\
          created_at: \"2026-01-{day:02}T12:00:00.000Z\"\n\
          updated_at: \"2026-01-{day:02}T12:00:00.000Z\"\n",
         svc = i % 97,
@@ -302,8 +785,16 @@ fn memory_yaml(i: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// `mem_` and 26 Crockford base32 characters, like a ULID.
 fn memory_id(i: usize) -> String {
-    format!("mem_bench_{i:07}")
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut tail = [b'0'; 18];
+    let mut v = i;
+    for c in tail.iter_mut().rev() {
+        *c = DIGITS[v % 32];
+        v /= 32;
+    }
+    format!("mem_01JBENCH{}", String::from_utf8_lossy(&tail))
 }
 
 fn item_content(i: usize) -> String {
@@ -388,114 +879,38 @@ impl Span {
     }
 }
 
-/// Runs `f` for `warmup` untimed then `ops` timed operations; `f` returns the
-/// cost of its own measured part (so untimed preparation can come first).
-fn time<F: FnMut(usize) -> Res<Sample>>(warmup: usize, ops: usize, mut f: F) -> Res<Vec<Sample>> {
-    for i in 0..warmup {
-        f(i)?;
-    }
-    let mut samples = Vec::with_capacity(ops);
-    for i in warmup..warmup + ops {
-        samples.push(f(i)?);
-    }
-    Ok(samples)
+/// A pack holding the `memory/` tree of one size, built once.
+struct MemoryPack {
+    files: Vec<PathBuf>,
+    tree: Oid,
 }
 
-impl Bench {
-    fn push(&mut self, row: Row) {
-        eprintln!(
-            "  (row done in {:.1} s, with its store setup and checks)",
-            self.last.elapsed().as_secs_f64()
-        );
-        self.last = Instant::now();
-        eprintln!(
-            "  {:<34} {:>9} {:>7} files: {:>5} ops  p50 {:>8.3} ms  p99 {:>8.3} ms  cpu {:>7.3} ms/op",
-            row.op,
-            row.kind,
-            row.files,
-            row.ms.len(),
-            row.p50(),
-            row.p99(),
-            row.cpu_ms
-        );
-        self.rows.push(row);
-    }
+/// The memory packs built so far, by size.
+struct Packs {
+    root: PathBuf,
+    built: BTreeMap<usize, MemoryPack>,
+    templates: BTreeMap<usize, Template>,
+}
 
-    fn find(&self, op: &str, kind: &str, files: usize) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.op == op && r.kind == kind && r.files == files)
-    }
+/// A finished store of one size, packed, that every store of that size starts from.
+struct Template {
+    /// Its pack files (.pack before .idx).
+    files: Vec<PathBuf>,
+    /// Its tip: the fill commit, with the mirror and every derived file up to date.
+    tip: Oid,
+    /// The run's seq at the tip.
+    seq: u64,
+}
 
-    /// 1. temp file + write + fsync + rename + fsync of the folder, ~600 bytes.
-    fn floor(&mut self, ops: usize) -> Res<()> {
-        let dir = self.root.join("floor");
-        fs::create_dir_all(&dir)?;
-        let target = dir.join("file.yaml");
-        let tmp = dir.join(".file.yaml.tmp");
-        let samples = time(self.warmup, ops, |i| {
-            let bytes = memory_yaml(i);
-            let t = Span::start();
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &target)?;
-            File::open(&dir)?.sync_all()?;
-            Ok(t.stop())
-        })?;
-        self.push(Row::new(
-            "floor: write+fsync+rename+fsync dir",
-            "-",
-            0,
-            samples,
-        ));
-        Ok(())
-    }
-
-    /// Diagnostic: the working-set work of one patch without git or I/O:
-    /// parse + validate the current file, apply, serialize, and parse +
-    /// validate the result twice (as `transact` and `patch` do afterwards).
-    fn in_memory(&mut self, ops: usize) -> Res<()> {
-        let (path, _) = self.make_store("mem", false, 0)?;
-        let rel = layout::working_set(RUN);
-        let mut bytes = {
-            let store = Store::open(&path, options())?;
-            store
-                .read_file(store.require_tip()?, &rel)?
-                .ok_or("no working set")?
-        };
-        let samples = time(self.warmup, ops, |i| {
-            let t = Span::start();
-            let ws = WorkingSet::from_bytes(&rel, &bytes)?;
-            let patch = append_patch(ws.update_seq, 1_000_000 + i, 1);
-            let next = working_set::apply_patch(
-                &ws,
-                &patch,
-                time::OffsetDateTime::now_utc(),
-                "bench-patch",
-            )?;
-            let out = next.working_set.to_yaml().into_bytes();
-            WorkingSet::from_bytes(&rel, &out)?;
-            WorkingSet::from_bytes(&rel, &out)?;
-            let took = t.stop();
-            bytes = out;
-            Ok(took)
-        })?;
-        self.push(Row::new(
-            "diagnostic: ws parse/validate/apply/serialize, no git, no I/O",
-            "-",
-            0,
-            samples,
-        ));
-        Ok(())
-    }
-
+impl Packs {
     /// The pack holding `memory/global/<shard>/<id>.yaml` for `n` files.
-    fn pack(&mut self, n: usize) -> Res<&MemoryPack> {
-        if !self.packs.contains_key(&n) {
+    fn get(&mut self, n: usize) -> Res<&MemoryPack> {
+        if !self.built.contains_key(&n) {
             let t = Instant::now();
             let dir = self.root.join(format!("pack-{n}"));
+            let sample = layout::memory_item("global", None, &memory_id(0));
+            cairn::memory::MemoryItem::from_bytes(&sample, &memory_yaml(0))
+                .map_err(|e| format!("the bench's memory items do not validate: {e}"))?;
             let repo = Repository::init_bare(&dir)?;
             let mut buf = git2::Buf::new();
             let tree = {
@@ -547,362 +962,138 @@ impl Bench {
                 buf.len() as f64 / 1e6,
                 t.elapsed().as_secs_f64()
             );
-            self.packs.insert(n, MemoryPack { files, tree });
+            self.built.insert(n, MemoryPack { files, tree });
         }
-        Ok(&self.packs[&n])
+        Ok(&self.built[&n])
     }
+}
 
-    /// A fresh store with a booted run at the token budget and `n` memory files.
-    /// Returns its path and the run's current seq.
-    fn make_store(&mut self, name: &str, worktree: bool, n: usize) -> Res<(PathBuf, u64)> {
-        let t = Instant::now();
-        let path = self.root.join(name);
-        let seq = {
-            let store = Store::init(&path, !worktree, options())?;
-            working_set::boot(
-                &store,
-                &BootRequest {
-                    objective: "benchmark the write path".into(),
-                    run_id: Some(RUN.into()),
-                    ..Default::default()
-                },
-                None,
-            )?;
-            // Fill the sliding context to its budget in one patch.
-            let budget = store.config()?.budgets.max_sliding_tokens as usize;
-            let fill = budget / ITEM_CHARS.div_ceil(4) + 1;
-            let out = working_set::patch(&store, RUN, &append_patch(0, 0, fill), "fill", None)?;
-            out.working_set.update_seq
-        };
-        if n == 0 {
-            return Ok((path, seq));
-        }
-        let pack = self.pack(n)?;
+/// The template of size `n`: a bare store with the `n` memory files and a
+/// booted run at its token budget, packed into one pack.
+///
+/// The memory files land first, as one commit made with git2 on top of the
+/// store's first commit; boot and fill then go through cairn, so the first
+/// cairn write after the raw commit (which brings derived files such as the
+/// mirror up to date with the whole store, once) is set-up, untimed.
+fn build_template(packs: &mut Packs, n: usize) -> Res<Template> {
+    let t = Instant::now();
+    let path = packs.root.join(format!("template-{n}"));
+    drop(Store::init(&path, true, options())?);
+    if n > 0 {
+        let pack = packs.get(n)?;
         let (memory_tree, pack_files) = (pack.tree, pack.files.clone());
-        {
-            let repo = Repository::open(&path)?;
-            let pack_dir = repo.path().join("objects/pack");
-            fs::create_dir_all(&pack_dir)?;
-            for f in &pack_files {
-                fs::copy(
-                    f,
-                    pack_dir.join(f.file_name().expect("pack files have names")),
-                )?;
-            }
-            repo.odb()?.refresh()?;
-            repo.find_tree(memory_tree)
-                .map_err(|e| format!("the copied pack lacks the memory tree: {e}"))?;
-            let branch = repo
-                .find_reference("HEAD")?
-                .symbolic_target()?
-                .ok_or("HEAD is detached")?
-                .to_string();
-            let tip = repo.refname_to_id(&branch)?;
-            let tip_commit = repo.find_commit(tip)?;
-            let mut root = repo.treebuilder(Some(&tip_commit.tree()?))?;
-            root.insert("memory", memory_tree, 0o040000)?;
-            let tree = repo.find_tree(root.write()?)?;
-            let sig = git2::Signature::now("bench", "bench@localhost")?;
-            let commit = repo.commit(
-                None,
-                &sig,
-                &sig,
-                &format!("bench: add {n} memory files"),
-                &tree,
-                &[&tip_commit],
+        let repo = Repository::open(&path)?;
+        let pack_dir = repo.path().join("objects/pack");
+        fs::create_dir_all(&pack_dir)?;
+        for f in &pack_files {
+            fs::copy(
+                f,
+                pack_dir.join(f.file_name().expect("pack files have names")),
             )?;
-            repo.reference_matching(&branch, commit, true, tip, "bench: memory files")?;
         }
-        if worktree {
-            git(&path, &["reset", "-q", "--hard", "HEAD"])?;
-            if !path.join(".cairn").is_dir() {
-                return Err(
-                    format!("{}: .cairn/ did not survive the reset", path.display()).into(),
-                );
-            }
-        }
-        eprintln!(
-            "  (made {} store {name} with {n} memory files in {:.1} s)",
-            kind_name(worktree),
-            t.elapsed().as_secs_f64()
-        );
-        Ok((path, seq))
+        repo.odb()?.refresh()?;
+        repo.find_tree(memory_tree)
+            .map_err(|e| format!("the copied pack lacks the memory tree: {e}"))?;
+        let branch = repo
+            .find_reference("HEAD")?
+            .symbolic_target()?
+            .ok_or("HEAD is detached")?
+            .to_string();
+        let tip = repo.refname_to_id(&branch)?;
+        let tip_commit = repo.find_commit(tip)?;
+        let mut root = repo.treebuilder(Some(&tip_commit.tree()?))?;
+        root.insert("memory", memory_tree, 0o040000)?;
+        let tree = repo.find_tree(root.write()?)?;
+        let sig = git2::Signature::now("bench", "bench@localhost")?;
+        let commit = repo.commit(
+            None,
+            &sig,
+            &sig,
+            &format!("bench: add {n} memory files"),
+            &tree,
+            &[&tip_commit],
+        )?;
+        repo.reference_matching(&branch, commit, true, tip, "bench: memory files")?;
     }
-
-    /// 2. `working_set::patch` in-process, one Store kept open.
-    fn lib_patch(&mut self, worktree: bool, n: usize, ops: usize) -> Res<()> {
-        let name = format!("lib-{}-{n}", if worktree { "wt" } else { "bare" });
-        let (path, mut seq) = self.make_store(&name, worktree, n)?;
+    let seq = {
         let store = Store::open(&path, options())?;
-        let samples = time(self.warmup, ops, |i| {
-            let patch = append_patch(seq, 1_000_000 + i, 1);
-            let t = Span::start();
-            let out = working_set::patch(&store, RUN, &patch, "bench-patch", None)?;
-            let took = t.stop();
-            if out.working_set.update_seq != seq + 1 || out.evicted.is_empty() {
-                return Err(format!(
-                    "unexpected patch outcome at seq {seq}: now {} with {} evicted",
-                    out.working_set.update_seq,
-                    out.evicted.len()
-                )
-                .into());
-            }
-            seq += 1;
-            Ok(took)
-        })?;
-        let size = store
-            .read_file(store.require_tip()?, &layout::working_set(RUN))?
-            .map_or(0, |b| b.len());
-        self.note_ws_size(size);
-        drop(store);
-        self.check_clean(&path, worktree)?;
-        self.push(Row::new(
-            "cairn ws patch (library)",
-            kind_name(worktree),
-            n,
-            samples,
-        ));
-        Ok(())
-    }
+        working_set::boot(
+            &store,
+            &BootRequest {
+                objective: "benchmark the write path".into(),
+                run_id: Some(RUN.into()),
+                ..Default::default()
+            },
+            None,
+        )?;
+        // Fill the sliding context to its budget in one patch.
+        let budget = store.config()?.budgets.max_sliding_tokens as usize;
+        let fill = budget / ITEM_CHARS.div_ceil(4) + 1;
+        let out = working_set::patch(&store, RUN, &append_patch(0, 0, fill), "fill", None)?;
+        out.working_set.update_seq
+    };
+    // One pack, as a store that cairn (or git gc) has packed.
+    git(&path, &["repack", "-a", "-d", "-q"])?;
+    let repo = Repository::open(&path)?;
+    let tip = repo.head()?.target().ok_or("HEAD has no target")?;
+    let mut files: Vec<PathBuf> = fs::read_dir(path.join("objects/pack"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pack" || e == "idx"))
+        .collect();
+    // .idx last, so a reader never sees an index without its pack.
+    files.sort_by_key(|p| p.extension().is_some_and(|e| e == "idx"));
+    eprintln!(
+        "  (built the {n}-file template store in {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Template { files, tip, seq })
+}
 
-    /// 3. `cairn --store PATH ws patch RUN --file F`, one process per patch.
-    fn cli_patch(&mut self, worktree: bool, n: usize, ops: usize) -> Res<()> {
-        let name = format!("cli-{}-{n}", if worktree { "wt" } else { "bare" });
-        let (path, mut seq) = self.make_store(&name, worktree, n)?;
-        let patch_file = self.root.join(format!("{name}.patch.json"));
-        let samples = time(self.warmup, ops, |i| {
-            fs::write(
-                &patch_file,
-                serde_json::to_vec(&append_patch(seq, 1_000_000 + i, 1))?,
+/// A fresh store at `path` (`Store::init`, bare or with a work tree) holding
+/// the template of size `n`: its pack copied in and its branch moved to the
+/// template's tip, the work tree and index checked out for a work-tree store.
+/// Returns its path and the run's current seq.
+fn make_store(packs: &mut Packs, path: &Path, worktree: bool, n: usize) -> Res<(PathBuf, u64)> {
+    let t = Instant::now();
+    if !packs.templates.contains_key(&n) {
+        let template = build_template(packs, n)?;
+        packs.templates.insert(n, template);
+    }
+    let template = &packs.templates[&n];
+    let path = path.to_path_buf();
+    drop(Store::init(&path, !worktree, options())?);
+    {
+        let repo = Repository::open(&path)?;
+        let pack_dir = repo.path().join("objects/pack");
+        fs::create_dir_all(&pack_dir)?;
+        for f in &template.files {
+            fs::copy(
+                f,
+                pack_dir.join(f.file_name().expect("pack files have names")),
             )?;
-            let t = Span::start();
-            let out = Command::new(CAIRN)
-                .arg("--store")
-                .arg(&path)
-                .args(["--actor", "bench", "ws", "patch", RUN, "--file"])
-                .arg(&patch_file)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()?;
-            let took = t.stop();
-            if !out.status.success() {
-                return Err(format!(
-                    "cairn ws patch failed at seq {seq}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
-                .into());
-            }
-            seq += 1;
-            Ok(took)
-        })?;
-        {
-            let store = Store::open(&path, options())?;
-            let ws = working_set::show(&store, RUN, None)?;
-            if ws.update_seq != seq {
-                return Err(
-                    format!("CLI store at seq {} but expected {seq}", ws.update_seq).into(),
-                );
-            }
         }
-        self.check_clean(&path, worktree)?;
-        if ops < self.ops {
-            self.notes.push(format!(
-                "cairn ws patch (CLI), {}, {n} files: {ops} ops (CAIRN_BENCH_SLOW_OPS) to keep the run short",
-                kind_name(worktree)
-            ));
-        }
-        self.push(Row::new(
-            "cairn ws patch (CLI process)",
-            kind_name(worktree),
-            n,
-            samples,
-        ));
-        Ok(())
+        repo.odb()?.refresh()?;
+        let branch = repo
+            .find_reference("HEAD")?
+            .symbolic_target()?
+            .ok_or("HEAD is detached")?
+            .to_string();
+        repo.reference(&branch, template.tip, true, "bench: template")?;
     }
-
-    /// 4. The naive peer: edit working_set.yaml, `git add` it, `git commit`.
-    fn git_peer(&mut self, n: usize, ops: usize) -> Res<()> {
-        let name = format!("git-{n}");
-        // A cairn work-tree store is a plain git repository with the same files
-        // (and the same core.fsync settings); only the git CLI touches it here.
-        let (path, _) = self.make_store(&name, true, n)?;
-        {
-            let repo = Repository::open(&path)?;
-            repo.config()?.set_i32("gc.auto", 0)?;
-        }
-        let rel = layout::working_set(RUN);
-        let file = path.join(&rel);
-        let mut ws = WorkingSet::from_bytes(&rel, &fs::read(&file)?)?;
-        let samples = time(self.warmup, ops, |i| {
-            // The same change cairn makes, computed outside the timing.
-            let patch = append_patch(ws.update_seq, 1_000_000 + i, 1);
-            let next = working_set::apply_patch(
-                &ws,
-                &patch,
-                time::OffsetDateTime::now_utc(),
-                "bench-patch",
-            )?
-            .working_set;
-            let bytes = next.to_yaml();
-            let t = Span::start();
-            fs::write(&file, &bytes)?;
-            git(&path, &["add", "--", &rel])?;
-            git(
-                &path,
-                &[
-                    "commit",
-                    "-q",
-                    "--no-verify",
-                    "-m",
-                    &format!("ws {RUN}: seq {}", next.update_seq),
-                ],
-            )?;
-            let took = t.stop();
-            ws = next;
-            Ok(took)
-        })?;
-        self.check_clean(&path, true)?;
-        if ops < self.ops {
-            self.notes.push(format!(
-                "git CLI peer, {n} files: {ops} ops (CAIRN_BENCH_SLOW_OPS) to keep the run short"
-            ));
-        }
-        self.push(Row::new(
-            "git add + git commit (CLI peer)",
-            "work tree",
-            n,
-            samples,
-        ));
-        Ok(())
-    }
-
-    fn note_ws_size(&mut self, size: usize) {
-        let note = format!(
-            "working_set.yaml at the token budget: about {} KB",
-            size.div_ceil(1024)
-        );
-        if !self.notes.contains(&note) {
-            self.notes.push(note);
+    if worktree {
+        git(&path, &["reset", "-q", "--hard", "HEAD"])?;
+        if !path.join(".cairn").is_dir() {
+            return Err(format!("{}: .cairn/ did not survive the reset", path.display()).into());
         }
     }
-
-    /// A work-tree store must end with a clean `git status`.
-    fn check_clean(&self, path: &Path, worktree: bool) -> Res<()> {
-        if !worktree {
-            return Ok(());
-        }
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(path)
-            .args(["status", "--porcelain"])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !text.trim().is_empty() {
-            return Err(format!(
-                "{}: work tree not clean after the row:\n{text}",
-                path.display()
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    fn report(&self, small: usize, mid: usize, big: usize, elapsed: Duration) {
-        let floor = self
-            .find("floor: write+fsync+rename+fsync dir", "-", 0)
-            .map(Row::p50);
-        println!();
-        println!(
-            "| operation | store | files | ops | p50 ms | p99 ms | p50 / floor p50 | mean CPU ms/op |"
-        );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
-        for r in &self.rows {
-            let ratio = match floor {
-                Some(f) if f > 0.0 => format!("{:.1}x", r.p50() / f),
-                _ => "-".into(),
-            };
-            let files = if r.files == 0 {
-                "-".to_string()
-            } else {
-                r.files.to_string()
-            };
-            println!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {:.3} |",
-                r.op,
-                r.kind,
-                files,
-                r.ms.len(),
-                r.p50(),
-                r.p99(),
-                ratio,
-                r.cpu_ms
-            );
-        }
-        println!();
-        println!("Key ratios and targets:");
-        let lib = "cairn ws patch (library)";
-        let cli = "cairn ws patch (CLI process)";
-        let peer = "git add + git commit (CLI peer)";
-        let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
-        if let Some(r) = self.find(lib, "bare", small) {
-            let p = r.p50();
-            let ratio = floor.map_or("-".into(), |f| format!("{:.1}x the floor", p / f));
-            println!(
-                "- library patch, bare, {small} files, fsync on: p50 {p:.3} ms ({ratio}); target <= 2 ms: {}",
-                verdict(p <= 2.0)
-            );
-        }
-        for (op, label) in [(lib, "library"), (cli, "CLI")] {
-            if let (Some(a), Some(b)) = (self.find(op, "bare", small), self.find(op, "bare", big)) {
-                let q = b.p50() / a.p50();
-                println!(
-                    "- {label} patch, bare: p50 at {big} / p50 at {small} = {q:.2}; target <= 1.5: {}",
-                    verdict(q <= 1.5)
-                );
-            }
-        }
-        if let (Some(a), Some(b)) = (
-            self.find(lib, "work tree", small),
-            self.find(lib, "work tree", big),
-        ) {
-            println!(
-                "- library patch, work tree: p50 at {big} / p50 at {small} = {:.2} (no target)",
-                b.p50() / a.p50()
-            );
-        }
-        if let Some(r) = self.find(lib, "work tree", mid) {
-            println!(
-                "- library patch, work tree, {mid} files: p50 {:.3} ms; target <= 25 ms: {}",
-                r.p50(),
-                verdict(r.p50() <= 25.0)
-            );
-        }
-        for n in [small, big] {
-            if let Some(g) = self.find(peer, "work tree", n) {
-                for (op, label) in [(lib, "library"), (cli, "CLI")] {
-                    for kind in ["work tree", "bare"] {
-                        if let Some(c) = self.find(op, kind, n) {
-                            println!(
-                                "- git CLI peer p50 / cairn {label} ({kind}) p50 at {n} files = {:.1}x",
-                                g.p50() / c.p50()
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        if !self.notes.is_empty() {
-            println!();
-            println!("Notes:");
-            for n in &self.notes {
-                println!("- {n}");
-            }
-        }
-        println!(
-            "- every row runs {} untimed warm-up operations first; total bench time {:.0} s",
-            self.warmup,
-            elapsed.as_secs_f64()
-        );
-    }
+    check_clean(&path, worktree)?;
+    eprintln!(
+        "  (made {} store {} with {n} memory files in {:.1} s)",
+        kind_name(worktree),
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok((path, template.seq))
 }

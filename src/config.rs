@@ -18,6 +18,34 @@ pub struct StoreConfig {
     pub search: SearchConfig,
     /// Ranking multiplier per scope.
     pub scope_weights: std::collections::BTreeMap<String, f64>,
+    /// The generated markdown mirror.
+    pub mirror: MirrorConfig,
+}
+
+/// Mirror settings (`mirror:` in cairn.yaml).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MirrorConfig {
+    /// Generate the mirror at all.
+    pub enabled: bool,
+    /// Commit the pages with the canonical files (else they live in the
+    /// work tree only and `mirror/` is git-ignored).
+    pub tracked: bool,
+    /// Most memory items on one memory page before the page is split.
+    pub max_page_items: usize,
+    /// Events shown in the store overview and on each run page.
+    pub recent_events: usize,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            enabled: true,
+            tracked: true,
+            max_page_items: 200,
+            recent_events: 10,
+        }
+    }
 }
 
 /// Search ranking settings (`search:` in cairn.yaml).
@@ -80,6 +108,7 @@ impl Default for StoreConfig {
             limits: Limits::default(),
             search: SearchConfig::default(),
             scope_weights: default_scope_weights(),
+            mirror: MirrorConfig::default(),
         }
     }
 }
@@ -201,6 +230,8 @@ impl StoreConfig {
             search: Option<SearchConfig>,
             #[serde(default)]
             scope_weights: Option<std::collections::BTreeMap<String, f64>>,
+            #[serde(default)]
+            mirror: Option<MirrorConfig>,
         }
         let sections: Sections = serde_json::from_value(value).unwrap_or_default();
         let mut scope_weights = default_scope_weights();
@@ -210,6 +241,7 @@ impl StoreConfig {
             limits: sections.limits.unwrap_or_default(),
             search: sections.search.unwrap_or_default(),
             scope_weights,
+            mirror: sections.mirror.unwrap_or_default(),
         }
     }
 }

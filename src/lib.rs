@@ -17,10 +17,12 @@ pub mod idempotency;
 pub mod layout;
 pub mod ledger;
 pub mod memory;
+pub mod mirror;
 pub mod project;
 pub mod schema;
 pub mod search;
 pub mod store;
+pub mod watch;
 pub mod working_set;
 
 pub use error::{Category, Error, Result};

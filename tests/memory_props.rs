@@ -43,7 +43,7 @@ fn pick<T: Clone>(v: &[T], i: usize) -> Option<T> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn statuses_are_valid_and_equal_the_ledger_replay(ops in proptest::collection::vec(op(), 1..14)) {
@@ -118,12 +118,13 @@ proptest! {
             }
         }
         prop_assert_eq!(&files, &replay);
-        // Supersession links hold both ways.
+        // Supersession links hold both ways; the successor went live (it may
+        // itself have been superseded or deleted since: chains are kept).
         for item in memory::list(&store, &ListQuery::default()).unwrap() {
             if item.status == ItemStatus::Superseded {
                 let by = memory::show(&store, item.superseded_by.as_deref().unwrap()).unwrap();
                 prop_assert_eq!(by.supersedes.as_deref(), Some(item.id.as_str()));
-                prop_assert_eq!(by.status, ItemStatus::Active);
+                prop_assert!(by.status != ItemStatus::Candidate, "{} superseded by a candidate", item.id);
             }
         }
         prop_assert!(cairn::fsck::fsck(&store).unwrap().is_empty());

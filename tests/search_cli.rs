@@ -27,13 +27,22 @@ fn seeded() -> (Env, String) {
 fn import_search_and_index_status() {
     let (env, _run) = seeded();
     let r = env.ok(&["search", "uteke"]);
-    assert_eq!(r["hits"][0]["content"], json!("deploy uteke-cloud-dev on Tuesdays"));
+    assert_eq!(
+        r["hits"][0]["content"],
+        json!("deploy uteke-cloud-dev on Tuesdays")
+    );
     assert!(r["hits"][0]["score"].as_f64().unwrap() > 0.0);
-    assert!(r["hits"][0]["matched"]["identifiers"].as_array().unwrap().contains(&json!("uteke")));
+    assert!(r["hits"][0]["matched"]["identifiers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("uteke")));
     // provenance of the import
     let id = r["hits"][0]["id"].as_str().unwrap();
     let item = env.ok(&["memory", "show", id]);
-    assert!(item["source_refs"].as_array().unwrap().contains(&json!("import:t1")));
+    assert!(item["source_refs"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("import:t1")));
     assert_eq!(item["status"], json!("active"));
     let s = env.ok(&["index", "status"]);
     assert_eq!(s["memory_items"], json!(3));
@@ -43,21 +52,32 @@ fn import_search_and_index_status() {
     let listed = env.ok(&["search", "--type", "preference"]);
     assert_eq!(listed["hits"].as_array().unwrap().len(), 1);
     let all = env.ok(&["search"]);
-    assert_eq!(all["hits"][2]["content"], json!("prefer small crates"), "oldest last");
+    assert_eq!(
+        all["hits"][2]["content"],
+        json!("prefer small crates"),
+        "oldest last"
+    );
 }
 
 #[test]
 fn bad_queries_are_validation_errors_with_a_position() {
     let (env, _run) = seeded();
     let err = refused(&env, &["search", "deploy \"uteke"], None, "VALIDATION", 3);
-    assert!(err["message"].as_str().unwrap().contains("character 7"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("character 7"),
+        "{err}"
+    );
     let err = refused(&env, &["search", "colour:blue"], None, "VALIDATION", 3);
     assert!(err["message"].as_str().unwrap().contains("colour"), "{err}");
     // --plain takes any text.
     env.ok(&["search", "--plain", "deploy \"uteke colour:blue"]);
     // A 10,000-term query is cut with a warning, not refused.
     let long = "deploy ".repeat(10_000);
-    let out = env.cmd().args(["--store", env.root().to_str().unwrap(), "search", &long]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["--store", env.root().to_str().unwrap(), "search", &long])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
@@ -75,19 +95,44 @@ fn a_corrupt_index_never_fails_a_search() {
 #[test]
 fn a_bad_import_imports_nothing() {
     let (env, _run) = seeded();
-    let f = write(env.home.path(), "bad.jsonl", "{\"content\": \"fine\"}\n{\"content\": \"bad\", \"confidence\": 7}\n");
+    let f = write(
+        env.home.path(),
+        "bad.jsonl",
+        "{\"content\": \"fine\"}\n{\"content\": \"bad\", \"confidence\": 7}\n",
+    );
     let err = refused(&env, &["memory", "import", &f], None, "VALIDATION", 3);
     assert!(err["message"].as_str().unwrap().contains("bad.jsonl"));
-    assert_eq!(err["details"]["violations"][0]["pointer"], json!("/1/confidence"));
-    let f = write(env.home.path(), "broken.jsonl", "{\"content\": \"fine\"}\n{not json\n");
+    assert_eq!(
+        err["details"]["violations"][0]["pointer"],
+        json!("/1/confidence")
+    );
+    let f = write(
+        env.home.path(),
+        "broken.jsonl",
+        "{\"content\": \"fine\"}\n{not json\n",
+    );
     let err = refused(&env, &["memory", "import", &f], None, "VALIDATION", 3);
-    assert!(err["message"].as_str().unwrap().contains("broken.jsonl:2"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("broken.jsonl:2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn brief_through_the_cli() {
     let (env, run) = seeded();
-    let md = env.cmd().args(["--store", env.root().to_str().unwrap(), "brief", &run, "--query", "deploy"]).output().unwrap();
+    let md = env
+        .cmd()
+        .args([
+            "--store",
+            env.root().to_str().unwrap(),
+            "brief",
+            &run,
+            "--query",
+            "deploy",
+        ])
+        .output()
+        .unwrap();
     assert!(md.status.success());
     let text = String::from_utf8(md.stdout).unwrap();
     assert!(text.starts_with("# Context brief"));

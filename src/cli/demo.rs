@@ -206,6 +206,18 @@ pub fn cmd_demo(ctx: &Ctx, a: DemoArgs) -> CmdResult {
         }
     )
     .ok();
+    let run_page = root.join("mirror/runs").join(format!("{run}.md"));
+    writeln!(
+        w,
+        "13. the mirror: {} (regenerated in every commit; `cairn watch` follows hand edits)\n   {}:",
+        root.join("mirror").display(),
+        run_page.display()
+    )
+    .ok();
+    let page = std::fs::read_to_string(&run_page).unwrap_or_default();
+    for line in page.lines().skip_while(|l| !l.starts_with("# ")).take(8) {
+        writeln!(w, "   | {line}").ok();
+    }
     writeln!(
         w,
         "\nThe store is at {} — try `cd {} && git log --stat` or `cairn log`.",

@@ -11,10 +11,12 @@ mod init;
 mod log;
 mod memory;
 mod milestone;
+mod mirror;
 mod project;
 mod run;
 mod schema;
 mod search;
+mod watch;
 mod ws;
 
 use std::io::Write;
@@ -70,6 +72,8 @@ enum Command {
     Index(search::IndexCommand),
     Fsck(fsck::FsckArgs),
     Demo(demo::DemoArgs),
+    Mirror(mirror::MirrorArgs),
+    Watch(watch::WatchArgs),
 }
 
 /// What a command produced: a human text and the JSON `data`.
@@ -187,6 +191,8 @@ pub fn main() -> i32 {
         Command::Index(c) => search::cmd_index(&ctx, c),
         Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
         Command::Demo(a) => demo::cmd_demo(&ctx, a),
+        Command::Mirror(a) => mirror::cmd_mirror(&ctx, a),
+        Command::Watch(a) => watch::cmd_watch(&ctx, a),
     };
     finish(&ctx, result)
 }

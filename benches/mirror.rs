@@ -1,0 +1,209 @@
+//! The mirror benchmark (issue 5): what the mirror adds to a write, a full
+//! render at scale, and the watcher's latency from a saved edit to the page.
+//!
+//! Run with `cargo bench --bench mirror`. Settings (environment):
+//! - `CAIRN_BENCH_OPS`: timed patches per row (default 300).
+//! - `CAIRN_BENCH_BIG`: the large store size (default 100000).
+//! - `CAIRN_BENCH_EDITS`: watcher edits (default 200).
+//!
+//! Rows: `lib-bare-N-on|off` time `working_set::patch` in a bare store holding
+//! N memory items with the mirror on or off; `render-N` times
+//! `mirror::render_all` from scratch; `watch-1000` times an atomic save of the
+//! working set until the run page shows it, with the watcher's default debounce.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::mirror::{self, GitSource};
+use cairn::store::{Changes, Mutation};
+use cairn::watch::{self, WatchOptions};
+use cairn::working_set::{self, BootRequest};
+use cairn::{layout, ledger, Store, StoreOptions};
+use serde_json::json;
+
+const RUN: &str = "run_bench";
+const TYPES: [&str; 8] = [
+    "fact",
+    "preference",
+    "decision",
+    "identity",
+    "episodic",
+    "knowledge",
+    "adaptation",
+    "project",
+];
+
+fn num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name:<24} n={:<5} p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
+        ms.len(),
+        pct(&ms, 0.5),
+        pct(&ms, 0.99),
+        ms[ms.len() - 1]
+    );
+}
+
+/// A store with `n` memory items and one booted run; the mirror on or off.
+fn populate(dir: &Path, bare: bool, n: usize, mirror_on: bool) -> Store {
+    let store = Store::init(dir, bare, StoreOptions::default()).expect("init");
+    let cfg = String::from_utf8(
+        store
+            .read_file(store.tip().unwrap().unwrap(), layout::CONFIG)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let cfg = if mirror_on {
+        cfg
+    } else {
+        cfg.replace("  enabled: true", "  enabled: false")
+    };
+    let t = Instant::now();
+    store
+        .transact(None, |_| {
+            let mut changes = Changes::new();
+            changes.insert(layout::CONFIG.into(), Some(cfg.clone().into_bytes()));
+            for i in 0..n {
+                let id = format!("mem_{:026}", i);
+                let item = json!({
+                    "_schema_version": "2.1", "id": id, "type": TYPES[i % TYPES.len()],
+                    "scope": "global", "content": format!("benchmark memory item number {i} with some words"),
+                    "confidence": 0.7, "status": "active", "source_refs": ["run:bench"],
+                    "created_at": "2026-01-18T10:00:00Z", "updated_at": "2026-01-18T10:00:00Z"
+                });
+                changes.insert(
+                    layout::memory_item("global", None, &id),
+                    Some(cairn::schema::to_yaml(&item).into_bytes()),
+                );
+            }
+            Ok(Mutation {
+                changes,
+                event: ledger::EventDraft::new(ledger::EventType::MemoryImported, "populate"),
+                tags: Vec::new(),
+            })
+        })
+        .expect("populate");
+    eprintln!(
+        "populated {n} items (mirror {}) in {:.1} s",
+        if mirror_on { "on" } else { "off" },
+        t.elapsed().as_secs_f64()
+    );
+    let req = BootRequest {
+        objective: "bench".into(),
+        run_id: Some(RUN.into()),
+        ..Default::default()
+    };
+    working_set::boot(&store, &req, None).expect("boot");
+    store
+}
+
+fn patch_row(n: usize, mirror_on: bool, ops: usize) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = populate(dir.path(), true, n, mirror_on);
+    let mut ms = Vec::new();
+    for i in 0..ops + 10 {
+        let patch = json!({"_schema_version": "2.1", "expected_seq": i,
+            "append": {"sliding_context": [{"id": format!("s{i}"), "content": "x".repeat(200), "timestamp": "2026-01-18T10:00:00Z", "priority": 1}]}});
+        let t = Instant::now();
+        working_set::patch(&store, RUN, &patch, "bench", None).expect("patch");
+        if i >= 10 {
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    report(
+        &format!("lib-bare-{n}-{}", if mirror_on { "on" } else { "off" }),
+        ms,
+    );
+    if mirror_on {
+        let tip = store.tip().unwrap().unwrap();
+        let cfg = store.config().unwrap().mirror;
+        let src = GitSource::new(&store, Some(tip));
+        let mut ms = Vec::new();
+        let mut pages = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            pages = mirror::render_all(&store, &src, Some(tip), &cfg, &[])
+                .unwrap()
+                .len();
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        report(&format!("render-{n} ({pages} pages)"), ms);
+    }
+}
+
+fn watch_row(n: usize, edits: usize) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path().to_path_buf();
+    let store = populate(&root, false, n, true);
+    drop(store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (s, r, rt) = (stop.clone(), ready.clone(), root.clone());
+    let h = std::thread::spawn(move || {
+        let store = Store::open(&rt, StoreOptions::default()).unwrap();
+        let o = WatchOptions {
+            update_index: false,
+            ..Default::default()
+        };
+        watch::watch(&store, &o, &s, &mut |_| r.store(true, Ordering::SeqCst)).unwrap();
+    });
+    while !ready.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ws = root.join(layout::working_set(RUN));
+    let page = root.join(format!("mirror/runs/{RUN}.md"));
+    let mut ms = Vec::new();
+    for i in 0..edits {
+        let text = std::fs::read_to_string(&ws).unwrap();
+        let start = text.find("objective:").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let marker = format!("edit number {i}");
+        let new = format!("{}objective: {marker}{}", &text[..start], &text[end..]);
+        let tmp = ws.with_file_name(".working_set.yaml.tmp");
+        std::fs::write(&tmp, new).unwrap();
+        let t = Instant::now();
+        std::fs::rename(&tmp, &ws).unwrap();
+        loop {
+            if std::fs::read_to_string(&page)
+                .map(|p| p.contains(&format!("{marker}\n")))
+                .unwrap_or(false)
+            {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                panic!("watcher did not update the page");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop.store(true, Ordering::SeqCst);
+    h.join().unwrap();
+    report(&format!("watch-{n} (debounce 150 ms)"), ms);
+}
+
+fn main() {
+    let ops = num("CAIRN_BENCH_OPS", 300);
+    let big = num("CAIRN_BENCH_BIG", 100_000);
+    let edits = num("CAIRN_BENCH_EDITS", 200);
+    for n in [1000, big] {
+        patch_row(n, false, ops);
+        patch_row(n, true, ops);
+    }
+    watch_row(1000, edits);
+}

@@ -1,0 +1,391 @@
+//! The human mirror: golden pages, determinism, incremental regeneration and
+//! empty-state pages (issue 5).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn::episode::{self, MilestoneRequest};
+use cairn::mirror::{self, GitSource};
+use cairn::working_set::{self, BootRequest};
+use cairn::{memory, project, Store, StoreOptions};
+use serde_json::json;
+
+const RUN: &str = "run_fixed";
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        now: cairn::store::parse_rfc3339("2026-01-18T10:00:00Z"),
+        ..Default::default()
+    }
+}
+
+/// Files under mirror/ at the tip.
+fn pages(store: &Store) -> BTreeMap<String, Vec<u8>> {
+    let tip = store.tip().unwrap().unwrap();
+    store
+        .walk_files(tip, "mirror")
+        .unwrap()
+        .into_iter()
+        .map(|(p, id, _)| (p, store.read_blob(id).unwrap()))
+        .collect()
+}
+
+/// A small store with every kind of page.
+fn fixture(dir: &Path) -> Store {
+    let store = Store::init(dir, false, opts()).unwrap();
+    project::add(
+        &store,
+        "alpha",
+        &["a".into()],
+        Some("The alpha project"),
+        None,
+    )
+    .unwrap();
+    project::state_set(
+        &store,
+        "alpha",
+        "status",
+        "next_focus",
+        "ship the mirror",
+        None,
+        None,
+    )
+    .unwrap();
+    let req = BootRequest {
+        objective: "Build the mirror".into(),
+        acceptance_criteria: vec!["pages render".into()],
+        constraints: vec!["no wall clock".into()],
+        project: Some("alpha".into()),
+        run_id: Some(RUN.into()),
+        ..Default::default()
+    };
+    working_set::boot(&store, &req, None).unwrap();
+    let patch = json!({"_schema_version": "2.1", "expected_seq": 0,
+        "set": {"status": "BUSY", "current_stage": "BUILD", "next_action": "write templates"},
+        "append": {"pinned_context": [{"id": "p1", "content": "pages are derived", "timestamp": "2026-01-18T10:00:00Z", "priority": 9}],
+                   "sliding_context": [{"id": "s1", "content": "started", "timestamp": "2026-01-18T10:00:00Z", "priority": 1}]}});
+    working_set::patch(&store, RUN, &patch, "patch.json", None).unwrap();
+    let mcrs = json!({"mcrs": [
+        {"op": "add", "type": "fact", "scope": "global", "content": "git is the database", "confidence": 0.9},
+        {"op": "add", "type": "decision", "scope": "project", "scope_id": "alpha", "content": "use minijinja", "confidence": 0.8}
+    ]});
+    let (batch, _) =
+        memory::propose(&store, RUN, &mcrs, Default::default(), "mcrs.json", None).unwrap();
+    episode::milestone(
+        &store,
+        RUN,
+        &MilestoneRequest {
+            reason: "templates drafted".into(),
+            next_entry_point: Some("write tests".into()),
+            batches: vec![batch.batch_id.clone()],
+        },
+        None,
+    )
+    .unwrap();
+    // Later, so the batches sort by time rather than by their random ids.
+    let later = StoreOptions {
+        now: cairn::store::parse_rfc3339("2026-01-18T11:00:00Z"),
+        ..Default::default()
+    };
+    let store = Store::open(dir, later).unwrap();
+    let cand = json!({"mcrs": [{"op": "add", "type": "preference", "scope": "global", "content": "short pages", "confidence": 0.6}]});
+    memory::propose(&store, RUN, &cand, Default::default(), "mcrs.json", None).unwrap();
+    store
+}
+
+/// Random ids, checksums, commit ids and shard folders vary from run to run.
+fn redact(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let is = |s: &[u8], f: fn(u8) -> bool| s.iter().all(|c| f(*c));
+    let ulid = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase();
+    let hexc = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    'outer: while i < b.len() {
+        for prefix in ["mem_", "batch_", "ep_", "ev_"] {
+            let p = prefix.as_bytes();
+            if b[i..].starts_with(p)
+                && b.len() >= i + p.len() + 26
+                && is(&b[i + p.len()..i + p.len() + 26], ulid)
+            {
+                out.push_str(&format!("[{}]", &prefix[..prefix.len() - 1]));
+                i += p.len() + 26;
+                continue 'outer;
+            }
+        }
+        if b[i..].starts_with(b"sha256:") && b.len() >= i + 71 && is(&b[i + 7..i + 71], hexc) {
+            out.push_str("sha256:[checksum]");
+            i += 71;
+            continue;
+        }
+        if b[i] == b'`' && b.len() >= i + 14 && b[i + 13] == b'`' && is(&b[i + 1..i + 13], hexc) {
+            out.push_str("`[commit]`");
+            i += 14;
+            continue;
+        }
+        if b[i] == b'/' && b.len() >= i + 4 && b[i + 3] == b'/' && is(&b[i + 1..i + 3], hexc) {
+            out.push_str("/[shard]/");
+            i += 4;
+            continue;
+        }
+        let ch = text[i..].chars().next().unwrap();
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+#[test]
+fn golden_pages_of_a_fixed_store() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let pages = pages(&store);
+    for (path, bytes) in &pages {
+        if path == mirror::INDEX {
+            continue;
+        }
+        let name = path.trim_start_matches("mirror/").replace('/', "__");
+        insta::assert_snapshot!(name, redact(&String::from_utf8_lossy(bytes)));
+    }
+    // Every template produced a page.
+    for p in [
+        "mirror/README.md",
+        "mirror/queue.md",
+        "mirror/runs/run_fixed.md",
+        "mirror/projects/alpha.md",
+        "mirror/memory/global/fact.md",
+        "mirror/memory/project/alpha/decision.md",
+    ] {
+        assert!(pages.contains_key(p), "{p} missing: {:?}", pages.keys());
+    }
+    assert!(mirror::check(&store).unwrap().clean());
+}
+
+#[test]
+fn split_pages_use_the_index_template() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let cfg = cairn::config::MirrorConfig {
+        max_page_items: 0,
+        ..Default::default()
+    };
+    let tip = store.tip().unwrap().unwrap();
+    let src = GitSource::new(&store, Some(tip));
+    let out = mirror::render_all(&store, &src, Some(tip), &cfg, &[]).unwrap();
+    let index = String::from_utf8_lossy(&out["mirror/memory/global/fact.md"]).into_owned();
+    assert!(index.contains("split by the shard"), "{index}");
+    let parts: Vec<_> = out
+        .keys()
+        .filter(|k| k.starts_with("mirror/memory/global/fact/"))
+        .collect();
+    assert_eq!(parts.len(), 1);
+    let prefix = parts[0]
+        .trim_start_matches("mirror/memory/global/fact/")
+        .trim_end_matches(".md");
+    let index = index
+        .replace(&format!("shard {prefix}"), "shard [p]")
+        .replace(&format!("fact/{prefix}.md"), "fact/[p].md");
+    insta::assert_snapshot!("memory__global__fact__index", redact(&index));
+}
+
+#[test]
+fn empty_state_pages_for_a_new_store() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = Store::init(dir.path(), true, opts()).unwrap();
+    let pages = pages(&store);
+    let keys: Vec<&String> = pages.keys().collect();
+    assert_eq!(
+        keys,
+        ["mirror/README.md", "mirror/index.json", "mirror/queue.md"]
+    );
+    insta::assert_snapshot!(
+        "empty__README.md",
+        redact(&String::from_utf8_lossy(&pages["mirror/README.md"]))
+    );
+    insta::assert_snapshot!(
+        "empty__queue.md",
+        redact(&String::from_utf8_lossy(&pages["mirror/queue.md"]))
+    );
+}
+
+#[test]
+fn renders_are_deterministic_and_match_on_clones() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let tip = store.tip().unwrap().unwrap();
+    let horizon = store.commit_info(tip).unwrap().parents.first().copied();
+    let cfg = store.config().unwrap().mirror;
+    let src = GitSource::new(&store, Some(tip));
+    let a = mirror::render_all(&store, &src, horizon, &cfg, &[]).unwrap();
+    let b = mirror::render_all(&store, &src, horizon, &cfg, &[]).unwrap();
+    assert_eq!(a, b);
+    // The incremental pages committed along the way equal a render from scratch.
+    assert_eq!(a, pages(&store));
+    // A clone renders the same bytes.
+    let clone = tempfile::TempDir::new().unwrap();
+    let st = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(dir.path())
+        .arg(clone.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let other = Store::open(clone.path(), opts()).unwrap();
+    let tip2 = other.tip().unwrap().unwrap();
+    assert_eq!(tip, tip2);
+    let src2 = GitSource::new(&other, Some(tip2));
+    let c = mirror::render_all(&other, &src2, horizon, &cfg, &[]).unwrap();
+    assert_eq!(a, c);
+}
+
+#[test]
+fn a_patch_touches_only_its_run_page_and_the_overview() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    // A second run, so there is a page that must not change.
+    let other = BootRequest {
+        objective: "other".into(),
+        run_id: Some("run_other".into()),
+        ..Default::default()
+    };
+    working_set::boot(&store, &other, None).unwrap();
+    working_set::patch(
+        &store,
+        "run_other",
+        &json!({"_schema_version": "2.1", "expected_seq": 0, "set": {"status": "BUSY"}}),
+        "p.json",
+        None,
+    )
+    .unwrap();
+    let patch =
+        json!({"_schema_version": "2.1", "expected_seq": 1, "set": {"next_action": "review"}});
+    let out = working_set::patch(&store, RUN, &patch, "p.json", None).unwrap();
+    let mut mirror_paths: Vec<String> = store
+        .changed_paths(out.committed.commit)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.starts_with("mirror/"))
+        .collect();
+    mirror_paths.sort();
+    // The run page, the overview (run table and events) and the index; and
+    // run_other's page, whose timeline gains the previous commit's event (a
+    // page shows the events before its own commit). The project page shows
+    // the run's status and stage, which did not change: not rewritten.
+    assert_eq!(
+        mirror_paths,
+        [
+            "mirror/README.md",
+            "mirror/index.json",
+            "mirror/runs/run_fixed.md",
+            "mirror/runs/run_other.md"
+        ]
+    );
+    assert!(mirror::check(&store).unwrap().clean());
+}
+
+#[test]
+fn a_memory_review_touches_the_queue_and_its_memory_page() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let queue = memory::queue(&store, &Default::default()).unwrap();
+    let (_, c) = memory::promote(&store, &queue[0].id, None, None).unwrap();
+    let changed: Vec<String> = store
+        .changed_paths(c.commit)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.starts_with("mirror/"))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "mirror/README.md",
+            "mirror/index.json",
+            "mirror/memory/global/preference.md",
+            "mirror/queue.md",
+            "mirror/runs/run_fixed.md",
+        ]
+    );
+    assert!(mirror::check(&store).unwrap().clean());
+}
+
+#[test]
+fn check_reports_a_hand_edited_page_and_regenerate_repairs_it() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let tip = store.tip().unwrap().unwrap();
+    // A hand commit through git that edits a page.
+    let page = dir.path().join("mirror/queue.md");
+    std::fs::write(&page, "hand edit\n").unwrap();
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    git(&["commit", "-qam", "edit a page"]);
+    let report = mirror::check(&store).unwrap();
+    assert!(report.differ.contains(&"mirror/queue.md".to_string()));
+    let done = mirror::regenerate(&store).unwrap();
+    assert!(done.commit.is_some());
+    assert!(mirror::check(&store).unwrap().clean());
+    assert_ne!(store.tip().unwrap().unwrap(), tip);
+    // Nothing left to do: no second commit.
+    let again = mirror::regenerate(&store).unwrap();
+    assert!(again.commit.is_none());
+}
+
+#[test]
+fn the_mirror_can_be_switched_off_or_untracked() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = Store::init(dir.path(), false, opts()).unwrap();
+    let cfg = String::from_utf8(std::fs::read(dir.path().join("cairn.yaml")).unwrap()).unwrap();
+    let untracked = cfg.replace("  tracked: true", "  tracked: false");
+    let set = |text: &str| {
+        let text = text.to_string();
+        store
+            .transact(None, |_| {
+                Ok(cairn::store::Mutation {
+                    changes: [("cairn.yaml".to_string(), Some(text.clone().into_bytes()))]
+                        .into_iter()
+                        .collect(),
+                    event: cairn::ledger::EventDraft::new(
+                        cairn::ledger::EventType::ConfigChanged,
+                        "config",
+                    ),
+                    tags: Vec::new(),
+                })
+            })
+            .unwrap()
+    };
+    set(&untracked);
+    assert!(pages(&store).is_empty());
+    let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "mirror/"));
+    let req = BootRequest {
+        objective: "untracked".into(),
+        run_id: Some(RUN.into()),
+        ..Default::default()
+    };
+    working_set::boot(&store, &req, None).unwrap();
+    assert!(pages(&store).is_empty());
+    assert!(dir.path().join("mirror/runs/run_fixed.md").is_file());
+    assert!(mirror::check(&store).unwrap().clean());
+    let off = untracked.replace("  enabled: true", "  enabled: false");
+    set(&off);
+    let before = std::fs::read(dir.path().join("mirror/README.md")).unwrap();
+    working_set::patch(
+        &store,
+        RUN,
+        &json!({"_schema_version": "2.1", "expected_seq": 0, "set": {"status": "DONE"}}),
+        "p.json",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("mirror/README.md")).unwrap(),
+        before
+    );
+}
