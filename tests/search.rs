@@ -34,6 +34,20 @@ fn fixture() -> Fixture {
     }
 }
 
+/// One search for the first hit, with the default ranking.
+fn results(f: &Fixture, text: impl Into<String>) -> cairn::Result<search::SearchResults> {
+    search::search(
+        &f.store,
+        &SearchQuery {
+            text: text.into(),
+            top_k: 1,
+            ..Default::default()
+        },
+        &Ranking::default(),
+        &quiet,
+    )
+}
+
 impl Fixture {
     /// Proposes and commits MCRs; returns the item ids.
     fn commit(&self, mcrs: serde_json::Value) -> Vec<String> {
@@ -259,17 +273,7 @@ fn equal_scores_break_ties_by_id() {
 fn hits_say_why() {
     let f = fixture();
     f.commit(json!([{"op": "add", "type": "fact", "scope": "global", "content": "Deploying uteke-cloud-dev", "tags": ["infra"]}]));
-    let r = search::search(
-        &f.store,
-        &SearchQuery {
-            text: "deploy infra uteke".into(),
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap();
+    let r = results(&f, "deploy infra uteke").unwrap();
     let m = &r.hits[0].matched;
     assert!(m["content"].contains(&"deploy".to_string()));
     assert_eq!(m["tags"], ["infra"]);
@@ -292,30 +296,10 @@ fn query_errors_and_huge_queries() {
     .unwrap_err();
     assert_eq!(err.category(), cairn::Category::Validation);
     assert!(err.to_string().contains("character 7"));
-    let err = search::search(
-        &f.store,
-        &SearchQuery {
-            text: "colour:red".into(),
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap_err();
+    let err = results(&f, "colour:red").unwrap_err();
     assert!(err.to_string().contains("colour"));
     let big = "word ".repeat(10_000);
-    let r = search::search(
-        &f.store,
-        &SearchQuery {
-            text: big,
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap();
+    let r = results(&f, big).unwrap();
     assert_eq!(r.warnings.len(), 1);
 }
 
@@ -330,17 +314,7 @@ fn a_corrupt_index_is_rebuilt() {
     assert_eq!(f.search("resilient"), ids);
     // Garbage meta.json.
     std::fs::write(index_dir(&f).join("meta.json"), b"{not json").unwrap();
-    let r = search::search(
-        &f.store,
-        &SearchQuery {
-            text: "resilient".into(),
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap();
+    let r = results(&f, "resilient").unwrap();
     assert!(r.rebuilt.is_some());
     assert_eq!(r.hits[0].id, ids[0]);
     // A truncated segment file.
@@ -358,17 +332,7 @@ fn a_corrupt_index_is_rebuilt() {
                 .unwrap();
         }
     }
-    let r = search::search(
-        &f.store,
-        &SearchQuery {
-            text: "resilient".into(),
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap();
+    let r = results(&f, "resilient").unwrap();
     assert!(
         r.rebuilt.is_some(),
         "a truncated segment triggers a rebuild"
@@ -383,17 +347,7 @@ fn a_corrupt_index_is_rebuilt() {
     other.search("something");
     std::fs::remove_dir_all(index_dir(&f)).unwrap();
     copy_dir(&index_dir(&other), &index_dir(&f));
-    let r = search::search(
-        &f.store,
-        &SearchQuery {
-            text: "resilient".into(),
-            top_k: 1,
-            ..Default::default()
-        },
-        &Ranking::default(),
-        &quiet,
-    )
-    .unwrap();
+    let r = results(&f, "resilient").unwrap();
     assert!(
         r.rebuilt
             .as_deref()
