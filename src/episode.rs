@@ -172,13 +172,7 @@ pub fn milestone(
         let tip = snap.commit().ok_or_else(|| Error::RunNotFound {
             run_id: run_id.to_string(),
         })?;
-        let ws_path = layout::working_set(run_id);
-        let ws = WorkingSet::from_bytes(
-            &ws_path,
-            &snap.read(&ws_path)?.ok_or_else(|| Error::RunNotFound {
-                run_id: run_id.to_string(),
-            })?,
-        )?;
+        let ws = crate::working_set::read(snap, run_id)?;
         if req.reason.trim().is_empty() {
             return Err(Error::Invalid {
                 file: "--reason".into(),

@@ -276,13 +276,7 @@ pub fn propose(
         let (mcrs, mut filters) = mcrs_of(input);
         filters.extend(scope_filters.clone());
         let commit = snap_commit(snap)?;
-        let ws_path = layout::working_set(run_id);
-        let ws = WorkingSet::from_bytes(
-            &ws_path,
-            &snap.read(&ws_path)?.ok_or_else(|| Error::RunNotFound {
-                run_id: run_id.to_string(),
-            })?,
-        )?;
+        let ws = crate::working_set::read(snap, run_id)?;
         if mcrs.is_empty() {
             return Err(Error::Invalid {
                 file: file.to_string(),

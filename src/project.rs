@@ -234,6 +234,26 @@ fn read_state(snap: &Snapshot<'_>, project: &str) -> Result<ProjectState> {
     }
 }
 
+/// Ends the active entry for a key (superseded or invalid, kept in the
+/// file); returns its value when there was one.
+fn retire(
+    state: &mut ProjectState,
+    category: &str,
+    key: &str,
+    to: EntryStatus,
+    now: &str,
+) -> Option<String> {
+    let mut previous = None;
+    for e in state.entries.iter_mut() {
+        if e.category == category && e.key == key && e.status == EntryStatus::Active {
+            e.status = to;
+            e.superseded_at = Some(now.to_string());
+            previous = Some(e.value.clone());
+        }
+    }
+    previous
+}
+
 fn state_path_checked(project: &str) -> Result<String> {
     if !layout::valid_id(project) {
         return Err(Error::Invalid {
@@ -263,14 +283,7 @@ pub fn state_set(
         let path = state_path_checked(&project)?;
         let mut state = read_state(snap, &project)?;
         let now = rfc3339(snap.now());
-        let mut previous = None;
-        for e in state.entries.iter_mut() {
-            if e.category == category && e.key == key && e.status == EntryStatus::Active {
-                e.status = EntryStatus::Superseded;
-                e.superseded_at = Some(now.clone());
-                previous = Some(e.value.clone());
-            }
-        }
+        let previous = retire(&mut state, category, key, EntryStatus::Superseded, &now);
         let entry = StateEntry {
             category: category.to_string(),
             key: key.to_string(),
@@ -326,15 +339,7 @@ pub fn state_invalidate(
         let path = state_path_checked(&project)?;
         let mut state = read_state(snap, &project)?;
         let now = rfc3339(snap.now());
-        let mut found = false;
-        for e in state.entries.iter_mut() {
-            if e.category == category && e.key == key && e.status == EntryStatus::Active {
-                e.status = EntryStatus::Invalid;
-                e.superseded_at = Some(now.clone());
-                found = true;
-            }
-        }
-        if !found {
+        if retire(&mut state, category, key, EntryStatus::Invalid, &now).is_none() {
             return Err(Error::NotFound {
                 what: format!("active state {category}/{key} of project {project}"),
             });

@@ -383,11 +383,13 @@ impl BootRequest {
     }
 }
 
-fn ws_file_bytes(snap: &crate::store::Snapshot<'_>, run_id: &str) -> Result<Vec<u8>> {
-    snap.read(&layout::working_set(run_id))?
-        .ok_or_else(|| Error::RunNotFound {
-            run_id: run_id.to_string(),
-        })
+/// A run's working set as a snapshot holds it (RUN_NOT_FOUND when it has none).
+pub fn read(snap: &crate::store::Snapshot<'_>, run_id: &str) -> Result<WorkingSet> {
+    let path = layout::working_set(run_id);
+    let bytes = snap.read(&path)?.ok_or_else(|| Error::RunNotFound {
+        run_id: run_id.to_string(),
+    })?;
+    WorkingSet::from_bytes(&path, &bytes)
 }
 
 /// Boots a run: its working set at seq 0, in one commit (RUN_BOOTED).
@@ -483,7 +485,7 @@ pub fn patch(
 ) -> Result<PatchOutcome> {
     let committed = store.transact(key, |snap| {
         let path = layout::working_set(run_id);
-        let current = WorkingSet::from_bytes(&path, &ws_file_bytes(snap, run_id)?)?;
+        let current = read(snap, run_id)?;
         // Project names are canonical in the store, whatever name the patch used.
         let mut patch = unwrap_patch(patch).clone();
         if let Some(p) = patch.pointer("/set/project").and_then(Value::as_str) {
