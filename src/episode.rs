@@ -278,28 +278,32 @@ pub(crate) fn check(store: &Store) -> Result<Vec<crate::error::Finding>> {
         let path = layout::episode(run, ep);
         tagged.insert(path.clone());
         match store.read_file(tip, &path)? {
-            None => findings.push(Finding {
-                subject: path,
-                rule: "episode_immutable".into(),
-                message: format!("the episode of tag {name} was deleted"),
-            }),
-            Some(bytes) if bytes != message.as_bytes() => findings.push(Finding {
-                subject: path,
-                rule: "episode_immutable".into(),
-                message: format!(
-                    "the episode differs from its tag {name}: episodes are never edited"
-                ),
-            }),
+            None => findings.push(
+                Finding::new(
+                    path,
+                    "episode_immutable",
+                    format!("the episode of tag {name} was deleted"),
+                )
+                .fix("`cairn fsck --repair` restores it from its tag"),
+            ),
+            Some(bytes) if bytes != message.as_bytes() => findings.push(
+                Finding::new(
+                    path,
+                    "episode_immutable",
+                    format!("the episode differs from its tag {name}: episodes are never edited"),
+                )
+                .fix("`cairn fsck --repair` restores it from its tag"),
+            ),
             Some(_) => {}
         }
     }
     for (path, _, _) in store.walk_files(tip, layout::RUNS)? {
         if layout::schema_for(&path) == Some("episode") && !tagged.contains(&path) {
-            findings.push(Finding {
-                subject: path,
-                rule: "episode_tagged".into(),
-                message: "the episode has no tag cairn/<run>/<episode>".into(),
-            });
+            findings.push(Finding::new(
+                path,
+                "episode_tagged",
+                "the episode has no tag cairn/<run>/<episode>",
+            ));
         }
     }
     Ok(findings)

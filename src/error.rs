@@ -67,7 +67,7 @@ pub struct Violation {
 }
 
 /// A finding of `cairn fsck`, or a problem found in a store's content.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// The path (or ref or commit) the finding concerns.
     pub subject: String,
@@ -75,6 +75,60 @@ pub struct Finding {
     pub rule: String,
     /// What is wrong.
     pub message: String,
+    /// Where in the file (a JSON pointer), when the finding is about a field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// The commit that introduced the problem, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl Finding {
+    /// A finding about `subject` breaking `rule`.
+    pub fn new(
+        subject: impl Into<String>,
+        rule: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Finding {
+            subject: subject.into(),
+            rule: rule.into(),
+            message: message.into(),
+            ..Finding::default()
+        }
+    }
+
+    /// Sets the JSON pointer of the field concerned.
+    pub fn at(mut self, pointer: impl Into<String>) -> Self {
+        let p = pointer.into();
+        self.pointer = Some(if p.is_empty() { "/".into() } else { p });
+        self
+    }
+
+    /// Sets how to fix it.
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+
+    /// One line for people: subject, field, what, rule, fix and commit.
+    pub fn describe(&self) -> String {
+        let mut s = self.subject.clone();
+        if let Some(p) = &self.pointer {
+            s.push_str(&format!(" at {p}"));
+        }
+        s.push_str(&format!(": {} (rule: {})", self.message, self.rule));
+        if let Some(c) = &self.commit {
+            s.push_str(&format!(" [introduced by commit {c}]"));
+        }
+        if let Some(f) = &self.fix {
+            s.push_str(&format!("\n    fix: {f}"));
+        }
+        s
+    }
 }
 
 /// Everything that can go wrong in the cairn library.
@@ -182,6 +236,16 @@ pub enum Error {
     /// `cairn fsck` found problems.
     #[error("fsck found {} problem(s)", .findings.len())]
     FsckFailed { findings: Vec<Finding> },
+    #[error("{hook} refused the commit: {} problem(s)", .findings.len())]
+    HookRefused {
+        hook: &'static str,
+        findings: Vec<Finding>,
+    },
+    #[error("the tip {commit} fails validation ({} problem(s)); cairn builds no commits on it until it is repaired", .findings.len())]
+    TipInvalid {
+        commit: String,
+        findings: Vec<Finding>,
+    },
     /// A git operation failed.
     #[error("git: {context}")]
     Git {
@@ -229,7 +293,8 @@ impl Error {
             | Error::Parse { .. }
             | Error::TooLarge { .. }
             | Error::TooDeep { .. }
-            | Error::Invalid { .. } => Category::Validation,
+            | Error::Invalid { .. }
+            | Error::HookRefused { .. } => Category::Validation,
             Error::SeqConflict { .. }
             | Error::RunExists { .. }
             | Error::AlreadyAStore { .. }
@@ -242,7 +307,9 @@ impl Error {
             }
             Error::Policy { .. } => Category::Policy,
             Error::LockBusy { .. } => Category::Transient,
-            Error::Integrity { .. } | Error::FsckFailed { .. } => Category::Integrity,
+            Error::Integrity { .. } | Error::FsckFailed { .. } | Error::TipInvalid { .. } => {
+                Category::Integrity
+            }
             Error::Git { .. } | Error::Io { .. } | Error::GitCommand { .. } => Category::Internal,
         }
     }
@@ -268,6 +335,8 @@ impl Error {
             Error::Policy { rule, .. } | Error::Conflict { rule, .. } => rule,
             Error::Integrity { .. } => "INTEGRITY",
             Error::FsckFailed { .. } => "FSCK_FAILED",
+            Error::HookRefused { .. } => "HOOK_REFUSED",
+            Error::TipInvalid { .. } => "TIP_INVALID",
             Error::Git { .. } => "GIT_ERROR",
             Error::Io { .. } => "IO_ERROR",
             Error::GitCommand { .. } => "GIT_COMMAND_FAILED",
@@ -301,6 +370,10 @@ impl Error {
                 "run `cairn ws show {run_id}` and send the patch again with the current seq"
             )),
             Error::RunNotFound { .. } => Some("`cairn run list` shows the runs".into()),
+            Error::TipInvalid { .. } => Some(
+                "`cairn fsck` lists the problems and the commits that made them; `cairn fsck --repair` commits the mechanical fixes, or fix the files by hand and `git commit` them"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -351,7 +424,12 @@ impl Error {
             Error::HandEdited { paths } => json!({"paths": paths}),
             Error::Conflict { subject, rule, .. } => json!({"subject": subject, "rule": rule}),
             Error::Policy { rule, .. } => json!({"rule": rule}),
-            Error::FsckFailed { findings } => json!({"findings": findings}),
+            Error::FsckFailed { findings } | Error::HookRefused { findings, .. } => {
+                json!({"findings": findings})
+            }
+            Error::TipInvalid { commit, findings } => {
+                json!({"commit": commit, "findings": findings})
+            }
             Error::Io { path, .. } => json!({"path": path}),
             _ => json!({}),
         }

@@ -3,24 +3,26 @@
 //! It validates every canonical file against its schema, checks that ids
 //! match their paths (and shards), that files are regular files, that each
 //! run's ledger seqs are gap-free and end at the working set's `_update_seq`,
-//! and runs git's own connectivity check. It reports; it never changes anything.
+//! that the mirror matches a fresh render, and runs git's own connectivity
+//! check; each problem names the commit that last changed its file, so damage
+//! from a `git commit --no-verify` is traced to its commit. [`fsck`] reports
+//! and never changes anything; [`repair`] commits the mechanical fixes.
 
 use std::collections::BTreeMap;
 
+use git2::Oid;
+
 use crate::error::{Finding, Result};
-use crate::ledger::parse_message;
+use crate::ledger::{parse_message, EventDraft, EventType};
 use crate::store::Store;
-use crate::{layout, schema};
+use crate::{layout, rules, schema};
 
 fn finding(subject: impl Into<String>, rule: &str, message: impl Into<String>) -> Finding {
-    Finding {
-        subject: subject.into(),
-        rule: rule.into(),
-        message: message.into(),
-    }
+    Finding::new(subject, rule, message)
 }
 
-/// Every problem found at the tip of the store (empty when healthy).
+/// Every problem found at the tip of the store (empty when healthy). Each
+/// problem with a file names the commit that last changed the file.
 pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
     let tip = store.require_tip()?;
@@ -38,81 +40,38 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         ));
     }
     for (path, blob, regular) in store.walk_files(tip, "")? {
-        let Some(name) = layout::schema_for(&path) else {
+        let size = store.blob_size(blob)?;
+        let after = if !regular {
+            rules::After::NotRegular
+        } else if size > limits.max_bytes {
+            rules::After::Oversized(size)
+        } else if layout::schema_for(&path).is_none() {
+            continue;
+        } else {
+            let bytes = store.read_blob(blob)?;
+            let found = rules::check_change(
+                &path,
+                None,
+                rules::After::Content(&bytes),
+                limits,
+                rules::SeqRule::Monotonic,
+            );
+            if found.is_empty() && layout::schema_for(&path) == Some("working_set") {
+                if let Some(seq) = rules::update_seq(&bytes) {
+                    let run = layout::run_of(&path).unwrap_or_default();
+                    ws_seqs.insert(run.to_string(), seq);
+                }
+            }
+            findings.extend(found);
             continue;
         };
-        if !regular {
-            findings.push(finding(
-                &path,
-                "regular_file",
-                "canonical files must be regular files (no symlinks)",
-            ));
-            continue;
-        }
-        let bytes = store.read_blob(blob)?;
-        let value = match schema::parse_document(&path, &bytes, limits) {
-            Ok(v) => v,
-            Err(e) => {
-                findings.push(finding(&path, "parse", e.to_string()));
-                continue;
-            }
-        };
-        for v in schema::violations(name, &value) {
-            findings.push(finding(
-                &path,
-                &v.rule,
-                format!(
-                    "at {}: {}",
-                    if v.pointer.is_empty() {
-                        "/"
-                    } else {
-                        &v.pointer
-                    },
-                    v.message
-                ),
-            ));
-        }
-        if name == "working_set" {
-            let run = value["run_id"].as_str().unwrap_or_default();
-            if layout::working_set(run) != path {
-                findings.push(finding(
-                    &path,
-                    "id_matches_path",
-                    format!("run_id {run:?} belongs at {}", layout::working_set(run)),
-                ));
-            }
-            if let Some(seq) = value["_update_seq"].as_u64() {
-                ws_seqs.insert(run.to_string(), seq);
-            }
-        }
-        // Ids must match the paths they live at.
-        let expected = match name {
-            "memory_item" => value["id"].as_str().map(|id| {
-                layout::memory_item(
-                    value["scope"].as_str().unwrap_or_default(),
-                    value["scope_id"].as_str(),
-                    id,
-                )
-            }),
-            "mcr_batch" => match (value["run_id"].as_str(), value["batch_id"].as_str()) {
-                (Some(r), Some(b)) => Some(layout::batch(r, b)),
-                _ => None,
-            },
-            "episode" => match (value["run_id"].as_str(), value["episode_id"].as_str()) {
-                (Some(r), Some(e)) => Some(layout::episode(r, e)),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(expected) = expected {
-            if expected != path {
-                findings.push(finding(
-                    &path,
-                    "id_matches_path",
-                    format!("by its ids this file belongs at {expected}"),
-                ));
-            }
-        }
+        findings.extend(rules::check_change(
+            &path,
+            None,
+            after,
+            limits,
+            rules::SeqRule::Monotonic,
+        ));
     }
     // Ledger seqs per run, oldest first: 0, 1, 2, ... ending at the file's seq.
     let mut seqs: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
@@ -154,6 +113,37 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         }
     }
     findings.extend(crate::episode::check(store)?);
+    // What the commits since the last validated one changed (seqs going back).
+    for f in rules::check_tip(store, tip, limits)? {
+        if !findings
+            .iter()
+            .any(|g| g.subject == f.subject && g.rule == f.rule)
+        {
+            findings.push(f);
+        }
+    }
+    // The mirror can only be compared when the files it shows are readable.
+    let mirror = match crate::mirror::check(store) {
+        Ok(m) => m,
+        Err(_) if !findings.is_empty() => Default::default(),
+        Err(e) => return Err(e),
+    };
+    for (list, message) in [
+        (&mirror.differ, "differs from what cairn renders"),
+        (&mirror.missing, "is missing"),
+        (&mirror.extra, "is not a page cairn generates"),
+    ] {
+        for p in list {
+            findings.push(
+                Finding::new(
+                    p.clone(),
+                    "mirror_current",
+                    format!("the mirror page {message}"),
+                )
+                .fix("`cairn fsck --repair` (or `cairn mirror`) regenerates the mirror"),
+            );
+        }
+    }
     if let Err(e) = store.git_connectivity_check() {
         findings.push(finding(
             store.git_dir().display().to_string(),
@@ -161,5 +151,148 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
             e.to_string(),
         ));
     }
+    rules::attribute(store, tip, &mut findings)?;
     Ok(findings)
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// One line per fix made.
+    pub actions: Vec<String>,
+    /// The commits that hold the fixes.
+    pub commits: Vec<String>,
+    /// What fsck still finds afterwards (fixes that are not mechanical).
+    pub remaining: Vec<Finding>,
+}
+
+/// Rules about a file's own content, fixed by restoring its last good version.
+fn is_content_rule(rule: &str) -> bool {
+    !matches!(
+        rule,
+        "episode_immutable"
+            | "episode_tagged"
+            | "seq_gap_free"
+            | "seq_matches_ledger"
+            | "seq_consistency"
+            | "git_connectivity"
+            | "mirror_current"
+            | "required_file"
+    )
+}
+
+/// The newest version of `path` on the first-parent line from `tip` that
+/// keeps every content rule, if any.
+fn last_good_version(
+    store: &Store,
+    tip: Oid,
+    path: &str,
+    limits: schema::ParseLimits,
+) -> Result<Option<Vec<u8>>> {
+    let mut at = Some(tip);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10_000 {
+        let Some(id) = at else { break };
+        if let Some((blob, regular)) = store.entry(id, path)? {
+            if regular && seen.insert(blob) && store.blob_size(blob)? <= limits.max_bytes {
+                let bytes = store.read_blob(blob)?;
+                let found = rules::check_change(
+                    path,
+                    None,
+                    rules::After::Content(&bytes),
+                    limits,
+                    rules::SeqRule::Monotonic,
+                );
+                if found.is_empty() {
+                    return Ok(Some(bytes));
+                }
+            }
+        }
+        at = store.commit_info(id)?.parents.first().copied();
+    }
+    Ok(None)
+}
+
+/// Commits the mechanical fixes for what [`fsck`] finds: episodes restored
+/// from their tags; files that break a content rule restored to their last
+/// good version (or removed when they never had one — history keeps them);
+/// the mirror regenerated. Builds on an invalid tip, which is the point.
+pub fn repair(store: &Store) -> Result<RepairReport> {
+    let tip = store.require_tip()?;
+    let config = store.config()?;
+    let limits = schema::ParseLimits {
+        max_bytes: config.limits.max_file_bytes,
+        max_depth: config.limits.max_depth,
+    };
+    let findings = fsck(store)?;
+    let tags: BTreeMap<String, (String, String)> = store
+        .tags_with_prefix("cairn/")?
+        .into_iter()
+        .filter_map(|(name, message)| {
+            let (run, ep) = name.trim_start_matches("cairn/").split_once('/')?;
+            Some((layout::episode(run, ep), (name, message)))
+        })
+        .collect();
+    let mut report = RepairReport::default();
+    let mut changes = crate::store::Changes::new();
+    // Episodes first: their tags hold their exact content.
+    let mut ordered: Vec<&Finding> = findings.iter().collect();
+    ordered.sort_by_key(|f| f.rule != "episode_immutable");
+    for f in ordered {
+        if changes.contains_key(&f.subject) {
+            continue;
+        }
+        if f.rule == "episode_immutable" {
+            if let Some((tag, message)) = tags.get(&f.subject) {
+                changes.insert(f.subject.clone(), Some(message.clone().into_bytes()));
+                report
+                    .actions
+                    .push(format!("restored {} from tag {tag}", f.subject));
+            }
+        } else if is_content_rule(&f.rule) && store.entry(tip, &f.subject)?.is_some() {
+            match last_good_version(store, tip, &f.subject, limits)? {
+                Some(bytes) => {
+                    changes.insert(f.subject.clone(), Some(bytes));
+                    report.actions.push(format!(
+                        "restored {} to its last version that keeps the rules",
+                        f.subject
+                    ));
+                }
+                None => {
+                    changes.insert(f.subject.clone(), None);
+                    report.actions.push(format!(
+                        "removed {} (no version of it keeps the rules; history keeps it)",
+                        f.subject
+                    ));
+                }
+            }
+        }
+    }
+    if !changes.is_empty() {
+        let actions = report.actions.clone();
+        let done = store.transact_repair(|_| {
+            Ok(crate::store::Mutation {
+                changes: changes.clone(),
+                event: EventDraft::new(
+                    EventType::FsckRepair,
+                    format!("fsck --repair: {} fix(es)", actions.len()),
+                )
+                .payload(serde_json::json!({ "actions": actions })),
+                tags: Vec::new(),
+            })
+        })?;
+        report.commits.push(done.commit.to_string());
+    }
+    if !crate::mirror::check(store)?.clean() {
+        let done = crate::mirror::regenerate(store)?;
+        if let Some(c) = done.commit {
+            report.commits.push(c.commit.to_string());
+        }
+        report.actions.push(format!(
+            "regenerated the mirror ({} page(s))",
+            done.pages.len()
+        ));
+    }
+    report.remaining = fsck(store)?;
+    Ok(report)
 }

@@ -473,6 +473,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The blob at `path` in `commit` and whether it is a regular file.
+    pub fn entry(&self, commit: Oid, path: &str) -> Result<Option<(Oid, bool)>> {
+        let tree = self.tree_of(commit)?;
+        let entry = not_found_to_none(tree.get_path(Path::new(path)))
+            .map_err(|e| Error::git(format!("look up {path} at {commit}"), e))?;
+        Ok(entry
+            .filter(|e| e.kind() == Some(ObjectType::Blob))
+            .map(|e| (e.id(), matches!(e.filemode(), 0o100644 | 0o100755))))
+    }
+
     /// The bytes of a blob.
     pub fn read_blob(&self, id: Oid) -> Result<Vec<u8>> {
         self.repo
@@ -612,7 +622,31 @@ impl Store {
     ///
     /// With an idempotency `key` that an earlier commit already carries, the
     /// earlier result is returned and nothing is written.
-    pub fn transact<F>(&self, key: Option<&str>, mut build: F) -> Result<Committed>
+    ///
+    /// A tip that fails validation (a `git commit --no-verify` broke a rule)
+    /// is refused with [`Error::TipInvalid`] until it is repaired.
+    pub fn transact<F>(&self, key: Option<&str>, build: F) -> Result<Committed>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        self.transact_with(key, true, build)
+    }
+
+    /// [`Store::transact`] for repairs: builds on the tip even when it fails
+    /// validation. Only `fsck --repair` uses it.
+    pub fn transact_repair<F>(&self, build: F) -> Result<Committed>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        self.transact_with(None, false, build)
+    }
+
+    fn transact_with<F>(
+        &self,
+        key: Option<&str>,
+        verify_tip: bool,
+        mut build: F,
+    ) -> Result<Committed>
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
@@ -636,9 +670,22 @@ impl Store {
                     });
                 }
             }
+            if let (true, Some(tip)) = (verify_tip, snap.commit) {
+                let limits = schema::ParseLimits {
+                    max_bytes: snap.config().limits.max_file_bytes,
+                    max_depth: snap.config().limits.max_depth,
+                };
+                let findings = crate::rules::check_tip(self, tip, limits)?;
+                if !findings.is_empty() {
+                    return Err(Error::TipInvalid {
+                        commit: tip.to_string(),
+                        findings,
+                    });
+                }
+            }
             let mut mutation = build(&snap)?;
             crate::mirror::extend(self, &snap, &mut mutation.changes)?;
-            self.validate_changes(&snap, &mutation.changes)?;
+            self.validate_changes(&snap, &mutation.changes, !verify_tip)?;
             let base_tree = match snap.commit {
                 Some(c) => Some(self.tree_of(c)?),
                 None => None,
@@ -731,7 +778,9 @@ impl Store {
         })
     }
 
-    fn validate_changes(&self, snap: &Snapshot<'_>, changes: &Changes) -> Result<()> {
+    /// Validates changed files. A `repair` may write an episode back to the
+    /// content of its tag, and nothing else to an existing episode.
+    fn validate_changes(&self, snap: &Snapshot<'_>, changes: &Changes, repair: bool) -> Result<()> {
         // The config that governs limits is the one being written, if any.
         let limits = match changes.get(layout::CONFIG) {
             Some(Some(bytes)) => {
@@ -753,7 +802,11 @@ impl Store {
                             .into(),
                 });
             }
-            if layout::schema_for(path) == Some("episode") && snap.read(path)?.is_some() {
+            let restores_tag = repair && self.episode_tag_message(path)? == *content;
+            if layout::schema_for(path) == Some("episode")
+                && snap.read(path)?.is_some()
+                && !restores_tag
+            {
                 return Err(Error::Policy {
                     rule: "EPISODE_IMMUTABLE",
                     message: format!("{path} is an episode: episodes are never edited or deleted"),
@@ -781,6 +834,23 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The message of the tag of the episode at `path`, if it has one.
+    fn episode_tag_message(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let [_, _, run, "episodes", file] = parts.as_slice() else {
+            return Ok(None);
+        };
+        let Some(ep) = file.strip_suffix(".yaml") else {
+            return Ok(None);
+        };
+        let name = layout::episode_tag(run, ep);
+        Ok(self
+            .tags_with_prefix(&name)?
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m.into_bytes()))
     }
 
     /// Refuses when a path about to change differs, in the work tree or the
@@ -1362,6 +1432,181 @@ impl Store {
     /// Whether the object database holds `id`.
     pub fn repo_has(&self, id: Oid) -> bool {
         self.repo.odb().map(|odb| odb.exists(id)).unwrap_or(false)
+    }
+}
+
+/// One path that differs between two trees, or between a tree and a git index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathChange {
+    /// The path, relative to the store root.
+    pub path: String,
+    /// The blob before, if the path existed.
+    pub old: Option<Oid>,
+    /// The blob after and whether it is a regular file (not a symlink or a
+    /// submodule), if the path exists after.
+    pub new: Option<(Oid, bool)>,
+}
+
+fn changes_of_diff(diff: &git2::Diff<'_>) -> Vec<PathChange> {
+    let mut out = Vec::new();
+    for d in diff.deltas() {
+        let path = d
+            .new_file()
+            .path()
+            .or_else(|| d.old_file().path())
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        let old =
+            (d.old_file().exists() && !d.old_file().id().is_zero()).then(|| d.old_file().id());
+        let new = d.new_file().exists().then(|| {
+            let mode = d.new_file().mode();
+            (
+                d.new_file().id(),
+                matches!(mode, git2::FileMode::Blob | git2::FileMode::BlobExecutable),
+            )
+        });
+        out.push(PathChange { path, old, new });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Hand commits: reading and writing the git index that `git commit` is
+/// building, for the store's hooks.
+impl Store {
+    fn open_index(&self, index_file: Option<&Path>) -> Result<git2::Index> {
+        let path = match index_file {
+            Some(p) if p.is_absolute() => p.to_path_buf(),
+            // git passes GIT_INDEX_FILE relative to the work tree root.
+            Some(p) => self.repo.workdir().unwrap_or(self.repo.path()).join(p),
+            None => self.repo.path().join("index"),
+        };
+        git2::Index::open(&path)
+            .map_err(|e| Error::git(format!("open index {}", path.display()), e))
+    }
+
+    /// The paths whose staged content differs from the tip, sorted. `index_file`
+    /// is the index git is committing (`GIT_INDEX_FILE`), else the repository's.
+    pub fn staged_changes(&self, index_file: Option<&Path>) -> Result<Vec<PathChange>> {
+        let index = self.open_index(index_file)?;
+        let head = match self.tip()? {
+            Some(c) => Some(self.tree_of(c)?),
+            None => None,
+        };
+        let mut opts = git2::DiffOptions::new();
+        opts.include_typechange(true);
+        let diff = self
+            .repo
+            .diff_tree_to_index(head.as_ref(), Some(&index), Some(&mut opts))
+            .map_err(|e| Error::git("diff the tip against the index", e))?;
+        Ok(changes_of_diff(&diff))
+    }
+
+    /// The paths that differ between two commits (`old` = `None`: the empty tree), sorted.
+    pub fn tree_changes(&self, old: Option<Oid>, new: Oid) -> Result<Vec<PathChange>> {
+        let new_tree = self.tree_of(new)?;
+        let old_tree = match old {
+            Some(o) => Some(self.tree_of(o)?),
+            None => None,
+        };
+        let mut opts = git2::DiffOptions::new();
+        opts.include_typechange(true);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))
+            .map_err(|e| Error::git(format!("diff {new}"), e))?;
+        Ok(changes_of_diff(&diff))
+    }
+
+    /// The size of a blob in bytes, without reading it.
+    pub fn blob_size(&self, id: Oid) -> Result<u64> {
+        let odb = self.repo.odb().map_err(|e| Error::git("open odb", e))?;
+        let (size, _) = odb
+            .read_header(id)
+            .map_err(|e| Error::git(format!("read blob {id}"), e))?;
+        Ok(size as u64)
+    }
+
+    /// Stages file contents (or removals) in a git index, writing the blobs
+    /// first; regular, non-executable files only.
+    pub fn stage(&self, index_file: Option<&Path>, files: &Changes) -> Result<()> {
+        let mut index = self.open_index(index_file)?;
+        for (path, content) in files {
+            match content {
+                Some(bytes) => {
+                    let id = self
+                        .repo
+                        .blob(bytes)
+                        .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
+                    let entry = git2::IndexEntry {
+                        ctime: git2::IndexTime::new(0, 0),
+                        mtime: git2::IndexTime::new(0, 0),
+                        dev: 0,
+                        ino: 0,
+                        mode: 0o100644,
+                        uid: 0,
+                        gid: 0,
+                        file_size: bytes.len() as u32,
+                        id,
+                        flags: (path.len().min(0xfff)) as u16,
+                        flags_extended: 0,
+                        path: path.as_bytes().to_vec(),
+                    };
+                    index
+                        .add(&entry)
+                        .map_err(|e| Error::git(format!("stage {path}"), e))?;
+                }
+                None => {
+                    if index.get_path(Path::new(path), 0).is_some() {
+                        index
+                            .remove_path(Path::new(path))
+                            .map_err(|e| Error::git(format!("unstage {path}"), e))?;
+                    }
+                }
+            }
+        }
+        index.write().map_err(|e| Error::git("write index", e))
+    }
+
+    /// git's effective hooks folder: `core.hooksPath` (relative to the work
+    /// tree) if set, else `hooks/` in the common git folder.
+    pub fn hooks_dir(&self) -> Result<PathBuf> {
+        let cfg = self
+            .repo
+            .config()
+            .map_err(|e| Error::git("read config", e))?;
+        match cfg.get_path("core.hooksPath") {
+            Ok(p) if p.is_absolute() => Ok(p),
+            Ok(p) => Ok(self.repo.workdir().unwrap_or(self.repo.path()).join(p)),
+            Err(_) => Ok(self.repo.commondir().join("hooks")),
+        }
+    }
+
+    /// The newest commit reachable from `from` that changed `path` (against
+    /// its first parent), looking at most `limit` commits back.
+    pub fn last_change(&self, from: Oid, path: &str, limit: usize) -> Result<Option<Oid>> {
+        let mut walk = self.repo.revwalk().map_err(|e| Error::git("revwalk", e))?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL)
+            .map_err(|e| Error::git("revwalk", e))?;
+        walk.push(from).map_err(|e| Error::git("revwalk", e))?;
+        walk.simplify_first_parent()
+            .map_err(|e| Error::git("revwalk", e))?;
+        for id in walk.take(limit) {
+            let id = id.map_err(|e| Error::git("revwalk", e))?;
+            let c = self
+                .repo
+                .find_commit(id)
+                .map_err(|e| Error::git(format!("read commit {id}"), e))?;
+            let here = self.blob_id(id, path)?;
+            let before = match c.parent_id(0) {
+                Ok(p) => self.blob_id(p, path)?,
+                Err(_) => None,
+            };
+            if here != before {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 }
 

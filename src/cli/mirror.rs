@@ -48,11 +48,11 @@ pub fn cmd_mirror(ctx: &Ctx, a: MirrorArgs) -> CmdResult {
             ),
         ] {
             for p in list {
-                findings.push(Finding {
-                    subject: p.clone(),
-                    rule: rule.into(),
-                    message: format!("{p} {message}; run `cairn mirror` to regenerate"),
-                });
+                findings.push(Finding::new(
+                    p.clone(),
+                    rule,
+                    format!("{p} {message}; run `cairn mirror` to regenerate"),
+                ));
             }
         }
         return Err(cairn::Error::FsckFailed { findings }.into());

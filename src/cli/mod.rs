@@ -7,6 +7,7 @@
 mod brief;
 mod demo;
 mod fsck;
+mod hooks;
 mod init;
 mod log;
 mod memory;
@@ -71,6 +72,11 @@ enum Command {
     #[command(subcommand)]
     Index(search::IndexCommand),
     Fsck(fsck::FsckArgs),
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
+    /// Run one git hook (what the installed hook shims call).
+    #[command(hide = true)]
+    Hook(hooks::HookArgs),
     Demo(demo::DemoArgs),
     Mirror(mirror::MirrorArgs),
     Watch(watch::WatchArgs),
@@ -190,6 +196,8 @@ pub fn main() -> i32 {
         Command::Brief(a) => brief::cmd_brief(&ctx, a),
         Command::Index(c) => search::cmd_index(&ctx, c),
         Command::Fsck(a) => fsck::cmd_fsck(&ctx, a),
+        Command::Hooks(c) => hooks::cmd_hooks(&ctx, c),
+        Command::Hook(a) => hooks::cmd_hook(&ctx, a),
         Command::Demo(a) => demo::cmd_demo(&ctx, a),
         Command::Mirror(a) => mirror::cmd_mirror(&ctx, a),
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
@@ -206,7 +214,9 @@ fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
             } else {
                 out.human
             };
-            print_stdout(&text);
+            if !text.is_empty() {
+                print_stdout(&text);
+            }
             0
         }
         Err(CliError::Usage(msg)) => {
@@ -256,9 +266,12 @@ fn report(ctx: &Ctx, e: &Error) {
         for c in chain {
             eprintln!("  caused by: {c}");
         }
-        if let Error::FsckFailed { findings } = e {
+        if let Error::FsckFailed { findings }
+        | Error::HookRefused { findings, .. }
+        | Error::TipInvalid { findings, .. } = e
+        {
             for f in findings {
-                eprintln!("  {} [{}]: {}", f.subject, f.rule, f.message);
+                eprintln!("  {}", f.describe());
             }
         }
         if let Error::Schema { violations, .. } = e {
