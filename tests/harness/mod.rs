@@ -97,24 +97,31 @@ impl Env {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Hand")
-            .env("GIT_AUTHOR_EMAIL", "hand@example.com")
-            .env("GIT_COMMITTER_NAME", "Hand")
-            .env("GIT_COMMITTER_EMAIL", "hand@example.com")
-            .arg("-C")
-            .arg(self.root())
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.git_output(args);
         assert!(
             out.status.success(),
             "git {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs git in the store as a hand editor would (hooks run; the search
+    /// index catch-up of post-* hooks runs in the foreground).
+    pub fn git_output(&self, args: &[&str]) -> Output {
+        std::process::Command::new("git")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Hand")
+            .env("GIT_AUTHOR_EMAIL", "hand@example.com")
+            .env("GIT_COMMITTER_NAME", "Hand")
+            .env("GIT_COMMITTER_EMAIL", "hand@example.com")
+            .env("CAIRN_HOOK_FOREGROUND", "1")
+            .arg("-C")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// HEAD, `git status`, and every work-tree file's bytes (outside .git and .cairn).
