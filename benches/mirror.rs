@@ -130,6 +130,8 @@ fn patch_row(n: usize, mirror_on: bool, ops: usize) {
         ms,
     );
     if mirror_on {
+        extend_row(&store, n, ops);
+        catchup_row(&store, n);
         let tip = store.tip().unwrap().unwrap();
         let cfg = store.config().unwrap().mirror;
         let src = GitSource::new(&store, Some(tip));
@@ -144,6 +146,103 @@ fn patch_row(n: usize, mirror_on: bool, ops: usize) {
         }
         report(&format!("render-{n} ({pages} pages)"), ms);
     }
+}
+
+/// `mirror::extend` alone: the pages a working-set change needs, planned
+/// against the tip and not committed (no git objects written).
+fn extend_row(store: &Store, n: usize, ops: usize) {
+    let path = layout::working_set(RUN);
+    let mut ms = Vec::new();
+    for i in 0..ops + 10 {
+        let snap = store.snapshot().unwrap();
+        let text = String::from_utf8(snap.read(&path).unwrap().unwrap()).unwrap();
+        let start = text.find("objective:").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let new = format!("{}objective: plan {i}{}", &text[..start], &text[end..]);
+        let mut changes = Changes::new();
+        changes.insert(path.clone(), Some(new.into_bytes()));
+        let t = Instant::now();
+        mirror::extend(store, &snap, &mut changes).unwrap();
+        if i >= 10 {
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    report(&format!("extend-{n}"), ms);
+}
+
+/// A hand commit made with plain git (it changes one memory item and no
+/// page), then the first cairn write after it, which brings the mirror up
+/// to date.
+fn catchup_row(store: &Store, n: usize) {
+    let git = |args: &[&str], input: Option<&str>, env: &[(&str, &str)]| -> String {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new("git");
+        cmd.arg("--git-dir")
+            .arg(store.git_dir())
+            .args(["-c", "user.name=bench", "-c", "user.email=b@b"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = input {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let tip = store.tip().unwrap().unwrap().to_string();
+    let id = format!("mem_{:026}", 7);
+    let path = layout::memory_item("global", None, &id);
+    let text = String::from_utf8(
+        store
+            .read_file(store.tip().unwrap().unwrap(), &path)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap()
+    .replace("with some words", "edited by hand");
+    let blob = git(&["hash-object", "-w", "--stdin"], Some(&text), &[]);
+    let index = store.git_dir().join("bench-index");
+    let index = index.to_str().unwrap();
+    let env = [("GIT_INDEX_FILE", index)];
+    git(&["read-tree", &tip], None, &env);
+    git(
+        &[
+            "update-index",
+            "--cacheinfo",
+            &format!("100644,{blob},{path}"),
+        ],
+        None,
+        &env,
+    );
+    let tree = git(&["write-tree"], None, &env);
+    let commit = git(
+        &["commit-tree", &tree, "-p", &tip, "-m", "hand edit"],
+        None,
+        &[],
+    );
+    git(&["update-ref", store.branch(), &commit, &tip], None, &[]);
+    let _ = std::fs::remove_file(index);
+    let seq = working_set::read(&store.snapshot().unwrap(), RUN)
+        .unwrap()
+        .update_seq;
+    let patch = json!({"_schema_version": "2.1", "expected_seq": seq,
+        "set": {"next_action": "after the hand commit"}});
+    let t = Instant::now();
+    working_set::patch(store, RUN, &patch, "bench", None).expect("patch");
+    report(
+        &format!("catchup-{n}"),
+        vec![t.elapsed().as_secs_f64() * 1000.0],
+    );
 }
 
 fn watch_row(n: usize, edits: usize) {
@@ -166,7 +265,7 @@ fn watch_row(n: usize, edits: usize) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let ws = root.join(layout::working_set(RUN));
-    let page = root.join(format!("mirror/runs/{RUN}.md"));
+    let page = root.join(mirror::run_page(RUN));
     let mut ms = Vec::new();
     for i in 0..edits {
         let text = std::fs::read_to_string(&ws).unwrap();

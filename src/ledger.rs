@@ -41,6 +41,7 @@ pub enum EventType {
     SyncMerge,
     ConfigChanged,
     FsckRepair,
+    MirrorRegenerated,
 }
 
 impl EventType {
@@ -67,6 +68,7 @@ impl EventType {
             EventType::SyncMerge => "SYNC_MERGE",
             EventType::ConfigChanged => "CONFIG_CHANGED",
             EventType::FsckRepair => "FSCK_REPAIR",
+            EventType::MirrorRegenerated => "MIRROR_REGENERATED",
         }
     }
 

@@ -1,7 +1,8 @@
 //! The human mirror: deterministic markdown pages under `mirror/`, derived
 //! from the canonical files and never edited by hand.
 //!
-//! Pages: `mirror/README.md` (the store at a glance), `mirror/runs/<run>.md`,
+//! Pages: `mirror/README.md` (the store at a glance), `mirror/runs/<shard>/<run>.md`
+//! (sharded like the runs themselves, see [`run_page`]),
 //! `mirror/projects/<project>.md`, `mirror/memory/<scope>[/<scope_id>]/<type>.md`
 //! (split by the shard of the item id into `<type>/<prefix>.md` parts when a
 //! page would hold more than `mirror.max_page_items` items) and
@@ -54,7 +55,7 @@ pub const QUEUE: &str = "mirror/queue.md";
 /// Where a store keeps its own templates.
 pub const TEMPLATE_DIR: &str = "templates/mirror";
 /// Bumped whenever the shape of the output changes: forces a full render.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// How deep a supersession chain is shown under the item that replaced it.
 const MAX_CHAIN: usize = 8;
 /// How many milestones the overview lists.
@@ -91,6 +92,13 @@ pub trait Source {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>>;
     /// The entries of a folder as (name, is_folder), sorted by name.
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>>;
+    /// A canonical file parsed and checked against its schema, if it exists.
+    fn parsed(&self, path: &str) -> Result<Option<Value>> {
+        match self.read(path)? {
+            Some(b) => parse_valid(path, &b).map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A commit of the store (or the empty store for `None`).
@@ -206,6 +214,14 @@ impl Source for Overlay<'_> {
         }
     }
 
+    fn parsed(&self, path: &str) -> Result<Option<Value>> {
+        match self.changes.get(path) {
+            Some(Some(b)) => parse_valid(path, b).map(Some),
+            Some(None) => Ok(None),
+            None => self.base.parsed(path),
+        }
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
         let mut entries: BTreeMap<String, bool> = self.base.list(dir)?.into_iter().collect();
         let prefix = if dir.is_empty() {
@@ -234,6 +250,63 @@ impl Source for Overlay<'_> {
             }
         }
         Ok(entries.into_iter().collect())
+    }
+}
+
+/// A source that remembers what it read: one pass reads the same files (old
+/// pages, the index, the registry) more than once.
+struct Cached<'a> {
+    inner: &'a dyn Source,
+    reads: std::cell::RefCell<std::collections::HashMap<String, Option<Vec<u8>>>>,
+    lists: std::cell::RefCell<std::collections::HashMap<String, Vec<(String, bool)>>>,
+    /// Valid files parsed so far (a file is parsed for the index delta and again for its page).
+    values: std::cell::RefCell<std::collections::HashMap<String, Option<Value>>>,
+}
+
+impl<'a> Cached<'a> {
+    fn new(inner: &'a dyn Source) -> Self {
+        Cached {
+            inner,
+            reads: Default::default(),
+            lists: Default::default(),
+            values: Default::default(),
+        }
+    }
+}
+
+impl Source for Cached<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(hit) = self.reads.borrow().get(path) {
+            return Ok(hit.clone());
+        }
+        let got = self.inner.read(path)?;
+        self.reads
+            .borrow_mut()
+            .insert(path.to_string(), got.clone());
+        Ok(got)
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
+        if let Some(hit) = self.lists.borrow().get(dir) {
+            return Ok(hit.clone());
+        }
+        let got = self.inner.list(dir)?;
+        self.lists.borrow_mut().insert(dir.to_string(), got.clone());
+        Ok(got)
+    }
+
+    fn parsed(&self, path: &str) -> Result<Option<Value>> {
+        if let Some(hit) = self.values.borrow().get(path) {
+            return Ok(hit.clone());
+        }
+        let got = match self.read(path)? {
+            Some(b) => Some(parse_valid(path, &b)?),
+            None => None,
+        };
+        self.values
+            .borrow_mut()
+            .insert(path.to_string(), got.clone());
+        Ok(got)
     }
 }
 
@@ -309,6 +382,17 @@ struct MilestoneRow {
     tag: String,
 }
 
+/// The page of a run: `mirror/runs/<shard>/<run_id>.md`, sharded like
+/// `runs/` so that no folder of the mirror grows without bound.
+pub fn run_page(run_id: &str) -> String {
+    format!("{DIR}/{}", run_link(run_id))
+}
+
+/// A run page's path relative to `mirror/` (templates prefix it with `root`).
+fn run_link(run_id: &str) -> String {
+    format!("runs/{}/{run_id}.md", layout::shard(run_id))
+}
+
 /// The items of one (scope, scope_id, type).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Group {
@@ -318,7 +402,61 @@ struct Group {
     /// Items by status.
     counts: BTreeMap<String, u64>,
     /// Active items by the shard of their id.
-    shards: BTreeMap<String, u64>,
+    shards: Shards,
+}
+
+/// Counts by id shard (`00`..`ff`), stored as one string of `shard:count`
+/// pairs: a group at scale has all 256 shards, and as a JSON map they were
+/// most of the index's parse and write time.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Shards(Vec<u64>);
+
+impl Shards {
+    fn add(&mut self, shard: &str, sign: i64) {
+        let Ok(i) = usize::from_str_radix(shard, 16) else {
+            return;
+        };
+        if self.0.is_empty() {
+            self.0 = vec![0; 256];
+        }
+        if let Some(n) = self.0.get_mut(i) {
+            *n = (*n as i64 + sign).max(0) as u64;
+        }
+        if self.0.iter().all(|n| *n == 0) {
+            self.0.clear();
+        }
+    }
+
+    /// Non-empty shards by name, in order.
+    fn iter(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (format!("{i:02x}"), *n))
+    }
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let text: Vec<String> = self.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        s.serialize_str(&text.join(" "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = Shards::default();
+        for pair in text.split_whitespace() {
+            let (k, n) = pair
+                .split_once(':')
+                .ok_or_else(|| serde::de::Error::custom("shard counts are shard:count"))?;
+            let n: i64 = n.parse().map_err(serde::de::Error::custom)?;
+            out.add(k, n);
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -355,14 +493,16 @@ fn part_page(g: &Group, prefix: &str) -> String {
 
 /// How many hex digits of the shard split a group's pages (0 = one page).
 fn level_of(g: &Group, max_items: usize) -> usize {
-    for level in 0..2 {
-        let mut parts: BTreeMap<&str, u64> = BTreeMap::new();
-        for (shard, n) in &g.shards {
-            *parts.entry(&shard[..level]).or_default() += n;
-        }
-        if parts.values().all(|n| *n as usize <= max_items) {
-            return level;
-        }
+    let counts = &g.shards.0;
+    if counts.iter().sum::<u64>() as usize <= max_items {
+        return 0;
+    }
+    // Level 1 splits by the first hex digit: sixteen runs of sixteen shards.
+    if counts
+        .chunks(16)
+        .all(|c| c.iter().sum::<u64>() as usize <= max_items)
+    {
+        return 1;
     }
     2
 }
@@ -370,10 +510,8 @@ fn level_of(g: &Group, max_items: usize) -> usize {
 /// The part prefixes of a group at its level, with their active item counts.
 fn parts_of(g: &Group, level: usize) -> BTreeMap<String, u64> {
     let mut parts: BTreeMap<String, u64> = BTreeMap::new();
-    for (shard, n) in &g.shards {
-        if *n > 0 {
-            *parts.entry(shard[..level].to_string()).or_default() += n;
-        }
+    for (shard, n) in g.shards.iter() {
+        *parts.entry(shard[..level].to_string()).or_default() += n;
     }
     parts
 }
@@ -428,7 +566,7 @@ impl Index {
         };
         bump(&mut g.counts, item.status.as_str().to_string());
         if item.status == ItemStatus::Active {
-            bump(&mut g.shards, layout::shard(&item.id));
+            g.shards.add(&layout::shard(&item.id), sign);
         }
         if g.counts.is_empty() {
             self.groups.remove(&key);
@@ -525,6 +663,34 @@ fn event_row(store: &Store, commit: Oid) -> Result<EventRow> {
     })
 }
 
+/// How far back a first-parent walk looks for a known commit.
+const CHAIN_WALK: usize = 1000;
+
+/// The commits from `from` back to `until` (excluded), newest first, when
+/// `until` is reached by first parents through single-parent commits within
+/// `bound` steps.
+fn first_parent_chain(
+    store: &Store,
+    from: Oid,
+    until: Oid,
+    bound: usize,
+) -> Result<Option<Vec<Oid>>> {
+    let mut chain = Vec::new();
+    let mut at = from;
+    while at != until {
+        if chain.len() >= bound {
+            return Ok(None);
+        }
+        let parents = store.commit_info(at)?.parents;
+        if parents.len() != 1 {
+            return Ok(None);
+        }
+        chain.push(at);
+        at = parents[0];
+    }
+    Ok(Some(chain))
+}
+
 /// Brings the index's events from its horizon up to `horizon`.
 fn advance_events(idx: &mut Index, store: &Store, horizon: Option<Oid>, keep: usize) -> Result<()> {
     let current = idx.horizon.as_deref().and_then(|h| Oid::from_str(h).ok());
@@ -538,16 +704,20 @@ fn advance_events(idx: &mut Index, store: &Store, horizon: Option<Oid>, keep: us
         return Ok(());
     };
     let linear = match current {
-        Some(c) if store.repo_has(c) && store.is_ancestor(c, h)? => {
-            let new = store.history(h, Some(c))?;
-            let mut linear = true;
-            for id in &new {
-                if store.commit_info(*id)?.parents.len() > 1 {
-                    linear = false;
+        Some(c) if store.repo_has(c) => match first_parent_chain(store, h, c, CHAIN_WALK)? {
+            Some(chain) => Some(chain),
+            None if store.is_ancestor(c, h)? => {
+                let new = store.history(h, Some(c))?;
+                let mut linear = true;
+                for id in &new {
+                    if store.commit_info(*id)?.parents.len() > 1 {
+                        linear = false;
+                    }
                 }
+                linear.then_some(new)
             }
-            linear.then_some(new)
-        }
+            None => None,
+        },
         _ => None,
     };
     match linear {
@@ -594,8 +764,8 @@ pub fn validate_file(path: &str, bytes: &[u8]) -> Result<()> {
 }
 
 fn read_typed<T: serde::de::DeserializeOwned>(src: &dyn Source, path: &str) -> Result<Option<T>> {
-    match src.read(path)? {
-        Some(b) => Ok(Some(typed(path, parse_valid(path, &b)?)?)),
+    match src.parsed(path)? {
+        Some(v) => Ok(Some(typed(path, v)?)),
         None => Ok(None),
     }
 }
@@ -651,8 +821,51 @@ struct Templates {
     digests: BTreeMap<String, [u8; 32]>,
 }
 
+/// Compiled template sets of this process, by their texts: compiling the six
+/// templates costs more than rendering a page, and a store's templates
+/// rarely change.
+static COMPILED: std::sync::Mutex<Vec<(Vec<String>, std::sync::Arc<Templates>)>> =
+    std::sync::Mutex::new(Vec::new());
+/// How many template sets [`COMPILED`] keeps (a process may serve several stores).
+const COMPILED_SETS: usize = 4;
+
 impl Templates {
-    fn load(src: &dyn Source) -> Result<Templates> {
+    /// The templates `src` uses: its own files under `templates/mirror/`,
+    /// the built-in ones for the rest; compiled once per process.
+    fn load(src: &dyn Source) -> Result<std::sync::Arc<Templates>> {
+        // One folder lookup answers the common case: no overrides at all.
+        let overrides: BTreeSet<String> = src
+            .list(TEMPLATE_DIR)?
+            .into_iter()
+            .filter(|(_, dir)| !dir)
+            .map(|(name, _)| name)
+            .collect();
+        let mut texts = Vec::with_capacity(TEMPLATES.len());
+        for (name, builtin) in TEMPLATES {
+            let text = if overrides.contains(name) {
+                match src.read(&format!("{TEMPLATE_DIR}/{name}"))? {
+                    Some(b) => String::from_utf8_lossy(&b).into_owned(),
+                    None => builtin.to_string(),
+                }
+            } else {
+                builtin.to_string()
+            };
+            texts.push(text);
+        }
+        let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = cache.iter().position(|(t, _)| *t == texts) {
+            let hit = cache.remove(at);
+            let compiled = hit.1.clone();
+            cache.insert(0, hit);
+            return Ok(compiled);
+        }
+        let compiled = std::sync::Arc::new(Templates::compile(&texts)?);
+        cache.insert(0, (texts, compiled.clone()));
+        cache.truncate(COMPILED_SETS);
+        Ok(compiled)
+    }
+
+    fn compile(texts: &[String]) -> Result<Templates> {
         let mut env = minijinja::Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -661,14 +874,10 @@ impl Templates {
             .map_err(|e| template_error(TEMPLATE_DIR, &e))?;
         env.set_syntax(syntax);
         let mut digests = BTreeMap::new();
-        for (name, builtin) in TEMPLATES {
+        for ((name, _), text) in TEMPLATES.iter().zip(texts) {
             let path = format!("{TEMPLATE_DIR}/{name}");
-            let text = match src.read(&path)? {
-                Some(b) => String::from_utf8_lossy(&b).into_owned(),
-                None => builtin.to_string(),
-            };
             digests.insert(name.to_string(), Sha256::digest(text.as_bytes()).into());
-            env.add_template_owned(name.to_string(), text)
+            env.add_template_owned(name.to_string(), text.clone())
                 .map_err(|e| template_error(&path, &e))?;
         }
         Ok(Templates { env, digests })
@@ -837,7 +1046,7 @@ impl Renderer<'_> {
             .idx
             .runs
             .iter()
-            .map(|(id, r)| json!({"id": id, "row": r}))
+            .map(|(id, r)| json!({"id": id, "row": r, "link": run_link(id)}))
             .collect();
         let projects: Vec<Value> = self
             .idx
@@ -874,7 +1083,11 @@ impl Renderer<'_> {
             "groups": groups,
             "totals": totals,
             "queue_size": self.idx.candidates.len(),
-            "milestones": self.idx.milestones,
+            "milestones": self.idx.milestones.iter().map(|m| {
+                let mut v = serde_json::to_value(m).expect("rows serialize");
+                v["run_link"] = Value::String(run_link(&m.run_id));
+                v
+            }).collect::<Vec<Value>>(),
             "events": self.idx.events,
             "problems": self.problems,
         });
@@ -891,7 +1104,7 @@ impl Renderer<'_> {
     }
 
     fn run(&self, pass: &mut Pass<'_>, run_id: &str) -> Result<()> {
-        let page = format!("{DIR}/runs/{run_id}.md");
+        let page = run_page(run_id);
         let ws_path = layout::working_set(run_id);
         let Some(ws) = read_typed::<WorkingSet>(self.src, &ws_path)? else {
             return pass.delete(&page);
@@ -977,7 +1190,7 @@ impl Renderer<'_> {
             .iter()
             .filter(|(_, r)| r.project.as_deref() == Some(project))
             // Only what the page shows, so a patch that changes none of it leaves the page alone.
-            .map(|(id, r)| json!({"id": id, "row": {"status": r.status, "stage": r.stage, "objective": r.objective}}))
+            .map(|(id, r)| json!({"id": id, "link": run_link(id), "row": {"status": r.status, "stage": r.stage, "objective": r.objective}}))
             .collect();
         let mut disputed = Vec::new();
         for path in self.idx.disputed.values() {
@@ -1205,7 +1418,7 @@ fn render_everything(
     wanted.insert(QUEUE.into());
     for run in idx.runs.keys() {
         r.run(pass, run)?;
-        wanted.insert(format!("{DIR}/runs/{run}.md"));
+        wanted.insert(run_page(run));
     }
     for p in idx.projects(&registry) {
         r.project(pass, &p, true)?;
@@ -1274,8 +1487,11 @@ fn apply_changes(
             }
             Some("episode") => {
                 let run = layout::run_of(path).unwrap_or_default().to_string();
-                if let Some(ep) = read_typed::<Episode>(new, path)? {
-                    idx.add_milestone(&ep);
+                match read_typed::<Episode>(new, path)? {
+                    Some(ep) => idx.add_milestone(&ep),
+                    // Episodes are never deleted through cairn; the
+                    // milestones list cannot take one back.
+                    None => return Ok(false),
                 }
                 dirty.runs.insert(run);
             }
@@ -1425,12 +1641,23 @@ pub fn extend(store: &Store, snap: &Snapshot<'_>, changes: &mut Changes) -> Resu
     if !cfg.enabled {
         return Ok(());
     }
-    let base = GitSource::new(store, snap.commit());
+    let git = GitSource::new(store, snap.commit());
+    let base = Cached::new(&git);
     if !cfg.tracked {
         return extend_untracked(store, snap, &base, changes, &cfg);
     }
-    let new = Overlay::new(&base, changes);
-    let pass = plan(store, snap.commit(), &base, &new, &base, changes, &cfg)?;
+    let overlay = Overlay::new(&base, changes);
+    let new = Cached::new(&overlay);
+    let pass = plan(
+        store,
+        snap.commit(),
+        &base,
+        &new,
+        &base,
+        changes,
+        &cfg,
+        true,
+    )?;
     if let Some(workdir) = store.workdir() {
         reset_worktree_pages(store, snap, workdir, &pass)?;
     }
@@ -1438,7 +1665,24 @@ pub fn extend(store: &Store, snap: &Snapshot<'_>, changes: &mut Changes) -> Resu
     Ok(())
 }
 
+thread_local! {
+    static FULL_RENDERS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times a write on this thread had to render the whole mirror
+/// instead of the pages its changes touch (tests and benchmarks watch it).
+pub fn full_renders_on_this_thread() -> u64 {
+    FULL_RENDERS.with(|c| c.get())
+}
+
 /// The page changes for moving from `old` to `new` (`changes` are the canonical paths).
+///
+/// `horizon` is the commit the change applies to (the tip); `pages` holds
+/// the current pages. When `pages` is the tip's tree (`catch_up`) and the
+/// index there was not written by the tip itself (a hand commit, a pull
+/// came in between), the pass starts from the commit that wrote it and
+/// applies every canonical change since then as a delta.
+#[allow(clippy::too_many_arguments)]
 fn plan(
     store: &Store,
     horizon: Option<Oid>,
@@ -1447,52 +1691,147 @@ fn plan(
     pages: &dyn Source,
     changes: &Changes,
     cfg: &MirrorConfig,
+    catch_up: bool,
 ) -> Result<Changes> {
     let templates = Templates::load(new)?;
+    let paths: Vec<String> = changes.keys().cloned().collect();
+    let parent = horizon.map(|h| store.commit_info(h)).transpose()?;
+    let loaded = load_index(pages)?;
+    let own = match (&loaded, &parent) {
+        // The index must have been written by the commit it sits in.
+        (Some(idx), Some(info)) if info.parents.len() == 1 => {
+            idx.horizon.as_deref() == Some(info.parents[0].to_string().as_str())
+        }
+        _ => false,
+    };
+    if let (true, Some(old_idx)) = (own, loaded) {
+        let mut pass = Pass {
+            templates: &templates,
+            pages,
+            out: Changes::new(),
+        };
+        if incremental(store, horizon, old_idx, old, new, &paths, cfg, &mut pass)? {
+            return finish(pass);
+        }
+    } else if let (true, Some(tip)) = (catch_up, horizon) {
+        if let Some((base, old_idx)) = writer_of_index(store, tip)? {
+            let git = GitSource::new(store, Some(base));
+            let then = Cached::new(&git);
+            let mut since: BTreeSet<String> =
+                store.diff_paths(Some(base), tip, "")?.into_iter().collect();
+            // Pages that differ from the ones the index describes go back to them
+            // (or to their new render).
+            let stray: Vec<String> = since
+                .iter()
+                .filter(|p| p.starts_with(&format!("{DIR}/")))
+                .cloned()
+                .collect();
+            since.extend(paths.iter().cloned());
+            let since: Vec<String> = since.into_iter().collect();
+            let mut pass = Pass {
+                templates: &templates,
+                pages: &then,
+                out: Changes::new(),
+            };
+            if incremental(store, horizon, old_idx, &then, new, &since, cfg, &mut pass)? {
+                let mut out = std::mem::take(&mut pass.out);
+                for p in stray {
+                    if !out.contains_key(&p) {
+                        out.insert(p.clone(), then.read(&p)?);
+                    }
+                }
+                let mut changed = Changes::new();
+                for (path, content) in out {
+                    if pages.read(&path)? != content {
+                        changed.insert(path, content);
+                    }
+                }
+                return Ok(changed);
+            }
+        }
+    }
+    FULL_RENDERS.with(|c| c.set(c.get() + 1));
     let mut pass = Pass {
         templates: &templates,
         pages,
         out: Changes::new(),
     };
-    let parent = horizon.map(|h| store.commit_info(h)).transpose()?;
-    let incremental = match (load_index(pages)?, &parent) {
-        (Some(idx), Some(info)) if info.parents.len() == 1 => {
-            // The index must have been written by the commit it sits in.
-            (idx.horizon.as_deref() == Some(info.parents[0].to_string().as_str())).then_some(idx)
-        }
-        _ => None,
-    };
-    let paths: Vec<String> = changes.keys().cloned().collect();
-    if let Some(old_idx) = incremental {
-        let mut idx = old_idx.clone();
-        let mut dirty = Dirty::default();
-        if apply_changes(&mut idx, old, new, &paths, &mut dirty)? {
-            advance_events(&mut idx, store, horizon, cfg.recent_events)?;
-            if let Some(ev) = idx.events.first() {
-                if let Some(run) = &ev.run_id {
-                    if idx.runs.contains_key(run) {
-                        dirty.runs.insert(run.clone());
-                    }
-                }
-            }
-            let old_registry = read_registry(old)?;
-            let registry = read_registry(new)?;
-            let r = Renderer {
-                src: new,
-                items: Default::default(),
-                cfg,
-                idx: &idx,
-                registry: &registry,
-                problems: &[],
-            };
-            render_dirty(&r, &old_idx, &old_registry, &dirty, &mut pass)?;
-            pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
-            return finish(pass);
-        }
-    }
     let idx = render_everything(new, store, horizon, cfg, &mut pass, &[])?;
     pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
     finish(pass)
+}
+
+/// The nearest commit on the first-parent line of `tip` that wrote the
+/// mirror index, with that index, when the index describes that commit
+/// (its horizon is the commit's parent). `None` when there is none within
+/// [`CHAIN_WALK`] commits or the nearest index was written some other way.
+fn writer_of_index(store: &Store, tip: Oid) -> Result<Option<(Oid, Index)>> {
+    let mut at = tip;
+    for _ in 0..CHAIN_WALK {
+        let info = store.commit_info(at)?;
+        let parent = info.parents.first().copied();
+        // A merge's index came from one of its sides: look further back.
+        if info.parents.len() <= 1 {
+            let here = store.blob_id(at, INDEX)?;
+            let before = match parent {
+                Some(p) => store.blob_id(p, INDEX)?,
+                None => None,
+            };
+            if let Some(blob) = here.filter(|_| here != before) {
+                let idx = serde_json::from_slice::<Index>(&store.read_blob(blob)?)
+                    .ok()
+                    .filter(|i| i.version == VERSION);
+                let parent = parent.map(|p| p.to_string());
+                return Ok(idx.filter(|i| i.horizon == parent).map(|i| (at, i)));
+            }
+        }
+        match parent {
+            Some(p) => at = p,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Applies `paths` (old state `old`, new state `new`) to `old_idx` and
+/// renders the pages they touch into `pass`, the index included. Returns
+/// false when only a full render will do.
+#[allow(clippy::too_many_arguments)]
+fn incremental(
+    store: &Store,
+    horizon: Option<Oid>,
+    old_idx: Index,
+    old: &dyn Source,
+    new: &dyn Source,
+    paths: &[String],
+    cfg: &MirrorConfig,
+    pass: &mut Pass<'_>,
+) -> Result<bool> {
+    let mut idx = old_idx.clone();
+    let mut dirty = Dirty::default();
+    if !apply_changes(&mut idx, old, new, paths, &mut dirty)? {
+        return Ok(false);
+    }
+    advance_events(&mut idx, store, horizon, cfg.recent_events)?;
+    // Runs whose timeline gained events.
+    for (run, events) in &idx.run_events {
+        if idx.runs.contains_key(run) && old_idx.run_events.get(run) != Some(events) {
+            dirty.runs.insert(run.clone());
+        }
+    }
+    let old_registry = read_registry(old)?;
+    let registry = read_registry(new)?;
+    let r = Renderer {
+        src: new,
+        items: Default::default(),
+        cfg,
+        idx: &idx,
+        registry: &registry,
+        problems: &[],
+    };
+    render_dirty(&r, &old_idx, &old_registry, &dirty, pass)?;
+    pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
+    Ok(true)
 }
 
 /// Drops writes that would not change a page.
@@ -1538,7 +1877,7 @@ fn reset_worktree_pages(
 fn extend_untracked(
     store: &Store,
     snap: &Snapshot<'_>,
-    base: &GitSource<'_>,
+    base: &dyn Source,
     changes: &mut Changes,
     cfg: &MirrorConfig,
 ) -> Result<()> {
@@ -1573,7 +1912,16 @@ fn extend_untracked(
     };
     let pages = WorkTreeSource::new(workdir);
     let new = Overlay::new(base, changes);
-    let out = plan(store, snap.commit(), base, &new, &pages, changes, cfg)?;
+    let out = plan(
+        store,
+        snap.commit(),
+        base,
+        &new,
+        &pages,
+        changes,
+        cfg,
+        false,
+    )?;
     write_pages(workdir, &out)
 }
 
@@ -1784,7 +2132,7 @@ pub fn regenerate(store: &Store) -> Result<Regenerated> {
         }
         Ok(Mutation {
             changes,
-            event: EventDraft::new(EventType::FsckRepair, "regenerate the mirror")
+            event: EventDraft::new(EventType::MirrorRegenerated, "regenerate the mirror")
                 .payload(json!({"mirror": {"pages": pages.len()}})),
             tags: Vec::new(),
         })

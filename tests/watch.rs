@@ -119,7 +119,7 @@ fn start(root: &Path) -> Running {
 }
 
 fn run_page(root: &Path) -> String {
-    std::fs::read_to_string(root.join("mirror/runs/run_w.md")).unwrap_or_default()
+    std::fs::read_to_string(root.join(mirror::run_page("run_w"))).unwrap_or_default()
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn atomic_saves_invalid_files_and_deletes() {
     // A delete: the run page goes.
     std::fs::remove_file(&p).unwrap();
     wait_for("the page to go", || {
-        !root.join("mirror/runs/run_w.md").exists()
+        !root.join(mirror::run_page("run_w")).exists()
     });
     wait_for("a settled mirror", || {
         work_pages(root) == fresh(&store, root)

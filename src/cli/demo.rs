@@ -206,7 +206,7 @@ pub fn cmd_demo(ctx: &Ctx, a: DemoArgs) -> CmdResult {
         }
     )
     .ok();
-    let run_page = root.join("mirror/runs").join(format!("{run}.md"));
+    let run_page = root.join(cairn::mirror::run_page(&run));
     writeln!(
         w,
         "13. the mirror: {} (regenerated in every commit; `cairn watch` follows hand edits)\n   {}:",
