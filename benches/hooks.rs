@@ -4,6 +4,8 @@
 //! Run with `cargo bench --bench hooks`. Settings (environment):
 //! - `CAIRN_BENCH_OPS`: timed edits per row (default 100).
 //! - `CAIRN_BENCH_SIZES`: store sizes (default `1000,100000`).
+//! - `CAIRN_BENCH_KEEP`: a folder to build the stores in and keep (for
+//!   profiling); an existing store there is reused.
 //!
 //! For each size: a work-tree store with N memory items and the mirror on,
 //! hooks installed, the search index built. Each edit changes one memory
@@ -11,8 +13,9 @@
 //! - `hook-N`: `cairn hook pre-commit` run as its own process, as git runs it;
 //! - `commit-hooks-N`: the whole `git commit` with cairn's hooks (pre-commit,
 //!   commit-msg, post-commit with the index catch-up in the foreground);
-//! - `commit-no-verify-N`: the peer, `git commit --no-verify` of the same kind
-//!   of edit (no hooks at all), measured after the hook rows.
+//! - `commit-no-hooks-N`: the peer, the same kind of edit committed by git
+//!   with no hooks at all (`-c core.hooksPath=/dev/null`), measured after the
+//!   hook rows.
 
 mod common;
 
@@ -85,7 +88,11 @@ fn edit(root: &Path, i: usize, round: usize) {
     let path = item_path(i);
     let full = root.join(&path);
     let text = std::fs::read_to_string(&full).expect("read item");
-    let conf = format!("confidence: 0.{}", 10 + round % 80);
+    // A value the item did not hold before, also in a kept store.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    let conf = format!("confidence: 0.{:02}{:04}", 10 + round % 80, nanos % 10_000);
     let edited: String = text
         .lines()
         .map(|l| {
@@ -108,10 +115,23 @@ fn edit(root: &Path, i: usize, round: usize) {
 
 fn size_rows(n: usize, ops: usize) {
     let tmp = tempfile::TempDir::new().expect("tempdir");
-    let root = tmp.path().join("store");
-    let store = populate(&root, n);
+    let root = match std::env::var_os("CAIRN_BENCH_KEEP") {
+        Some(dir) => Path::new(&dir).join(format!("store-{n}")),
+        None => tmp.path().join("store"),
+    };
+    let store = match Store::open(&root, StoreOptions::default()) {
+        Ok(s) => s,
+        Err(_) => populate(&root, n),
+    };
     hooks::install(&store, Path::new(EXE)).expect("install hooks");
     search::open(&store, &|_, _| {}).expect("build the search index");
+    // One untimed commit through the hooks brings the mirror up to date (a
+    // kept store may end with the peer's hook-less commits).
+    run({
+        let mut c = git(&root);
+        c.args(["commit", "-q", "--allow-empty", "-m", "warm up"]);
+        c
+    });
     let (mut hook, mut with_hooks, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..ops {
         edit(&root, (k * 7919) % n, k);
@@ -130,13 +150,20 @@ fn size_rows(n: usize, ops: usize) {
         edit(&root, (k * 7919 + 1) % n, k + 1);
         peer.push(run({
             let mut c = git(&root);
-            c.args(["commit", "-q", "--no-verify", "-m", "hand edit"]);
+            c.args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "commit",
+                "-q",
+                "-m",
+                "hand edit",
+            ]);
             c
         }));
     }
     let h = report(&format!("hook-{n}"), hook);
     let c = report(&format!("commit-hooks-{n}"), with_hooks);
-    let p = report(&format!("commit-no-verify-{n}"), peer);
+    let p = report(&format!("commit-no-hooks-{n}"), peer);
     println!(
         "ratio at {n}: commit with hooks / without = {:.2}x; hook alone / commit without = {:.2}x",
         c / p,

@@ -358,13 +358,12 @@ fn limits_for(store: &Store, staged_config: Option<&[u8]>) -> Result<schema::Par
 /// nothing.
 pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitReport> {
     let changes = store.staged_changes(index_file)?;
+    // Even a commit with no changes (--allow-empty) carries the mirror index
+    // forward, so the mirror stays current commit by commit.
     let mut report = PreCommitReport {
         checked: changes.len(),
         ..PreCommitReport::default()
     };
-    if changes.is_empty() {
-        return Ok(report);
-    }
     let read_new = |c: &PathChange| c.new.map(|(id, _)| store.read_blob(id)).transpose();
     let staged_config = changes
         .iter()
@@ -447,8 +446,15 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
             to_stage.insert(path.clone(), content.clone());
         }
     }
+    // Pages an earlier run of this hook staged (for a commit that was then
+    // aborted) are cairn's own, not hand edits: they are simply re-rendered.
+    let ours = staged_record(store);
     if mirror_on {
-        for c in changes.iter().filter(|c| c.path.starts_with("mirror/")) {
+        for c in changes
+            .iter()
+            .filter(|c| c.path.starts_with("mirror/"))
+            .filter(|c| !c.new.is_some_and(|(id, _)| ours.contains(&id)))
+        {
             let expected = match to_stage.get(&c.path) {
                 Some(e) => e.clone(),
                 None => snap.read(&c.path)?,
@@ -484,28 +490,32 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
     // the work tree still holds what the user staged.
     let staged_now: std::collections::BTreeMap<&str, &PathChange> =
         changes.iter().map(|c| (c.path.as_str(), c)).collect();
+    // The work tree gets every page and bumped file (the mirror pass may have
+    // reset pages there); a bumped working set only where the file still holds
+    // what was staged, so unstaged edits are kept.
+    if let Some(workdir) = store.workdir() {
+        for (path, content) in &to_stage {
+            let full = workdir.join(path);
+            if let (true, Some(c)) = (rewritten.contains_key(path), staged_now.get(path.as_str())) {
+                let on_disk = std::fs::read(&full).ok();
+                if on_disk.as_deref().map(blob_id_of) != c.new.map(|(id, _)| id) {
+                    continue;
+                }
+            }
+            if std::fs::read(&full).ok() != *content {
+                mirror::write_pages(workdir, &[(path.clone(), content.clone())].into())?;
+            }
+        }
+    }
     to_stage.retain(|path, content| match staged_now.get(path.as_str()) {
         Some(c) => c.new.map(|(id, _)| id) != content.as_deref().map(blob_id_of),
         None => true,
     });
-    if to_stage.is_empty() {
-        return Ok(report);
-    }
-    store.stage(index_file, &to_stage)?;
-    if let Some(workdir) = store.workdir() {
-        for (path, content) in &to_stage {
-            let full = workdir.join(path);
-            let before = std::fs::read(&full).ok();
-            let keep_user_edit = match staged_now.get(path.as_str()) {
-                // A bumped working set: update the file only if it still holds what was staged.
-                Some(c) => before.as_deref().map(blob_id_of) != c.new.map(|(id, _)| id),
-                None => false,
-            };
-            if keep_user_edit {
-                continue;
-            }
-            mirror::write_pages(workdir, &[(path.clone(), content.clone())].into())?;
-        }
+    if !to_stage.is_empty() {
+        let mut record = ours;
+        record.extend(to_stage.values().flatten().map(|b| blob_id_of(b)));
+        write_staged_record(store, &record)?;
+        store.stage(index_file, &to_stage)?;
     }
     report.pages = to_stage
         .keys()
@@ -513,6 +523,24 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         .cloned()
         .collect();
     Ok(report)
+}
+
+/// Where the pre-commit hook remembers the blobs it staged, until a commit is made.
+fn staged_record_path(store: &Store) -> PathBuf {
+    store.local_dir().join("hook-staged")
+}
+
+fn staged_record(store: &Store) -> BTreeSet<git2::Oid> {
+    std::fs::read_to_string(staged_record_path(store))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| git2::Oid::from_str(l.trim()).ok())
+        .collect()
+}
+
+fn write_staged_record(store: &Store, ids: &BTreeSet<git2::Oid>) -> Result<()> {
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(&staged_record_path(store), text.as_bytes(), false)
 }
 
 fn blob_id_of(bytes: &[u8]) -> git2::Oid {
@@ -646,7 +674,13 @@ pub fn mirror_current(store: &Store) -> Result<Option<bool>> {
 }
 
 /// A note for the user after a plain git operation, if the mirror is stale.
+/// A commit was made, so what pre-commit staged is history now.
 pub fn after_git(store: &Store) -> Result<Option<String>> {
+    match std::fs::remove_file(staged_record_path(store)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", staged_record_path(store), e)),
+    }
     Ok(match mirror_current(store)? {
         Some(false) => Some(
             "the mirror/ pages do not show this commit yet (a merge, rebase or commit made without cairn's hooks); run `cairn mirror` to regenerate them, or let the next cairn write do it"

@@ -287,16 +287,17 @@ pub fn check_changes(
 }
 
 /// The newest commit on the first-parent line from `tip` that cairn (or a
-/// hook) validated when it was made: one carrying the ledger trailers.
+/// hook) validated when it was made: one carrying the ledger trailers. Merges
+/// are never taken as validated (git's pre-commit hook does not see them).
 pub fn last_validated(store: &Store, tip: Oid) -> Result<Option<Oid>> {
     let mut at = Some(tip);
     for _ in 0..TRUSTED_WALK {
         let Some(id) = at else { return Ok(None) };
         let info = store.commit_info(id)?;
-        if parse_message(&info.message)
+        let trailer = parse_message(&info.message)
             .trailer("Cairn-Event")
-            .is_some()
-        {
+            .is_some();
+        if trailer && info.parents.len() <= 1 {
             return Ok(Some(id));
         }
         at = info.parents.first().copied();

@@ -159,6 +159,12 @@ fn init_libgit2() {
             )
         };
         debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
+        // libgit2 caches trees only up to 4 KiB, and a store's shard folders
+        // hold hundreds of entries: every path lookup would read, inflate and
+        // hash-verify them again. Keep trees up to 1 MiB in the object cache.
+        // SAFETY: sets a process-wide libgit2 option once, before any repository is opened.
+        let cached = unsafe { git2::opts::set_cache_object_limit(ObjectType::Tree, 1 << 20) };
+        debug_assert!(cached.is_ok(), "libgit2 accepts a tree cache limit");
     });
 }
 
@@ -537,51 +543,34 @@ impl Store {
             .repo
             .find_commit(id)
             .map_err(|e| Error::git(format!("read commit {id}"), e))?;
-        let new = c.tree().map_err(|e| Error::git("read tree", e))?;
-        let old = match c.parent(0) {
-            Ok(p) => Some(p.tree().map_err(|e| Error::git("read tree", e))?),
-            Err(_) => None,
-        };
-        let diff = self
-            .repo
-            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
-            .map_err(|e| Error::git(format!("diff {id}"), e))?;
-        let mut paths: BTreeSet<String> = BTreeSet::new();
-        for d in diff.deltas() {
-            for f in [d.old_file(), d.new_file()] {
-                if let Some(p) = f.path().and_then(|p| p.to_str()) {
-                    paths.insert(p.to_string());
-                }
-            }
-        }
-        Ok(paths.into_iter().collect())
+        let parent = c.parent_id(0).ok();
+        Ok(self
+            .tree_changes(parent, id)?
+            .into_iter()
+            .map(|c| c.path)
+            .collect())
     }
 
     /// Paths under `prefix` that differ between two commits (`old` = `None`
     /// means the empty tree), sorted.
     pub fn diff_paths(&self, old: Option<Oid>, new: Oid, prefix: &str) -> Result<Vec<String>> {
-        let new_tree = self.tree_of(new)?;
-        let old_tree = match old {
-            Some(o) => Some(self.tree_of(o)?),
-            None => None,
-        };
-        let mut opts = git2::DiffOptions::new();
-        if !prefix.is_empty() {
-            opts.pathspec(prefix);
-        }
-        let diff = self
-            .repo
-            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))
-            .map_err(|e| Error::git(format!("diff {new}"), e))?;
-        let mut paths: BTreeSet<String> = BTreeSet::new();
-        for d in diff.deltas() {
-            for f in [d.old_file(), d.new_file()] {
-                if let Some(p) = f.path().and_then(|p| p.to_str()) {
-                    paths.insert(p.to_string());
-                }
+        let at = |commit: Option<Oid>| -> Result<Option<(Oid, i32)>> {
+            let Some(commit) = commit else {
+                return Ok(None);
+            };
+            let tree = self.tree_of(commit)?;
+            if prefix.is_empty() {
+                return Ok(Some((tree.id(), 0o040000)));
             }
-        }
-        Ok(paths.into_iter().collect())
+            let entry = not_found_to_none(tree.get_path(Path::new(prefix)))
+                .map_err(|e| Error::git(format!("look up {prefix} at {commit}"), e))?;
+            Ok(entry.map(|e| (e.id(), e.filemode())))
+        };
+        let mut out = Vec::new();
+        diff_entries(&self.repo, at(old)?, at(Some(new))?, prefix, &mut out)?;
+        let mut paths: Vec<String> = out.into_iter().map(|c| c.path).collect();
+        paths.sort();
+        Ok(paths)
     }
 
     /// Runs `git fsck --connectivity-only` through the git binary.
@@ -1447,75 +1436,186 @@ pub struct PathChange {
     pub new: Option<(Oid, bool)>,
 }
 
-fn changes_of_diff(diff: &git2::Diff<'_>) -> Vec<PathChange> {
-    let mut out = Vec::new();
-    for d in diff.deltas() {
-        let path = d
-            .new_file()
-            .path()
-            .or_else(|| d.old_file().path())
-            .map(|p| p.to_string_lossy().replace('\\', "/"))
-            .unwrap_or_default();
-        let old =
-            (d.old_file().exists() && !d.old_file().id().is_zero()).then(|| d.old_file().id());
-        let new = d.new_file().exists().then(|| {
-            let mode = d.new_file().mode();
-            (
-                d.new_file().id(),
-                matches!(mode, git2::FileMode::Blob | git2::FileMode::BlobExecutable),
-            )
-        });
-        out.push(PathChange { path, old, new });
+const TREE_MODE: i32 = 0o040000;
+
+/// The entries of a tree by name: (id, file mode).
+fn tree_entries(repo: &Repository, id: Option<Oid>) -> Result<BTreeMap<String, (Oid, i32)>> {
+    let mut out = BTreeMap::new();
+    if let Some(id) = id {
+        let tree = repo
+            .find_tree(id)
+            .map_err(|e| Error::git(format!("read tree {id}"), e))?;
+        for e in tree.iter() {
+            let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+            out.insert(name, (e.id(), e.filemode()));
+        }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
+    Ok(out)
+}
+
+/// Compares two tree entries at `path` (trees, blobs or missing), descending
+/// only into subtrees whose ids differ: the cost follows the change, not the
+/// size of the store.
+fn diff_entries(
+    repo: &Repository,
+    old: Option<(Oid, i32)>,
+    new: Option<(Oid, i32)>,
+    path: &str,
+    out: &mut Vec<PathChange>,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let is_tree = |e: Option<(Oid, i32)>| e.filter(|(_, m)| *m == TREE_MODE).map(|(id, _)| id);
+    let (old_tree, new_tree) = (is_tree(old), is_tree(new));
+    if old_tree.is_some() || new_tree.is_some() {
+        let (a, b) = (tree_entries(repo, old_tree)?, tree_entries(repo, new_tree)?);
+        let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for name in names {
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            diff_entries(
+                repo,
+                a.get(name).copied(),
+                b.get(name).copied(),
+                &child,
+                out,
+            )?;
+        }
+    }
+    let old_blob = old.filter(|(_, m)| *m != TREE_MODE);
+    let new_blob = new.filter(|(_, m)| *m != TREE_MODE);
+    if old_blob.is_some() || new_blob.is_some() {
+        out.push(PathChange {
+            path: path.to_string(),
+            old: old_blob.map(|(id, _)| id),
+            new: new_blob.map(|(id, m)| (id, matches!(m, 0o100644 | 0o100755))),
+        });
+    }
+    Ok(())
 }
 
 /// Hand commits: reading and writing the git index that `git commit` is
-/// building, for the store's hooks.
+/// building, for the store's hooks. These go through git's own plumbing
+/// (`diff-index`, `update-index`): the index is git's file, the hook runs
+/// inside a git command, and git handles every index format (split, sparse,
+/// v4) and skips re-hashing a large index on read, which libgit2 does not.
 impl Store {
-    fn open_index(&self, index_file: Option<&Path>) -> Result<git2::Index> {
-        let path = match index_file {
-            Some(p) if p.is_absolute() => p.to_path_buf(),
-            // git passes GIT_INDEX_FILE relative to the work tree root.
-            Some(p) => self.repo.workdir().unwrap_or(self.repo.path()).join(p),
-            None => self.repo.path().join("index"),
-        };
-        git2::Index::open(&path)
-            .map_err(|e| Error::git(format!("open index {}", path.display()), e))
+    /// `git` for this repository, committing to `index_file` (else the default index).
+    fn git_index_command(&self, index_file: Option<&Path>) -> std::process::Command {
+        let mut c = std::process::Command::new("git");
+        c.arg("--git-dir").arg(self.repo.path());
+        if let Some(w) = self.repo.workdir() {
+            c.arg("--work-tree").arg(w).current_dir(w);
+        }
+        match index_file {
+            Some(p) if p.is_absolute() => {
+                c.env("GIT_INDEX_FILE", p);
+            }
+            Some(p) => {
+                let base = self.repo.workdir().unwrap_or(self.repo.path());
+                c.env("GIT_INDEX_FILE", base.join(p));
+            }
+            None => {
+                c.env_remove("GIT_INDEX_FILE");
+            }
+        }
+        c
+    }
+
+    fn run_git(
+        &self,
+        mut c: std::process::Command,
+        what: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        use std::process::Stdio;
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| Error::io("run git in", self.repo.path(), e))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input)
+                .map_err(|e| Error::io("write to git in", self.repo.path(), e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io("run git in", self.repo.path(), e))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(Error::GitCommand {
+                args: what.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
     }
 
     /// The paths whose staged content differs from the tip, sorted. `index_file`
     /// is the index git is committing (`GIT_INDEX_FILE`), else the repository's.
     pub fn staged_changes(&self, index_file: Option<&Path>) -> Result<Vec<PathChange>> {
-        let index = self.open_index(index_file)?;
-        let head = match self.tip()? {
-            Some(c) => Some(self.tree_of(c)?),
-            None => None,
+        const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        let base = match self.tip()? {
+            Some(c) => c.to_string(),
+            None => EMPTY_TREE.to_string(),
         };
-        let mut opts = git2::DiffOptions::new();
-        opts.include_typechange(true);
-        let diff = self
-            .repo
-            .diff_tree_to_index(head.as_ref(), Some(&index), Some(&mut opts))
-            .map_err(|e| Error::git("diff the tip against the index", e))?;
-        Ok(changes_of_diff(&diff))
+        let mut c = self.git_index_command(index_file);
+        c.args([
+            "diff-index",
+            "--cached",
+            "--raw",
+            "-z",
+            "--no-renames",
+            "--full-index",
+            "--ignore-submodules=none",
+            &base,
+        ]);
+        let out = self.run_git(c, "diff-index --cached", None)?;
+        // Records: ":<old mode> <new mode> <old id> <new id> <status>\0<path>\0".
+        let mut fields = out.split(|b| *b == 0);
+        let mut changes = Vec::new();
+        while let Some(meta) = fields.next() {
+            if meta.is_empty() {
+                continue;
+            }
+            let Some(path) = fields.next() else { break };
+            let meta = String::from_utf8_lossy(meta);
+            let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            let [_, new_mode, old_id, new_id, ..] = parts.as_slice() else {
+                continue;
+            };
+            let id = |s: &str| Oid::from_str(s).ok().filter(|o| !o.is_zero());
+            let new = id(new_id).map(|o| (o, matches!(*new_mode, "100644" | "100755")));
+            changes.push(PathChange {
+                path: String::from_utf8_lossy(path).into_owned(),
+                old: id(old_id),
+                new,
+            });
+        }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(changes)
     }
-
     /// The paths that differ between two commits (`old` = `None`: the empty tree), sorted.
     pub fn tree_changes(&self, old: Option<Oid>, new: Oid) -> Result<Vec<PathChange>> {
-        let new_tree = self.tree_of(new)?;
-        let old_tree = match old {
-            Some(o) => Some(self.tree_of(o)?),
-            None => None,
+        let root = |c: Option<Oid>| -> Result<Option<(Oid, i32)>> {
+            Ok(match c {
+                Some(c) => Some((self.tree_of(c)?.id(), 0o040000)),
+                None => None,
+            })
         };
-        let mut opts = git2::DiffOptions::new();
-        opts.include_typechange(true);
-        let diff = self
-            .repo
-            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))
-            .map_err(|e| Error::git(format!("diff {new}"), e))?;
-        Ok(changes_of_diff(&diff))
+        let mut out = Vec::new();
+        diff_entries(&self.repo, root(old)?, root(Some(new))?, "", &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
     }
 
     /// The size of a blob in bytes, without reading it.
@@ -1527,10 +1627,10 @@ impl Store {
         Ok(size as u64)
     }
 
-    /// Stages file contents (or removals) in a git index, writing the blobs
-    /// first; regular, non-executable files only.
+    /// Stages file contents (or removals) in a git index in one update,
+    /// writing the blobs first; regular, non-executable files only.
     pub fn stage(&self, index_file: Option<&Path>, files: &Changes) -> Result<()> {
-        let mut index = self.open_index(index_file)?;
+        let mut input = Vec::new();
         for (path, content) in files {
             match content {
                 Some(bytes) => {
@@ -1538,34 +1638,18 @@ impl Store {
                         .repo
                         .blob(bytes)
                         .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
-                    let entry = git2::IndexEntry {
-                        ctime: git2::IndexTime::new(0, 0),
-                        mtime: git2::IndexTime::new(0, 0),
-                        dev: 0,
-                        ino: 0,
-                        mode: 0o100644,
-                        uid: 0,
-                        gid: 0,
-                        file_size: bytes.len() as u32,
-                        id,
-                        flags: (path.len().min(0xfff)) as u16,
-                        flags_extended: 0,
-                        path: path.as_bytes().to_vec(),
-                    };
-                    index
-                        .add(&entry)
-                        .map_err(|e| Error::git(format!("stage {path}"), e))?;
+                    input.extend_from_slice(format!("100644 {id}\t{path}").as_bytes());
                 }
                 None => {
-                    if index.get_path(Path::new(path), 0).is_some() {
-                        index
-                            .remove_path(Path::new(path))
-                            .map_err(|e| Error::git(format!("unstage {path}"), e))?;
-                    }
+                    input.extend_from_slice(format!("0 {}\t{path}", Oid::ZERO_SHA1).as_bytes());
                 }
             }
+            input.push(0);
         }
-        index.write().map_err(|e| Error::git("write index", e))
+        let mut c = self.git_index_command(index_file);
+        c.args(["update-index", "-z", "--index-info"]);
+        self.run_git(c, "update-index --index-info", Some(&input))?;
+        Ok(())
     }
 
     /// git's effective hooks folder: `core.hooksPath` (relative to the work

@@ -312,6 +312,21 @@ fn a_partial_commit_of_one_path_is_checked_and_gets_its_mirror() {
 }
 
 #[test]
+fn an_empty_commit_keeps_the_mirror_current() {
+    let fx = fixture();
+    let out = fx
+        .env
+        .git_output(&["commit", "-q", "--allow-empty", "-m", "nothing"]);
+    assert!(out.status.success());
+    // No "mirror is stale" note, and the mirror index moved with the commit.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cairn mirror"));
+    let files = fx.env.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(files.contains("mirror/index.json"), "{files}");
+    fx.env.ok(&["mirror", "--check"]);
+    assert_eq!(fx.env.git(&["status", "--porcelain"]), "");
+}
+
+#[test]
 fn a_message_with_trailers_is_left_alone() {
     let fx = fixture();
     fx.put("NOTES.md", "notes\n");
