@@ -574,6 +574,11 @@ pub fn commit_msg(
     if parse_message(message).trailer("Cairn-Event").is_some() {
         return Ok(None);
     }
+    // An empty message aborts the commit: keep it empty.
+    let all: Vec<&str> = message.lines().collect();
+    if insertion_point(&all) == 0 {
+        return Ok(None);
+    }
     let changes = store.staged_changes(index_file)?;
     let mut runs = BTreeSet::new();
     let mut items = BTreeSet::new();
@@ -629,9 +634,6 @@ pub fn commit_msg(
     let lines: Vec<&str> = message.lines().collect();
     let at = insertion_point(&lines);
     let mut out: Vec<String> = lines[..at].iter().map(|l| l.to_string()).collect();
-    if out.is_empty() {
-        out.push("Hand edit".into());
-    }
     // Existing trailer-like last paragraph: join it; else a new paragraph.
     let last_is_trailers = out
         .last()

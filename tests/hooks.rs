@@ -312,6 +312,38 @@ fn a_partial_commit_of_one_path_is_checked_and_gets_its_mirror() {
 }
 
 #[test]
+fn pages_staged_for_an_aborted_commit_are_not_hand_edits() {
+    let fx = fixture();
+    let text = fx
+        .read(&fx.item_path)
+        .replace("confidence: 0.8", "confidence: 0.81");
+    fx.put(&fx.item_path, &text);
+    fx.env.git(&["add", &fx.item_path]);
+    // A commit whose message is empty is aborted after pre-commit staged pages.
+    let out = fx.env.git_output(&["commit", "-q", "-m", ""]);
+    assert!(!out.status.success());
+    assert!(fx.staged().contains("mirror/memory/global/fact.md"));
+    // Another edit: the earlier pages are re-rendered, not refused.
+    let text = fx
+        .read(&fx.item_path)
+        .replace("confidence: 0.81", "confidence: 0.82");
+    fx.put(&fx.item_path, &text);
+    fx.env.git(&["add", &fx.item_path]);
+    let (ok, err) = fx.commit("second try");
+    assert!(ok, "{err}");
+    fx.env.ok(&["mirror", "--check"]);
+    assert!(fx
+        .env
+        .git(&["show", "HEAD:mirror/memory/global/fact.md"])
+        .contains("0.82"));
+    // A real hand edit of that page is still refused.
+    let page = "mirror/memory/global/fact.md";
+    fx.put(page, &format!("{}\nby hand\n", fx.read(page)));
+    fx.env.git(&["add", page]);
+    fx.refused(page, "mirror_generated");
+}
+
+#[test]
 fn an_empty_commit_keeps_the_mirror_current() {
     let fx = fixture();
     let out = fx
