@@ -57,6 +57,12 @@ impl Fixture {
         std::fs::write(self.path(rel), text).unwrap();
     }
 
+    /// Edits the memory item with `f` and stages it.
+    fn stage_item(&self, f: impl Fn(String) -> String) {
+        self.put(&self.item_path, &f(self.read(&self.item_path)));
+        self.env.git(&["add", &self.item_path]);
+    }
+
     fn head(&self) -> String {
         self.env.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
@@ -102,11 +108,7 @@ impl Fixture {
 #[test]
 fn a_valid_hand_edit_is_committed_with_trailers_and_its_mirror() {
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: 0.95");
-    fx.put(&fx.item_path, &text);
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| t.replace("confidence: 0.8", "confidence: 0.95"));
     let (ok, err) = fx.commit("raise the confidence");
     assert!(ok, "{err}");
     // The same commit carries the item and the pages that show it.
@@ -182,11 +184,7 @@ fn a_hand_edited_working_set_gets_its_seq_bumped_and_restaged() {
 #[test]
 fn invalid_yaml_is_refused() {
     let fx = fixture();
-    fx.put(
-        &fx.item_path,
-        &format!("{}content: [unclosed\n", fx.read(&fx.item_path)),
-    );
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| format!("{t}content: [unclosed\n"));
     let err = fx.refused(&fx.item_path, "parse");
     assert!(err.contains("line"), "{err}");
 }
@@ -194,11 +192,7 @@ fn invalid_yaml_is_refused() {
 #[test]
 fn an_unknown_field_is_refused() {
     let fx = fixture();
-    fx.put(
-        &fx.item_path,
-        &format!("{}colour: blue\n", fx.read(&fx.item_path)),
-    );
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| format!("{t}colour: blue\n"));
     let err = fx.refused(&fx.item_path, "additionalProperties");
     assert!(err.contains("colour"), "{err}");
 }
@@ -206,11 +200,7 @@ fn an_unknown_field_is_refused() {
 #[test]
 fn a_wrong_type_is_refused() {
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: high");
-    fx.put(&fx.item_path, &text);
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| t.replace("confidence: 0.8", "confidence: high"));
     let err = fx.refused(&fx.item_path, "type");
     assert!(err.contains("/confidence"), "{err}");
 }
@@ -314,21 +304,13 @@ fn a_partial_commit_of_one_path_is_checked_and_gets_its_mirror() {
 #[test]
 fn pages_staged_for_an_aborted_commit_are_not_hand_edits() {
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: 0.81");
-    fx.put(&fx.item_path, &text);
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| t.replace("confidence: 0.8", "confidence: 0.81"));
     // A commit whose message is empty is aborted after pre-commit staged pages.
     let out = fx.env.git_output(&["commit", "-q", "-m", ""]);
     assert!(!out.status.success());
     assert!(fx.staged().contains("mirror/memory/global/fact.md"));
     // Another edit: the earlier pages are re-rendered, not refused.
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.81", "confidence: 0.82");
-    fx.put(&fx.item_path, &text);
-    fx.env.git(&["add", &fx.item_path]);
+    fx.stage_item(|t| t.replace("confidence: 0.81", "confidence: 0.82"));
     let (ok, err) = fx.commit("second try");
     assert!(ok, "{err}");
     fx.env.ok(&["mirror", "--check"]);

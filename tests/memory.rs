@@ -587,15 +587,13 @@ fn bad_input_edited_episode_is_reported_by_fsck() {
     std::fs::write(&path, text).unwrap();
     // Only a commit that bypasses the hooks gets an edited episode in.
     env.git(&["commit", "--no-verify", "-qam", "rewrite history"]);
-    let (code, out) = env.json(&["fsck"]);
-    assert_eq!(code, 8, "{out}");
-    let findings = out["error"]["details"]["findings"].as_array().unwrap();
+    let findings = env.fsck_findings();
     assert!(
         findings
             .iter()
             .any(|f| f["rule"] == json!("episode_immutable")
                 && f["subject"].as_str().unwrap().contains(ep)),
-        "{out}"
+        "{findings:?}"
     );
 }
 
@@ -629,13 +627,11 @@ fn fsck_reports_an_item_moved_by_hand() {
     std::fs::rename(&from, &to).unwrap();
     env.git(&["add", "-A"]);
     env.git(&["commit", "--no-verify", "-qm", "move by hand"]);
-    let (code, out) = env.json(&["fsck"]);
-    assert_eq!(code, 8, "{out}");
-    let findings = out["error"]["details"]["findings"].as_array().unwrap();
+    let findings = env.fsck_findings();
     assert!(
         findings
             .iter()
             .any(|f| f["rule"] == json!("id_matches_path")),
-        "{out}"
+        "{findings:?}"
     );
 }

@@ -141,6 +141,16 @@ impl Env {
         (head, status, files)
     }
 
+    /// Runs `cairn fsck`, which must fail with INTEGRITY, and returns its findings.
+    pub fn fsck_findings(&self) -> Vec<Value> {
+        let (code, out) = self.json(&["fsck"]);
+        assert_eq!(code, 8, "{out}");
+        out["error"]["details"]["findings"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub fn ws_file(&self, run: &str) -> PathBuf {
         self.root().join(cairn::layout::working_set(run))
     }
