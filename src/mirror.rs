@@ -102,20 +102,62 @@ pub trait Source {
 }
 
 /// A commit of the store (or the empty store for `None`).
+///
+/// Reads look each path up from the root tree. A pass that reads many files
+/// (a full render) switches, after [`BULK_READS`] reads, to one walk of the
+/// whole tree and reads blobs by id from then on.
 pub struct GitSource<'a> {
     store: &'a Store,
     commit: Option<Oid>,
+    reads: std::cell::Cell<usize>,
+    /// Every file of the commit and its blob, once the pass is a bulk one.
+    files: std::cell::OnceCell<BTreeMap<String, Oid>>,
 }
+
+/// Path lookups a [`GitSource`] makes before it walks the whole tree once.
+const BULK_READS: usize = 512;
 
 impl<'a> GitSource<'a> {
     /// Reads `commit` of `store`.
     pub fn new(store: &'a Store, commit: Option<Oid>) -> Self {
-        GitSource { store, commit }
+        GitSource {
+            store,
+            commit,
+            reads: std::cell::Cell::new(0),
+            files: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The file map, when this source has turned bulk (or should now).
+    fn bulk(&self) -> Result<Option<&BTreeMap<String, Oid>>> {
+        if let Some(files) = self.files.get() {
+            return Ok(Some(files));
+        }
+        let Some(c) = self.commit else {
+            return Ok(None);
+        };
+        self.reads.set(self.reads.get() + 1);
+        if self.reads.get() < BULK_READS {
+            return Ok(None);
+        }
+        let files = self
+            .store
+            .walk_files(c, "")?
+            .into_iter()
+            .map(|(path, id, _)| (path, id))
+            .collect();
+        Ok(Some(self.files.get_or_init(|| files)))
     }
 }
 
 impl Source for GitSource<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(files) = self.bulk()? {
+            return files
+                .get(path)
+                .map(|id| self.store.read_blob(*id))
+                .transpose();
+        }
         match self.commit {
             Some(c) => self.store.read_file(c, path),
             None => Ok(None),
@@ -123,6 +165,32 @@ impl Source for GitSource<'_> {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
+        if let Some(files) = self.bulk()? {
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            let mut out = Vec::new();
+            let mut from = prefix.clone();
+            while let Some((path, _)) = files.range(from.clone()..).next() {
+                let Some(rest) = path.strip_prefix(&prefix) else {
+                    break;
+                };
+                match rest.split_once('/') {
+                    Some((sub, _)) => {
+                        out.push((sub.to_string(), true));
+                        // Skip the folder's contents: '0' follows '/'.
+                        from = format!("{prefix}{sub}0");
+                    }
+                    None => {
+                        out.push((rest.to_string(), false));
+                        from = format!("{path}\0");
+                    }
+                }
+            }
+            return Ok(out);
+        }
         match self.commit {
             Some(c) => self.store.list_dir(c, dir),
             None => Ok(Vec::new()),
@@ -1033,7 +1101,7 @@ struct Renderer<'a> {
     src: &'a dyn Source,
     /// Items parsed during this pass: a scope folder holds every type, so
     /// each of its type pages would otherwise parse every item again.
-    items: std::cell::RefCell<std::collections::HashMap<String, Option<MemoryItem>>>,
+    items: std::cell::RefCell<Items>,
     cfg: &'a MirrorConfig,
     idx: &'a Index,
     registry: &'a Registry,
@@ -1333,8 +1401,12 @@ impl Renderer<'_> {
 // ---------------------------------------------------------------------------
 // Full and incremental passes.
 
-/// Builds the index of a state from scratch, and the problems found on the way.
-fn scan(src: &dyn Source, problems: &mut Vec<Problem>) -> Result<Index> {
+/// The memory items parsed by a pass, by path.
+type Items = std::collections::HashMap<String, Option<MemoryItem>>;
+
+/// Builds the index of a state from scratch, and the problems found on the
+/// way; the memory items it parsed go to `items` for the pages.
+fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Result<Index> {
     let mut idx = Index {
         version: VERSION,
         ..Default::default()
@@ -1369,9 +1441,10 @@ fn scan(src: &dyn Source, problems: &mut Vec<Problem>) -> Result<Index> {
             continue;
         }
         let r = read_item(src, &path).map(|item| {
-            if let Some(item) = item {
-                idx.apply_item(&path, &item, 1);
+            if let Some(item) = &item {
+                idx.apply_item(&path, item, 1);
             }
+            items.insert(path.clone(), item);
         });
         keep(&path, r)?;
     }
@@ -1392,7 +1465,8 @@ fn render_everything(
     extra_problems: &[Problem],
 ) -> Result<Index> {
     let mut problems = extra_problems.to_vec();
-    let mut idx = scan(src, &mut problems)?;
+    let mut items = Items::new();
+    let mut idx = scan(src, &mut problems, &mut items)?;
     advance_events(&mut idx, store, horizon, cfg.recent_events)?;
     let registry = match read_registry(src) {
         Ok(r) => r,
@@ -1405,7 +1479,7 @@ fn render_everything(
     problems.dedup();
     let r = Renderer {
         src,
-        items: Default::default(),
+        items: std::cell::RefCell::new(items),
         cfg,
         idx: &idx,
         registry: &registry,
