@@ -357,6 +357,20 @@ fn limits_for(store: &Store, staged_config: Option<&[u8]>) -> Result<schema::Par
 /// regenerated mirror pages. Refuses with every problem at once, staging
 /// nothing.
 pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitReport> {
+    // The store lock keeps a cairn write from moving the tip while the hook
+    // compares it with the index (a write moves the branch first and updates
+    // the index after, both under this lock).
+    let timeout = std::time::Duration::from_millis(store.config()?.limits.lock_timeout_ms);
+    let _lock = crate::store::StoreLock::acquire(store.local_dir(), timeout)?;
+    if store.has_pending_write() {
+        store.finish_pending_write().map_err(|e| Error::LockBusy {
+            path: store.git_dir().join("index.lock"),
+            holder: format!(
+                "a cairn write that is still updating the index ({e}); retry the commit"
+            ),
+            waited_ms: 0,
+        })?;
+    }
     let changes = store.staged_changes(index_file)?;
     // Even a commit with no changes (--allow-empty) carries the mirror index
     // forward, so the mirror stays current commit by commit.

@@ -861,7 +861,9 @@ impl Store {
         let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
         index.read(false).map_err(|e| Error::git("read index", e))?;
         let mut dirty = Vec::new();
-        for path in changes.keys() {
+        // Mirror pages are derived, never hand edits: a page the pre-commit
+        // hook staged for a commit in progress is rendered again here.
+        for path in changes.keys().filter(|p| !p.starts_with("mirror/")) {
             let head = match base {
                 Some(t) => not_found_to_none(t.get_path(Path::new(path)))
                     .map_err(|e| Error::git(format!("look up {path}"), e))?
@@ -920,7 +922,39 @@ impl Store {
                 }
             }
         }
-        index.write().map_err(|e| Error::git("write index", e))
+        self.mark_index_write(true);
+        let written = index.write().map_err(|e| Error::git("write index", e));
+        self.mark_index_write(false);
+        written
+    }
+
+    /// The marker that says a cairn process is inside an index write (so an
+    /// `index.lock` left by a crash is known to be cairn's).
+    fn index_marker(&self) -> PathBuf {
+        self.local_dir.join("index-writing")
+    }
+
+    /// Sets or clears the marker, rewriting one file in place.
+    fn mark_index_write(&self, writing: bool) {
+        let _ = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(self.index_marker())
+            .and_then(|mut f| if writing { f.write_all(b"1") } else { Ok(()) });
+    }
+
+    /// Finishes a cairn write that committed but could not update the work
+    /// tree and index yet (a git command held the index): the hooks call it
+    /// before comparing the index with the tip. Takes no lock: call it under
+    /// the store lock.
+    pub fn finish_pending_write(&self) -> Result<()> {
+        self.recover_worktree()
+    }
+
+    /// Whether a committed cairn write still has to update the work tree.
+    pub fn has_pending_write(&self) -> bool {
+        fs::metadata(self.journal_path()).is_ok_and(|m| m.len() > 0)
     }
 
     /// Writes a large change as one pack: objects go to an in-memory
@@ -1084,13 +1118,11 @@ impl Store {
         }
         if let Some(workdir) = self.repo.workdir() {
             // Likewise the index lock of a writer killed while writing the
-            // index: made after the journal, by the writer the journal names.
-            let index_lock = self.repo.path().join("index.lock");
-            let made = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-            if let (Some(lock), Some(journal)) = (made(&index_lock), made(&self.journal_path())) {
-                if lock >= journal {
-                    let _ = fs::remove_file(&index_lock);
-                }
+            // index, which its marker says. Any other index.lock belongs to a
+            // live git command and is left alone.
+            if fs::metadata(self.index_marker()).is_ok_and(|m| m.len() > 0) {
+                let _ = fs::remove_file(self.repo.path().join("index.lock"));
+                self.mark_index_write(false);
             }
             let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
             index.read(false).map_err(|e| Error::git("read index", e))?;

@@ -571,3 +571,95 @@ fn the_pre_commit_framework_manifest_calls_cairn_hooks() {
         assert!(entry.ends_with(stage), "{entry} runs at {stage}");
     }
 }
+
+#[test]
+fn hand_commits_and_cairn_writes_interleave_without_losing_either() {
+    let fx = fixture();
+    const WRITES: u64 = 15;
+    const HAND: usize = 6;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut done = 0;
+            while done < WRITES {
+                let patch = write(
+                    fx.env.home.path(),
+                    "p.json",
+                    &json!({"append": {"sliding_context": [
+                        {"id": format!("step{done}"), "content": "step", "priority": 1}]}})
+                    .to_string(),
+                );
+                let seq = fx.env.ok(&["ws", "show", &fx.run])["_update_seq"]
+                    .as_u64()
+                    .unwrap();
+                let (code, out) = fx.env.json(&[
+                    "ws",
+                    "patch",
+                    &fx.run,
+                    "--expected-seq",
+                    &seq.to_string(),
+                    "-f",
+                    &patch,
+                ]);
+                if code == 0 {
+                    done += 1;
+                    continue;
+                }
+                // A stale seq (a hand commit bumped it) or a git process
+                // holding the index or HEAD: re-read and retry.
+                let retry = out["error"]["retryable"] == json!(true)
+                    || out["error"]["code"] == json!("TIP_INVALID");
+                assert!(retry, "{out}");
+                assert_ne!(out["error"]["code"], json!("TIP_INVALID"), "{out}");
+            }
+        });
+        for k in 0..HAND {
+            let value = format!("confidence: 0.{}", 50 + k);
+            loop {
+                let text = fx.read(&fx.item_path);
+                let edited: Vec<&str> = text
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("confidence:") {
+                            value.as_str()
+                        } else {
+                            l
+                        }
+                    })
+                    .collect();
+                fx.put(&fx.item_path, &(edited.join("\n") + "\n"));
+                // A cairn write may hold the index for a moment.
+                if !fx.env.git_output(&["add", &fx.item_path]).status.success() {
+                    continue;
+                }
+                let out = fx
+                    .env
+                    .git_output(&["commit", "-q", "-m", &format!("hand {k}")]);
+                if out.status.success() {
+                    break;
+                }
+                // HEAD moved under git (a cairn write) or the index was held: retry.
+                let err = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    err.contains("lock") || err.contains("HEAD") || err.contains("TRANSIENT"),
+                    "unexpected refusal: {err}"
+                );
+            }
+        }
+        writer.join().unwrap();
+    });
+    // Every acknowledged write and every hand commit is in history.
+    let ws = fx.env.ok(&["ws", "show", &fx.run]);
+    assert_eq!(ws["_update_seq"], json!(WRITES));
+    let log = fx.env.git(&["log", "--format=%s"]);
+    for k in 0..HAND {
+        assert!(log.contains(&format!("hand {k}")), "{log}");
+    }
+    assert!(fx
+        .read(&fx.item_path)
+        .contains(&format!("confidence: 0.{}", 50 + HAND - 1)));
+    fx.env.ok(&["fsck"]);
+}
