@@ -271,8 +271,7 @@ pub(crate) fn check(store: &Store) -> Result<Vec<crate::error::Finding>> {
     let mut findings = Vec::new();
     let mut tagged = std::collections::BTreeSet::new();
     for (name, message) in store.tags_with_prefix("cairn/")? {
-        let mut parts = name.trim_start_matches("cairn/").splitn(2, '/');
-        let (Some(run), Some(ep)) = (parts.next(), parts.next()) else {
+        let Some((run, ep)) = layout::episode_of_tag(&name) else {
             continue;
         };
         let path = layout::episode(run, ep);

@@ -17,10 +17,6 @@ use crate::ledger::{parse_message, EventDraft, EventType};
 use crate::store::Store;
 use crate::{layout, rules, schema};
 
-fn finding(subject: impl Into<String>, rule: &str, message: impl Into<String>) -> Finding {
-    Finding::new(subject, rule, message)
-}
-
 /// Every problem found at the tip of the store (empty when healthy). Each
 /// problem with a file names the commit that last changed the file.
 pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
@@ -33,7 +29,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
     };
     let mut ws_seqs: BTreeMap<String, u64> = BTreeMap::new();
     if store.read_file(tip, layout::CONFIG)?.is_none() {
-        findings.push(finding(
+        findings.push(Finding::new(
             layout::CONFIG,
             "required_file",
             "the store has no cairn.yaml",
@@ -92,7 +88,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         list.dedup_by_key(|(s, _)| *s);
         for (i, (seq, commit)) in list.iter().enumerate() {
             if *seq != i as u64 {
-                findings.push(finding(
+                findings.push(Finding::new(
                     format!("commit {commit}"),
                     "seq_gap_free",
                     format!("run {run}: ledger seq {seq} where {i} was expected"),
@@ -102,7 +98,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         }
         if let (Some((last, _)), Some(file_seq)) = (list.last(), ws_seqs.get(&run)) {
             if last != file_seq {
-                findings.push(finding(
+                findings.push(Finding::new(
                     layout::working_set(&run),
                     "seq_matches_ledger",
                     format!(
@@ -145,7 +141,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         }
     }
     if let Err(e) = store.git_connectivity_check() {
-        findings.push(finding(
+        findings.push(Finding::new(
             store.git_dir().display().to_string(),
             "git_connectivity",
             e.to_string(),
@@ -229,8 +225,8 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
         .tags_with_prefix("cairn/")?
         .into_iter()
         .filter_map(|(name, message)| {
-            let (run, ep) = name.trim_start_matches("cairn/").split_once('/')?;
-            Some((layout::episode(run, ep), (name, message)))
+            let path = layout::episode_of_tag(&name).map(|(run, ep)| layout::episode(run, ep))?;
+            Some((path, (name, message)))
         })
         .collect();
     let mut report = RepairReport::default();

@@ -339,17 +339,13 @@ fn banner_sources(page: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn limits_for(store: &Store, staged_config: Option<&[u8]>) -> Result<schema::ParseLimits> {
-    let config = match staged_config
-        .and_then(|b| schema::parse_document(layout::CONFIG, b, Default::default()).ok())
-    {
-        Some(v) => crate::config::StoreConfig::from_value(v),
-        None => store.config()?,
-    };
-    Ok(schema::ParseLimits {
-        max_bytes: config.limits.max_file_bytes,
-        max_depth: config.limits.max_depth,
-    })
+/// The config the commit will hold: the staged `cairn.yaml` if it is staged
+/// and parses, else the tip's.
+fn config_for(store: &Store, staged: Option<&[u8]>) -> Result<crate::config::StoreConfig> {
+    match staged.and_then(|b| schema::parse_document(layout::CONFIG, b, Default::default()).ok()) {
+        Some(v) => Ok(crate::config::StoreConfig::from_value(v)),
+        None => store.config(),
+    }
 }
 
 /// Checks what `git commit` is about to commit (the index at `index_file`,
@@ -385,7 +381,11 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         .map(read_new)
         .transpose()?
         .flatten();
-    let limits = limits_for(store, staged_config.as_deref())?;
+    let config = config_for(store, staged_config.as_deref())?;
+    let limits = schema::ParseLimits {
+        max_bytes: config.limits.max_file_bytes,
+        max_depth: config.limits.max_depth,
+    };
     let now = crate::store::rfc3339(store.now());
 
     // Working sets edited by hand get their seq bumped (staged only if all is well).
@@ -440,15 +440,7 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         planned.insert(c.path.clone(), read_final(c)?);
     }
     let canonical: BTreeSet<String> = planned.keys().cloned().collect();
-    let mirror_on = {
-        let cfg = match &staged_config {
-            Some(b) => schema::parse_document(layout::CONFIG, b, Default::default())
-                .map(crate::config::StoreConfig::from_value)
-                .unwrap_or_else(|_| snap.config().clone()),
-            None => snap.config().clone(),
-        };
-        cfg.mirror.enabled && cfg.mirror.tracked
-    };
+    let mirror_on = config.mirror.enabled && config.mirror.tracked;
     if let Err(e) = mirror::extend(store, &snap, &mut planned) {
         if findings.is_empty() {
             return Err(e);

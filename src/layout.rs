@@ -69,6 +69,21 @@ pub fn episode_tag(run_id: &str, episode_id: &str) -> String {
     format!("cairn/{run_id}/{episode_id}")
 }
 
+/// The (run, episode) an episode tag (`cairn/<run>/<episode>`, without
+/// `refs/tags/`) names.
+pub fn episode_of_tag(tag: &str) -> Option<(&str, &str)> {
+    tag.strip_prefix("cairn/")?.split_once('/')
+}
+
+/// The (run, episode) of an episode file's path.
+pub fn episode_of_path(path: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [RUNS, _, run, "episodes", file] => Some((run, file.strip_suffix(".yaml")?)),
+        _ => None,
+    }
+}
+
 /// A project's trusted state file.
 pub fn project_state(project: &str) -> String {
     format!("state/{project}.yaml")
@@ -127,6 +142,11 @@ mod tests {
         );
         assert_eq!(schema_for("README.md"), None);
         assert_eq!(run_of(&working_set("run_1")), Some("run_1"));
+        assert_eq!(
+            episode_of_path(&episode("run_1", "ep_2")),
+            episode_of_tag(&episode_tag("run_1", "ep_2"))
+        );
+        assert_eq!(episode_of_tag("cairn/run_1/ep_2"), Some(("run_1", "ep_2")));
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn check_document(
 /// A working set's `_update_seq`, if the bytes parse.
 pub fn update_seq(bytes: &[u8]) -> Option<u64> {
     schema::parse_document(
-        layout::CONFIG,
+        "working set",
         bytes,
         schema::ParseLimits {
             max_bytes: u64::MAX,

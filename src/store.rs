@@ -791,10 +791,9 @@ impl Store {
                             .into(),
                 });
             }
-            let restores_tag = repair && self.episode_tag_message(path)? == *content;
             if layout::schema_for(path) == Some("episode")
                 && snap.read(path)?.is_some()
-                && !restores_tag
+                && !(repair && self.episode_tag_message(path)? == *content)
             {
                 return Err(Error::Policy {
                     rule: "EPISODE_IMMUTABLE",
@@ -827,11 +826,7 @@ impl Store {
 
     /// The message of the tag of the episode at `path`, if it has one.
     fn episode_tag_message(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let parts: Vec<&str> = path.split('/').collect();
-        let [_, _, run, "episodes", file] = parts.as_slice() else {
-            return Ok(None);
-        };
-        let Some(ep) = file.strip_suffix(".yaml") else {
+        let Some((run, ep)) = layout::episode_of_path(path) else {
             return Ok(None);
         };
         let name = layout::episode_tag(run, ep);

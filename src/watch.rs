@@ -65,6 +65,11 @@ pub struct PassReport {
 
 /// One pass over the whole work tree (`cairn watch --once`).
 pub fn once(store: &Store, opts: &WatchOptions) -> Result<PassReport> {
+    first_pass(store, opts).map(|(_, report)| report)
+}
+
+/// The full first pass: every page rendered from the work tree.
+fn first_pass(store: &Store, opts: &WatchOptions) -> Result<(WorkTreeMirror, PassReport)> {
     let started = Instant::now();
     let (m, pages) = WorkTreeMirror::start(store)?;
     let mut report = PassReport {
@@ -74,7 +79,7 @@ pub fn once(store: &Store, opts: &WatchOptions) -> Result<PassReport> {
         ..Default::default()
     };
     finish_pass(store, opts, &mut report, started);
-    Ok(report)
+    Ok((m, report))
 }
 
 fn finish_pass(store: &Store, opts: &WatchOptions, report: &mut PassReport, started: Instant) {
@@ -170,21 +175,8 @@ pub fn watch(
             path: root.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-    let started = Instant::now();
-    let mut engine = match WorkTreeMirror::start(store) {
-        Ok((m, pages)) => {
-            let mut report = PassReport {
-                rescan: true,
-                pages,
-                problems: m.problems(),
-                ..Default::default()
-            };
-            finish_pass(store, opts, &mut report, started);
-            on_pass(Ok(&report));
-            m
-        }
-        Err(e) => return Err(e),
-    };
+    let (mut engine, report) = first_pass(store, opts)?;
+    on_pass(Ok(&report));
     while !stop.load(Ordering::SeqCst) {
         let result = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
