@@ -252,14 +252,21 @@ fn watch_row(n: usize, edits: usize) {
     drop(store);
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
-    let (s, r, rt) = (stop.clone(), ready.clone(), root.clone());
+    let passes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s, r, rt, p) = (stop.clone(), ready.clone(), root.clone(), passes.clone());
     let h = std::thread::spawn(move || {
         let store = Store::open(&rt, StoreOptions::default()).unwrap();
         let o = WatchOptions {
             update_index: false,
             ..Default::default()
         };
-        watch::watch(&store, &o, &s, &mut |_| r.store(true, Ordering::SeqCst)).unwrap();
+        watch::watch(&store, &o, &s, &mut |pass| {
+            if let (Ok(pass), true) = (pass, r.load(Ordering::SeqCst)) {
+                p.lock().unwrap().push(pass.elapsed_ms);
+            }
+            r.store(true, Ordering::SeqCst)
+        })
+        .unwrap();
     });
     while !ready.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(10));
@@ -294,6 +301,8 @@ fn watch_row(n: usize, edits: usize) {
     stop.store(true, Ordering::SeqCst);
     h.join().unwrap();
     report(&format!("watch-{n} (debounce 150 ms)"), ms);
+    let passes = passes.lock().unwrap().clone();
+    report(&format!("watch-{n} pass alone"), passes);
 }
 
 fn main() {

@@ -114,6 +114,11 @@ fn classify(root: &Path, result: DebounceEventResult, burst: usize) -> Batch {
         if ev.event.need_rescan() {
             return Batch::Rescan;
         }
+        if ev.event.kind.is_access() {
+            // Reading a file (the watcher's own passes read every file they
+            // render) is no change; counting it would loop forever.
+            continue;
+        }
         for p in &ev.event.paths {
             let Some(rel) = relative(root, p) else {
                 continue;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 struct Running {
     stop: Arc<AtomicBool>,
+    passes: Arc<AtomicUsize>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -107,7 +108,13 @@ impl Drop for Running {
 fn start(root: &Path) -> Running {
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
-    let (s, r, root) = (stop.clone(), ready.clone(), root.to_path_buf());
+    let passes = Arc::new(AtomicUsize::new(0));
+    let (s, r, n, root) = (
+        stop.clone(),
+        ready.clone(),
+        passes.clone(),
+        root.to_path_buf(),
+    );
     let handle = std::thread::spawn(move || {
         let store = Store::open(&root, opts()).unwrap();
         let o = WatchOptions {
@@ -115,11 +122,16 @@ fn start(root: &Path) -> Running {
             update_index: false,
             ..Default::default()
         };
-        watch::watch(&store, &o, &s, &mut |_| r.store(true, Ordering::SeqCst)).unwrap();
+        watch::watch(&store, &o, &s, &mut |_| {
+            n.fetch_add(1, Ordering::SeqCst);
+            r.store(true, Ordering::SeqCst)
+        })
+        .unwrap();
     });
     wait_for("the first pass", || ready.load(Ordering::SeqCst));
     Running {
         stop,
+        passes,
         handle: Some(handle),
     }
 }
@@ -179,6 +191,25 @@ fn atomic_saves_invalid_files_and_deletes() {
     wait_for("a settled mirror", || {
         work_pages(root) == fresh(&store, root)
     });
+}
+
+#[test]
+fn its_own_reads_and_writes_start_no_pass() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path();
+    let _store = setup(root);
+    let w = start(root);
+    let quiet = Duration::from_millis(800);
+    // The first pass read every file and wrote every page: nothing follows.
+    std::thread::sleep(quiet);
+    assert_eq!(w.passes.load(Ordering::SeqCst), 1, "passes while idle");
+    atomic_save(root, "one edit");
+    wait_for("the run page", || run_page(root).contains("one edit"));
+    std::thread::sleep(quiet);
+    let after = w.passes.load(Ordering::SeqCst);
+    assert!(after <= 3, "one save took {} passes", after - 1);
+    std::thread::sleep(quiet);
+    assert_eq!(w.passes.load(Ordering::SeqCst), after, "passes while idle");
 }
 
 #[test]
