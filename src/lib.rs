@@ -19,6 +19,7 @@ pub mod layout;
 pub mod ledger;
 pub mod memory;
 pub mod mirror;
+mod pack;
 pub mod project;
 pub mod rules;
 pub mod schema;

@@ -1708,6 +1708,18 @@ fn config_after(snap: &Snapshot<'_>, changes: &Changes) -> StoreConfig {
 /// already touch `mirror/` are left alone (their author rendered it). With
 /// `mirror.tracked: false` the pages go to the work tree instead of the commit.
 pub fn extend(store: &Store, snap: &Snapshot<'_>, changes: &mut Changes) -> Result<()> {
+    extend_parsed(store, snap, changes, BTreeMap::new())
+}
+
+/// [`extend`] for a caller that already parsed and validated the changed
+/// canonical files: `parsed` maps their paths to their values, which the
+/// pages are rendered from instead of parsing the files again.
+pub fn extend_parsed(
+    store: &Store,
+    snap: &Snapshot<'_>,
+    changes: &mut Changes,
+    parsed: BTreeMap<String, Value>,
+) -> Result<()> {
     if changes.keys().any(|p| p.starts_with("mirror/")) {
         return Ok(());
     }
@@ -1722,6 +1734,12 @@ pub fn extend(store: &Store, snap: &Snapshot<'_>, changes: &mut Changes) -> Resu
     }
     let overlay = Overlay::new(&base, changes);
     let new = Cached::new(&overlay);
+    new.values.borrow_mut().extend(
+        parsed
+            .into_iter()
+            .filter(|(path, _)| matches!(changes.get(path), Some(Some(_))))
+            .map(|(path, v)| (path, Some(v))),
+    );
     let pass = plan(
         store,
         snap.commit(),

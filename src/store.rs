@@ -10,7 +10,11 @@
 //!   for the changed paths alone.
 //! - Paths with uncommitted hand edits are never overwritten: the write is
 //!   refused before any commit is made.
-//! - libgit2 fsyncs objects and refs, so an acknowledged write is durable.
+//! - An acknowledged write is durable: on Linux a commit's objects are written
+//!   without fsync and flushed together by one `syncfs` before the branch
+//!   moves, and the moved ref by a second one before the write returns
+//!   (elsewhere libgit2 fsyncs every object and ref). So the ref never points
+//!   at objects a power loss could take.
 //! - A crash between the ref update and the work-tree update is repaired by
 //!   the next write through a small journal in `.cairn/`.
 
@@ -28,7 +32,7 @@ use time::OffsetDateTime;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Event, EventDraft};
-use crate::{idempotency, layout, schema};
+use crate::{idempotency, layout, pack, schema};
 
 /// How a store is opened: clock, actor and lock settings chosen by the caller.
 #[derive(Debug, Clone, Default)]
@@ -144,21 +148,31 @@ pub struct CommitInfo {
 
 static GIT_INIT: Once = Once::new();
 
-/// Turns on libgit2's fsync of objects, refs and packs (git2 has no switch
-/// for it) and turns off the per-entry existence check of tree building: every
-/// entry cairn inserts is an object it just wrote or read from an existing tree.
+/// Sets libgit2's process-wide options once: how objects and refs are made
+/// durable (see [`sync_git_dir`]), and no per-entry existence check when
+/// building trees: every entry cairn inserts is an object it just wrote or
+/// read from an existing tree.
 fn init_libgit2() {
     GIT_INIT.call_once(|| {
         git2::opts::strict_object_creation(false);
-        // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int;
-        // git2 already initialised libgit2 in the call above.
-        let rc = unsafe {
-            libgit2_sys::git_libgit2_opts(
-                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
-                1,
-            )
-        };
-        debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
+        // Reads do not re-hash every object with collision-detecting SHA-1
+        // (a large share of a write's CPU); zlib's checksum still catches a
+        // damaged object, and `cairn fsck` runs `git fsck`, which verifies.
+        git2::opts::strict_hash_verification(false);
+        // On Linux cairn makes a commit's objects durable with one syncfs
+        // after writing all of them; libgit2's own fsync costs two fsyncs per
+        // loose object. Elsewhere libgit2 fsyncs each object and ref.
+        if !cfg!(target_os = "linux") {
+            // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int;
+            // git2 already initialised libgit2 in the call above.
+            let rc = unsafe {
+                libgit2_sys::git_libgit2_opts(
+                    libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
+                    1,
+                )
+            };
+            debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
+        }
         // libgit2 caches trees only up to 4 KiB, and a store's shard folders
         // hold hundreds of entries: every path lookup would read, inflate and
         // hash-verify them again. Keep trees up to 1 MiB in the object cache.
@@ -673,8 +687,20 @@ impl Store {
                 }
             }
             let mut mutation = build(&snap)?;
-            crate::mirror::extend(self, &snap, &mut mutation.changes)?;
-            self.validate_changes(&snap, &mutation.changes, !verify_tip)?;
+            let parsed = self.validate_changes(&snap, &mutation.changes, !verify_tip)?;
+            let planned: BTreeSet<String> = mutation.changes.keys().cloned().collect();
+            crate::mirror::extend_parsed(self, &snap, &mut mutation.changes, parsed)?;
+            // The pages the mirror added are checked too (paths, sizes); the
+            // config rides along so the same limits apply.
+            let added: Changes = mutation
+                .changes
+                .iter()
+                .filter(|(p, _)| !planned.contains(*p) || p.as_str() == layout::CONFIG)
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect();
+            if added.len() > usize::from(planned.contains(layout::CONFIG)) {
+                self.validate_changes(&snap, &added, !verify_tip)?;
+            }
             let base_tree = match snap.commit {
                 Some(c) => Some(self.tree_of(c)?),
                 None => None,
@@ -696,11 +722,9 @@ impl Store {
                 &git2::Time::new(now.unix_timestamp(), 0),
             )
             .map_err(|e| Error::git("make signature", e))?;
-            let commit = if mutation.changes.len() >= BULK_CHANGES {
-                self.write_commit_packed(snap.commit, &mutation.changes, &message, &sig)?
-            } else {
-                write_commit(&self.repo, snap.commit, &mutation.changes, &message, &sig)?
-            };
+            let commit =
+                self.write_commit_packed(snap.commit, &mutation.changes, &message, &sig)?;
+            self.sync_git_dir()?;
             self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
             fail::fail_point!("store::before_cas");
             let moved = match snap.commit {
@@ -737,6 +761,7 @@ impl Store {
                 Err(e) => return Err(Error::git(format!("update {}", self.branch), e)),
             }
             fail::fail_point!("store::after_cas");
+            self.sync_git_dir()?;
             let event = Event {
                 commit: commit.to_string(),
                 ..event
@@ -754,6 +779,11 @@ impl Store {
                     "committed {commit}, but the work tree or tags are not updated yet ({e}); the next write finishes it"
                 )),
             }
+            if let Err(e) = self.consolidate_packs() {
+                warnings.push(format!(
+                    "committed {commit}, but merging small packs failed ({e}); the next write tries again"
+                ));
+            }
             return Ok(Committed {
                 commit,
                 event,
@@ -767,9 +797,17 @@ impl Store {
         })
     }
 
-    /// Validates changed files. A `repair` may write an episode back to the
-    /// content of its tag, and nothing else to an existing episode.
-    fn validate_changes(&self, snap: &Snapshot<'_>, changes: &Changes, repair: bool) -> Result<()> {
+    /// Checks every changed file (path, size, episode immutability, schema)
+    /// and returns the parsed value of each changed canonical file. A
+    /// `repair` may write an episode back to the content of its tag, and
+    /// nothing else to an existing episode.
+    fn validate_changes(
+        &self,
+        snap: &Snapshot<'_>,
+        changes: &Changes,
+        repair: bool,
+    ) -> Result<BTreeMap<String, Value>> {
+        let mut parsed = BTreeMap::new();
         // The config that governs limits is the one being written, if any.
         let limits = match changes.get(layout::CONFIG) {
             Some(Some(bytes)) => {
@@ -819,9 +857,10 @@ impl Store {
                     },
                 )?;
                 schema::validate(name, path, &value)?;
+                parsed.insert(path.clone(), value);
             }
         }
-        Ok(())
+        Ok(parsed)
     }
 
     /// The message of the tag of the episode at `path`, if it has one.
@@ -952,9 +991,10 @@ impl Store {
         fs::metadata(self.journal_path()).is_ok_and(|m| m.len() > 0)
     }
 
-    /// Writes a large change as one pack: objects go to an in-memory
-    /// backend of a private repository handle, then into the object store
-    /// as a single pack file.
+    /// Writes the commit's objects as one pack (see [`crate::pack`]): blobs,
+    /// trees and the commit go to an in-memory backend layered over the
+    /// store's objects, and are then read back and written as one
+    /// `.pack` + `.idx`. Loose objects would cost a new file each.
     fn write_commit_packed(
         &self,
         base: Option<Oid>,
@@ -962,30 +1002,125 @@ impl Store {
         message: &str,
         sig: &git2::Signature<'_>,
     ) -> Result<Oid> {
-        let repo =
-            Repository::open(self.repo.path()).map_err(|e| Error::git("open repository", e))?;
+        let objects_dir = self.repo.path().join("objects");
+        let odb = git2::Odb::new().map_err(|e| Error::git("make object database", e))?;
+        let dir = objects_dir.to_str().ok_or_else(|| Error::Io {
+            op: "use",
+            path: objects_dir.clone(),
+            source: std::io::Error::other("the object folder's path is not UTF-8"),
+        })?;
+        odb.add_disk_alternate(dir)
+            .map_err(|e| Error::git("open object folder", e))?;
+        let repo = Repository::from_odb(odb).map_err(|e| Error::git("wrap object database", e))?;
         let odb = repo
             .odb()
             .map_err(|e| Error::git("open object database", e))?;
-        let mempack = odb
+        let _mempack = odb
             .add_new_mempack_backend(1000)
             .map_err(|e| Error::git("add in-memory object backend", e))?;
-        let commit = write_commit(&repo, base, changes, message, sig)?;
-        let mut pack = git2::Buf::new();
-        mempack
-            .dump(&repo, &mut pack)
-            .map_err(|e| Error::git("pack new objects", e))?;
-        let mut writer = odb
-            .packwriter()
-            .map_err(|e| Error::git("open pack writer", e))?;
-        writer
-            .write_all(&pack)
-            .map_err(|e| Error::io("write pack into", self.repo.path(), e))?;
-        writer.commit().map_err(|e| Error::git("store pack", e))?;
-        mempack
-            .reset()
-            .map_err(|e| Error::git("reset in-memory backend", e))?;
+        let mut written = Vec::new();
+        let commit = write_commit(&repo, base, changes, message, sig, &mut written)?;
+        let mut objects = Vec::with_capacity(written.len());
+        for id in written {
+            let obj = odb
+                .read(id)
+                .map_err(|e| Error::git(format!("read new object {id}"), e))?;
+            objects.push(pack::Object {
+                id: id.as_bytes().try_into().expect("SHA-1 ids are 20 bytes"),
+                kind: pack_kind(obj.kind()),
+                data: obj.data().to_vec(),
+            });
+        }
+        pack::write(&objects_dir.join("pack"), &mut objects)?;
+        self.repo
+            .odb()
+            .and_then(|o| o.refresh())
+            .map_err(|e| Error::git("refresh object database", e))?;
         Ok(commit)
+    }
+
+    /// Keeps the number of packs small: every write adds one, so once
+    /// [`ROLLUP_AT`] or more small packs break the geometric progression
+    /// (each pack kept holds at least twice the objects of all smaller packs
+    /// together), they are merged into one. Packs with a `.keep` or
+    /// `.promisor` file are left alone. Runs under the store lock; the new
+    /// pack is durable before the merged ones are deleted. Returns how many
+    /// packs were merged.
+    pub fn consolidate_packs(&self) -> Result<usize> {
+        let dir = self.repo.path().join("objects").join("pack");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut packs: Vec<(u64, PathBuf)> = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tmp_pack_cairn_") {
+                // Every cairn pack is written under the store lock we hold:
+                // this one was left by a writer that died.
+                let _ = fs::remove_file(e.path());
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".idx") else {
+                continue;
+            };
+            let stem = dir.join(stem);
+            let kept = ["keep", "promisor"]
+                .iter()
+                .any(|ext| stem.with_extension(ext).exists());
+            if let (false, Some(n)) = (kept, pack::object_count(&e.path())) {
+                packs.push((u64::from(n), stem));
+            }
+        }
+        packs.sort();
+        let mut rollup = 0;
+        let mut smaller = 0u64;
+        for (j, (n, _)) in packs.iter().enumerate() {
+            if *n < 2 * smaller {
+                rollup = j + 1;
+            }
+            smaller += n;
+        }
+        if rollup < ROLLUP_AT {
+            return Ok(0);
+        }
+        let merged = &packs[..rollup];
+        let mut ids = BTreeSet::new();
+        for (_, stem) in merged {
+            let idx = stem.with_extension("idx");
+            let listed = pack::object_ids(&idx).ok_or_else(|| Error::Integrity {
+                subject: idx.display().to_string(),
+                message: "not a readable version 2 pack index".into(),
+            })?;
+            ids.extend(listed);
+        }
+        let odb = self
+            .repo
+            .odb()
+            .map_err(|e| Error::git("open object database", e))?;
+        let mut writer = pack::Writer::new(&dir, ids.len())?;
+        for id in ids {
+            let oid = Oid::from_bytes(&id).map_err(|e| Error::git("read a pack index", e))?;
+            let obj = odb
+                .read(oid)
+                .map_err(|e| Error::git(format!("read object {oid}"), e))?;
+            writer.add(id, pack_kind(obj.kind()), obj.data())?;
+        }
+        let fresh = writer.finish()?.with_extension("");
+        self.sync_git_dir()?;
+        // A multi-pack index may list the merged packs; it is optional, and
+        // git rebuilds it when asked to.
+        let _ = fs::remove_file(dir.join("multi-pack-index"));
+        for (_, stem) in merged {
+            if *stem == fresh {
+                continue;
+            }
+            for ext in ["idx", "pack", "rev", "bitmap", "mtimes"] {
+                let _ = fs::remove_file(stem.with_extension(ext));
+            }
+        }
+        odb.refresh()
+            .map_err(|e| Error::git("refresh object database", e))?;
+        Ok(merged.len())
     }
 
     fn journal_path(&self) -> PathBuf {
@@ -1050,7 +1185,16 @@ impl Store {
                 .tag(name, &object, &sig, message, false)
                 .map_err(|e| Error::git(format!("create tag {name}"), e))?;
         }
-        Ok(())
+        self.sync_git_dir()
+    }
+
+    /// Makes everything written into the git folder so far durable. On
+    /// Linux one `syncfs` of the git folder's file system: far cheaper than
+    /// libgit2's two fsyncs per loose object (a write makes about a dozen),
+    /// at the price of also flushing whatever else is pending on that file
+    /// system. Elsewhere libgit2 fsyncs as it writes, and this does nothing.
+    fn sync_git_dir(&self) -> Result<()> {
+        sync_file_system(self.repo.path())
     }
 
     /// An empty journal means nothing is pending.
@@ -1151,25 +1295,37 @@ impl Store {
     }
 }
 
-/// Builds the new root tree from `base` plus `changes`, from git objects only.
-fn build_tree(repo: &Repository, base: Option<&Tree<'_>>, changes: &Changes) -> Result<Oid> {
+/// Builds the new root tree from `base` plus `changes`, from git objects
+/// only; every object it writes is added to `written`.
+fn build_tree(
+    repo: &Repository,
+    base: Option<&Tree<'_>>,
+    changes: &Changes,
+    written: &mut Vec<Oid>,
+) -> Result<Oid> {
     let mut nested: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
     for (k, v) in changes {
         nested.insert(k.clone(), v.clone());
     }
-    let id = build_subtree(repo, base, &nested)?;
-    Ok(id.unwrap_or_else(|| {
-        // An empty store root: write the empty tree.
-        repo.treebuilder(None)
-            .and_then(|b| b.write())
-            .expect("the empty tree can always be written")
-    }))
+    match build_subtree(repo, base, &nested, written)? {
+        Some(id) => Ok(id),
+        None => {
+            // An empty store root: write the empty tree.
+            let id = repo
+                .treebuilder(None)
+                .and_then(|b| b.write())
+                .map_err(|e| Error::git("write the empty tree", e))?;
+            written.push(id);
+            Ok(id)
+        }
+    }
 }
 
 fn build_subtree<'r>(
     repo: &'r Repository,
     base: Option<&Tree<'r>>,
     changes: &BTreeMap<String, Option<Vec<u8>>>,
+    written: &mut Vec<Oid>,
 ) -> Result<Option<Oid>> {
     let mut builder = repo
         .treebuilder(base)
@@ -1187,6 +1343,7 @@ fn build_subtree<'r>(
                     let blob = repo
                         .blob(bytes)
                         .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
+                    written.push(blob);
                     builder
                         .insert(path, blob, 0o100644)
                         .map_err(|e| Error::git(format!("insert {path}"), e))?;
@@ -1215,7 +1372,7 @@ fn build_subtree<'r>(
             ),
             None => None,
         };
-        match build_subtree(repo, existing_tree.as_ref(), &inner)? {
+        match build_subtree(repo, existing_tree.as_ref(), &inner, written)? {
             Some(id) => {
                 builder
                     .insert(&dir, id, 0o040000)
@@ -1233,23 +1390,20 @@ fn build_subtree<'r>(
     if builder.is_empty() {
         return Ok(None);
     }
-    builder
-        .write()
-        .map(Some)
-        .map_err(|e| Error::git("write tree", e))
+    let id = builder.write().map_err(|e| Error::git("write tree", e))?;
+    written.push(id);
+    Ok(Some(id))
 }
 
-/// Transactions that change at least this many files write one pack instead
-/// of loose objects: one fsync'd file instead of two fsyncs per object.
-const BULK_CHANGES: usize = 64;
-
-/// Writes the blobs, trees and the commit for `changes` on top of `base`.
+/// Writes the blobs, trees and the commit for `changes` on top of `base`;
+/// every object written is added to `written`.
 fn write_commit(
     repo: &Repository,
     base: Option<Oid>,
     changes: &Changes,
     message: &str,
     sig: &git2::Signature<'_>,
+    written: &mut Vec<Oid>,
 ) -> Result<Oid> {
     let parent = match base {
         Some(c) => Some(
@@ -1262,13 +1416,47 @@ fn write_commit(
         Some(p) => Some(p.tree().map_err(|e| Error::git("read tree", e))?),
         None => None,
     };
-    let tree_id = build_tree(repo, base_tree.as_ref(), changes)?;
+    let tree_id = build_tree(repo, base_tree.as_ref(), changes, written)?;
     let tree = repo
         .find_tree(tree_id)
         .map_err(|e| Error::git("read new tree", e))?;
     let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(None, sig, sig, message, &tree, &parents)
-        .map_err(|e| Error::git("write commit", e))
+    let id = repo
+        .commit(None, sig, sig, message, &tree, &parents)
+        .map_err(|e| Error::git("write commit", e))?;
+    written.push(id);
+    Ok(id)
+}
+
+/// Packs above this many that break the geometric progression are merged
+/// (see [`Store::consolidate_packs`]).
+const ROLLUP_AT: usize = 8;
+
+fn pack_kind(kind: ObjectType) -> pack::Kind {
+    match kind {
+        ObjectType::Commit => pack::Kind::Commit,
+        ObjectType::Tree => pack::Kind::Tree,
+        ObjectType::Tag => pack::Kind::Tag,
+        _ => pack::Kind::Blob,
+    }
+}
+
+/// Flushes the file system holding `dir` to stable storage (Linux `syncfs`).
+#[cfg(target_os = "linux")]
+fn sync_file_system(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    // SAFETY: syncfs takes an open file descriptor, which `f` keeps open.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(Error::io("syncfs", dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// libgit2 fsyncs objects and refs itself off Linux (see `init_libgit2`).
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(_dir: &Path) -> Result<()> {
+    Ok(())
 }
 
 /// Removes the temp files a killed `write_atomic` may have left beside `file`.
@@ -1673,6 +1861,8 @@ impl Store {
             }
             input.push(0);
         }
+        // git will not fsync objects it finds already present.
+        self.sync_git_dir()?;
         let mut c = self.git_index_command(index_file);
         c.args(["update-index", "-z", "--index-info"]);
         self.run_git(c, "update-index --index-info", Some(&input))?;
