@@ -157,7 +157,7 @@ fn init_libgit2() {
         git2::opts::strict_object_creation(false);
         // Reads do not re-hash every object with collision-detecting SHA-1
         // (a large share of a write's CPU); zlib's checksum still catches a
-        // damaged object, and `cairn fsck` runs `git fsck`, which verifies.
+        // damaged object, and `git fsck --full` verifies every hash.
         git2::opts::strict_hash_verification(false);
         // On Linux cairn makes a commit's objects durable with one syncfs
         // after writing all of them; libgit2's own fsync costs two fsyncs per

@@ -1,0 +1,76 @@
+//! How writes store their objects: one pack per write, merged as they pile
+//! up, never loose objects; git reads every pack cairn writes.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use cairn::ledger::{self, LogQuery};
+
+/// Files in the loose-object fan-out folders (`objects/00` … `objects/ff`).
+fn loose_objects(git_dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in fs::read_dir(git_dir.join("objects")).unwrap().flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name.len() == 2 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            for f in fs::read_dir(dir.path()).unwrap().flatten() {
+                found.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn pack_files(git_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(git_dir.join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn writes_leave_a_few_packs_and_no_loose_objects() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = tempfile::TempDir::new().unwrap();
+    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let writes = 150;
+    for i in 0..writes {
+        common::patch_until_landed(&store, "run_packs", &format!("item{i}"), "pack test");
+    }
+    assert_eq!(loose_objects(dir.path()), Vec::<String>::new());
+    let files = pack_files(dir.path());
+    let idx = files.iter().filter(|f| f.ends_with(".idx")).count();
+    let packs = files.iter().filter(|f| f.ends_with(".pack")).count();
+    assert_eq!(idx, packs, "every pack has its index: {files:?}");
+    // Merged geometrically: at most the 8 newest small packs beside a
+    // doubling series of merged ones (log2 of ~2,000 objects is 11).
+    assert!(
+        idx <= 8 + 12,
+        "{idx} packs after {writes} writes: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.starts_with("tmp_")),
+        "no temp files: {files:?}"
+    );
+    common::assert_git_fsck_clean(dir.path(), home.path(), "after the writes");
+    // Every write is readable from a fresh handle.
+    let reopened = cairn::Store::open(dir.path(), Default::default()).unwrap();
+    let events = ledger::query(&reopened, &LogQuery::default()).unwrap();
+    assert_eq!(events.len(), writes + 2, "init + boot + the writes");
+    let ws = cairn::working_set::show(&reopened, "run_packs", None).unwrap();
+    assert_eq!(ws.update_seq, writes as u64);
+}
+
+#[test]
+fn a_killed_writers_temp_pack_is_cleared_by_the_next_write() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let stale = dir.path().join("objects/pack/tmp_pack_cairn_1_01DEAD");
+    fs::write(&stale, b"PACK half written").unwrap();
+    common::patch_until_landed(&store, "run_packs", "after-crash", "temp pack test");
+    assert!(!stale.exists(), "the stale temp pack is gone");
+}
