@@ -991,10 +991,12 @@ impl Store {
         fs::metadata(self.journal_path()).is_ok_and(|m| m.len() > 0)
     }
 
-    /// Writes the commit's objects as one pack (see [`crate::pack`]): blobs,
-    /// trees and the commit go to an in-memory backend layered over the
-    /// store's objects, and are then read back and written as one
-    /// `.pack` + `.idx`. Loose objects would cost a new file each.
+    /// Writes the commit for `changes` on top of `base` as one pack (see
+    /// [`crate::pack`]): the new blobs, the trees along the changed paths and
+    /// the commit are serialized and hashed here, from the base trees, and
+    /// written as one `.pack` + `.idx`. Loose objects would cost a new file
+    /// each, and libgit2's object writes re-scan the pack folder for every
+    /// new object.
     fn write_commit_packed(
         &self,
         base: Option<Oid>,
@@ -1002,41 +1004,121 @@ impl Store {
         message: &str,
         sig: &git2::Signature<'_>,
     ) -> Result<Oid> {
-        let objects_dir = self.repo.path().join("objects");
-        let odb = git2::Odb::new().map_err(|e| Error::git("make object database", e))?;
-        let dir = objects_dir.to_str().ok_or_else(|| Error::Io {
-            op: "use",
-            path: objects_dir.clone(),
-            source: std::io::Error::other("the object folder's path is not UTF-8"),
-        })?;
-        odb.add_disk_alternate(dir)
-            .map_err(|e| Error::git("open object folder", e))?;
-        let repo = Repository::from_odb(odb).map_err(|e| Error::git("wrap object database", e))?;
-        let odb = repo
-            .odb()
-            .map_err(|e| Error::git("open object database", e))?;
-        let _mempack = odb
-            .add_new_mempack_backend(1000)
-            .map_err(|e| Error::git("add in-memory object backend", e))?;
-        let mut written = Vec::new();
-        let commit = write_commit(&repo, base, changes, message, sig, &mut written)?;
-        let mut objects = Vec::with_capacity(written.len());
-        for id in written {
-            let obj = odb
-                .read(id)
-                .map_err(|e| Error::git(format!("read new object {id}"), e))?;
-            objects.push(pack::Object {
-                id: id.as_bytes().try_into().expect("SHA-1 ids are 20 bytes"),
-                kind: pack_kind(obj.kind()),
-                data: obj.data().to_vec(),
-            });
+        let mut objects = Vec::new();
+        let base_tree = match base {
+            Some(c) => Some(self.tree_of(c)?),
+            None => None,
+        };
+        let mut nested: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in changes {
+            nested.insert(k.clone(), v.clone());
         }
-        pack::write(&objects_dir.join("pack"), &mut objects)?;
+        let tree = match self.build_tree(base_tree.as_ref(), &nested, &mut objects)? {
+            Some(id) => id,
+            // An empty store root: the empty tree.
+            None => new_object(pack::Kind::Tree, Vec::new(), &mut objects),
+        };
+        let mut text = format!("tree {}\n", hex(&tree));
+        if let Some(p) = base {
+            text.push_str(&format!("parent {p}\n"));
+        }
+        let who = signature_line(sig);
+        text.push_str(&format!("author {who}\ncommitter {who}\n\n{message}"));
+        let commit = new_object(pack::Kind::Commit, text.into_bytes(), &mut objects);
+        pack::write(&self.repo.path().join("objects").join("pack"), &mut objects)?;
         self.repo
             .odb()
             .and_then(|o| o.refresh())
             .map_err(|e| Error::git("refresh object database", e))?;
-        Ok(commit)
+        Oid::from_bytes(&commit).map_err(|e| Error::git("make commit id", e))
+    }
+
+    /// The tree `base` becomes with `changes` (paths relative to it), its
+    /// new objects pushed to `out`; `None` when nothing is left in it.
+    fn build_tree(
+        &self,
+        base: Option<&Tree<'_>>,
+        changes: &BTreeMap<String, Option<Vec<u8>>>,
+        out: &mut Vec<pack::Object>,
+    ) -> Result<Option<[u8; 20]>> {
+        // name → (mode, id)
+        let mut entries: BTreeMap<Vec<u8>, (i32, [u8; 20])> = BTreeMap::new();
+        if let Some(t) = base {
+            for e in t.iter() {
+                let id = e
+                    .id()
+                    .as_bytes()
+                    .try_into()
+                    .expect("SHA-1 ids are 20 bytes");
+                entries.insert(e.name_bytes().to_vec(), (e.filemode(), id));
+            }
+        }
+        let mut sub: BTreeMap<&str, BTreeMap<String, Option<Vec<u8>>>> = BTreeMap::new();
+        for (path, content) in changes {
+            match path.split_once('/') {
+                Some((dir, rest)) => {
+                    sub.entry(dir)
+                        .or_default()
+                        .insert(rest.to_string(), content.clone());
+                }
+                None => match content {
+                    Some(bytes) => {
+                        let id = new_object(pack::Kind::Blob, bytes.clone(), out);
+                        entries.insert(path.as_bytes().to_vec(), (0o100644, id));
+                    }
+                    None => {
+                        entries.remove(path.as_bytes());
+                    }
+                },
+            }
+        }
+        for (dir, inner) in sub {
+            let existing = match entries.get(dir.as_bytes()) {
+                Some((mode, id)) if *mode == 0o040000 => {
+                    let oid = Oid::from_bytes(id).map_err(|e| Error::git("read a tree id", e))?;
+                    Some(
+                        self.repo
+                            .find_tree(oid)
+                            .map_err(|e| Error::git(format!("read tree {dir}"), e))?,
+                    )
+                }
+                _ => None,
+            };
+            match self.build_tree(existing.as_ref(), &inner, out)? {
+                Some(id) => {
+                    entries.insert(dir.as_bytes().to_vec(), (0o040000, id));
+                }
+                None => {
+                    entries.remove(dir.as_bytes());
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        // git orders entries by name, a folder's name as if it ended in '/'.
+        let mut sorted: Vec<(Vec<u8>, i32, [u8; 20])> = entries
+            .into_iter()
+            .map(|(name, (mode, id))| {
+                let mut key = name;
+                if mode == 0o040000 {
+                    key.push(b'/');
+                }
+                (key, mode, id)
+            })
+            .collect();
+        sorted.sort();
+        let mut data = Vec::with_capacity(sorted.len() * 48);
+        for (mut name, mode, id) in sorted {
+            if mode == 0o040000 {
+                name.pop();
+            }
+            data.extend_from_slice(format!("{mode:o} ").as_bytes());
+            data.extend_from_slice(&name);
+            data.push(0);
+            data.extend_from_slice(&id);
+        }
+        Ok(Some(new_object(pack::Kind::Tree, data, out)))
     }
 
     /// Keeps the number of packs small: every write adds one, so once
@@ -1295,137 +1377,41 @@ impl Store {
     }
 }
 
-/// Builds the new root tree from `base` plus `changes`, from git objects
-/// only; every object it writes is added to `written`.
-fn build_tree(
-    repo: &Repository,
-    base: Option<&Tree<'_>>,
-    changes: &Changes,
-    written: &mut Vec<Oid>,
-) -> Result<Oid> {
-    let mut nested: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-    for (k, v) in changes {
-        nested.insert(k.clone(), v.clone());
-    }
-    match build_subtree(repo, base, &nested, written)? {
-        Some(id) => Ok(id),
-        None => {
-            // An empty store root: write the empty tree.
-            let id = repo
-                .treebuilder(None)
-                .and_then(|b| b.write())
-                .map_err(|e| Error::git("write the empty tree", e))?;
-            written.push(id);
-            Ok(id)
-        }
-    }
+/// Hashes an object as git does, pushes it to `out` and returns its id.
+fn new_object(kind: pack::Kind, data: Vec<u8>, out: &mut Vec<pack::Object>) -> [u8; 20] {
+    use sha1::{Digest, Sha1};
+    let name = match kind {
+        pack::Kind::Commit => "commit",
+        pack::Kind::Tree => "tree",
+        pack::Kind::Blob => "blob",
+        pack::Kind::Tag => "tag",
+    };
+    let mut h = Sha1::new();
+    h.update(format!("{name} {}\0", data.len()).as_bytes());
+    h.update(&data);
+    let id: [u8; 20] = h.finalize().into();
+    out.push(pack::Object { id, kind, data });
+    id
 }
 
-fn build_subtree<'r>(
-    repo: &'r Repository,
-    base: Option<&Tree<'r>>,
-    changes: &BTreeMap<String, Option<Vec<u8>>>,
-    written: &mut Vec<Oid>,
-) -> Result<Option<Oid>> {
-    let mut builder = repo
-        .treebuilder(base)
-        .map_err(|e| Error::git("tree builder", e))?;
-    let mut sub: BTreeMap<String, BTreeMap<String, Option<Vec<u8>>>> = BTreeMap::new();
-    for (path, content) in changes {
-        match path.split_once('/') {
-            Some((dir, rest)) => {
-                sub.entry(dir.to_string())
-                    .or_default()
-                    .insert(rest.to_string(), content.clone());
-            }
-            None => match content {
-                Some(bytes) => {
-                    let blob = repo
-                        .blob(bytes)
-                        .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
-                    written.push(blob);
-                    builder
-                        .insert(path, blob, 0o100644)
-                        .map_err(|e| Error::git(format!("insert {path}"), e))?;
-                }
-                None => {
-                    if builder.get(path).ok().flatten().is_some() {
-                        builder
-                            .remove(path)
-                            .map_err(|e| Error::git(format!("remove {path}"), e))?;
-                    }
-                }
-            },
-        }
-    }
-    for (dir, inner) in sub {
-        let existing = builder
-            .get(&dir)
-            .ok()
-            .flatten()
-            .filter(|e| e.kind() == Some(ObjectType::Tree))
-            .map(|e| e.id());
-        let existing_tree = match existing {
-            Some(id) => Some(
-                repo.find_tree(id)
-                    .map_err(|e| Error::git(format!("read tree {dir}"), e))?,
-            ),
-            None => None,
-        };
-        match build_subtree(repo, existing_tree.as_ref(), &inner, written)? {
-            Some(id) => {
-                builder
-                    .insert(&dir, id, 0o040000)
-                    .map_err(|e| Error::git(format!("insert {dir}"), e))?;
-            }
-            None => {
-                if builder.get(&dir).ok().flatten().is_some() {
-                    builder
-                        .remove(&dir)
-                        .map_err(|e| Error::git(format!("remove {dir}"), e))?;
-                }
-            }
-        }
-    }
-    if builder.is_empty() {
-        return Ok(None);
-    }
-    let id = builder.write().map_err(|e| Error::git("write tree", e))?;
-    written.push(id);
-    Ok(Some(id))
+fn hex(id: &[u8; 20]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the blobs, trees and the commit for `changes` on top of `base`;
-/// every object written is added to `written`.
-fn write_commit(
-    repo: &Repository,
-    base: Option<Oid>,
-    changes: &Changes,
-    message: &str,
-    sig: &git2::Signature<'_>,
-    written: &mut Vec<Oid>,
-) -> Result<Oid> {
-    let parent = match base {
-        Some(c) => Some(
-            repo.find_commit(c)
-                .map_err(|e| Error::git(format!("read commit {c}"), e))?,
-        ),
-        None => None,
-    };
-    let base_tree = match &parent {
-        Some(p) => Some(p.tree().map_err(|e| Error::git("read tree", e))?),
-        None => None,
-    };
-    let tree_id = build_tree(repo, base_tree.as_ref(), changes, written)?;
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(|e| Error::git("read new tree", e))?;
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    let id = repo
-        .commit(None, sig, sig, message, &tree, &parents)
-        .map_err(|e| Error::git("write commit", e))?;
-    written.push(id);
-    Ok(id)
+/// `Name <email> seconds +hhmm`, as commit headers write a signature.
+fn signature_line(sig: &git2::Signature<'_>) -> String {
+    let when = sig.when();
+    let offset = when.offset_minutes();
+    let sign = if offset < 0 { '-' } else { '+' };
+    let offset = offset.unsigned_abs();
+    format!(
+        "{} <{}> {} {sign}{:02}{:02}",
+        String::from_utf8_lossy(sig.name_bytes()),
+        String::from_utf8_lossy(sig.email_bytes()),
+        when.seconds(),
+        offset / 60,
+        offset % 60
+    )
 }
 
 /// Packs above this many that break the geometric progression are merged

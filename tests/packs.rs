@@ -74,3 +74,66 @@ fn a_killed_writers_temp_pack_is_cleared_by_the_next_write() {
     common::patch_until_landed(&store, "run_packs", "after-crash", "temp pack test");
     assert!(!stale.exists(), "the stale temp pack is gone");
 }
+
+#[test]
+fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
+    use cairn::store::{Changes, Mutation};
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = tempfile::TempDir::new().unwrap();
+    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    // '-' (0x2d) and '.' (0x2e) sort before '/' (0x2f), '0' after it: a
+    // folder `a` sorts as `a/`, between them.
+    let paths = [
+        "notes/a-b",
+        "notes/a/x",
+        "notes/a.c",
+        "notes/a0",
+        "notes/a/y/z",
+    ];
+    let write = |changes: Changes| {
+        store
+            .transact(None, |_| {
+                Ok(Mutation {
+                    changes: changes.clone(),
+                    event: ledger::EventDraft::new(ledger::EventType::ManualEdit, "notes"),
+                    tags: Vec::new(),
+                })
+            })
+            .unwrap()
+    };
+    write(
+        paths
+            .iter()
+            .map(|p| (p.to_string(), Some(format!("{p}\n").into_bytes())))
+            .collect(),
+    );
+    common::assert_git_fsck_clean(dir.path(), home.path(), "after adding");
+    let listed = common::git(
+        dir.path(),
+        home.path(),
+        &["ls-tree", "-r", "--name-only", "main", "notes"],
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut want: Vec<&str> = paths.to_vec();
+    // A recursive listing in tree order is plain byte order of the paths.
+    want.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+    write(
+        ["notes/a/x", "notes/a/y/z"]
+            .iter()
+            .map(|p| (p.to_string(), None))
+            .collect(),
+    );
+    common::assert_git_fsck_clean(dir.path(), home.path(), "after deleting");
+    let listed = common::git(
+        dir.path(),
+        home.path(),
+        &["ls-tree", "-r", "-t", "--name-only", "main", "notes"],
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["notes", "notes/a-b", "notes/a.c", "notes/a0"],
+        "the emptied folders are gone"
+    );
+}
