@@ -9,8 +9,8 @@
 //! Invariants: the `.idx` is renamed into place after the `.pack`, so a
 //! reader that finds an index always finds its pack; both are named by the
 //! pack's SHA-1 checksum, as git names them; each object appears once.
-//! Durability is the caller's on Linux (the store runs one `syncfs` per
-//! write); elsewhere the files and their folder are fsync'd here.
+//! Both files are fsync'd before they are renamed into place, and the
+//! folder after: a pack [`Writer::finish`] returns survives power loss.
 
 use std::fs;
 use std::io::Write;
@@ -196,22 +196,17 @@ impl Writer {
         let idx_path = self.dir.join(format!("{name}.idx"));
         let idx_tmp = self.tmp.with_extension("idx");
         fs::write(&idx_tmp, index).map_err(|e| Error::io("write", &idx_tmp, e))?;
-        if !cfg!(target_os = "linux") {
-            // Off Linux the store has no syncfs: the files sync themselves.
-            for path in [&self.tmp, &idx_tmp] {
-                fs::File::open(path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io("fsync", path, e))?;
-            }
+        for path in [&self.tmp, &idx_tmp] {
+            fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("fsync", path, e))?;
         }
         fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))?;
         self.finished = true;
         fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))?;
-        if !cfg!(target_os = "linux") {
-            fs::File::open(&self.dir)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("fsync", &self.dir, e))?;
-        }
+        fs::File::open(&self.dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
         Ok(pack_path)
     }
 }

@@ -10,11 +10,10 @@
 //!   for the changed paths alone.
 //! - Paths with uncommitted hand edits are never overwritten: the write is
 //!   refused before any commit is made.
-//! - An acknowledged write is durable: on Linux a commit's objects are written
-//!   without fsync and flushed together by one `syncfs` before the branch
-//!   moves, and the moved ref by a second one before the write returns
-//!   (elsewhere libgit2 fsyncs every object and ref). So the ref never points
-//!   at objects a power loss could take.
+//! - An acknowledged write is durable: a commit's objects go into one pack
+//!   whose files and folder are fsync'd before the branch moves, and libgit2
+//!   fsyncs the moved ref. So the ref never points at objects a power loss
+//!   could take.
 //! - A crash between the ref update and the work-tree update is repaired by
 //!   the next write through a small journal in `.cairn/`.
 
@@ -148,10 +147,9 @@ pub struct CommitInfo {
 
 static GIT_INIT: Once = Once::new();
 
-/// Sets libgit2's process-wide options once: how objects and refs are made
-/// durable (see [`sync_git_dir`]), and no per-entry existence check when
-/// building trees: every entry cairn inserts is an object it just wrote or
-/// read from an existing tree.
+/// Sets libgit2's process-wide options once: fsync of the objects and refs
+/// libgit2 writes (git2 has no switch for it), and no per-entry existence
+/// check when building trees.
 fn init_libgit2() {
     GIT_INIT.call_once(|| {
         git2::opts::strict_object_creation(false);
@@ -159,20 +157,15 @@ fn init_libgit2() {
         // (a large share of a write's CPU); zlib's checksum still catches a
         // damaged object, and `git fsck --full` verifies every hash.
         git2::opts::strict_hash_verification(false);
-        // On Linux cairn makes a commit's objects durable with one syncfs
-        // after writing all of them; libgit2's own fsync costs two fsyncs per
-        // loose object. Elsewhere libgit2 fsyncs each object and ref.
-        if !cfg!(target_os = "linux") {
-            // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int;
-            // git2 already initialised libgit2 in the call above.
-            let rc = unsafe {
-                libgit2_sys::git_libgit2_opts(
-                    libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
-                    1,
-                )
-            };
-            debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
-        }
+        // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int;
+        // git2 already initialised libgit2 in the call above.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
+                1,
+            )
+        };
+        debug_assert_eq!(rc, 0, "libgit2 accepts ENABLE_FSYNC_GITDIR");
         // libgit2 caches trees only up to 4 KiB, and a store's shard folders
         // hold hundreds of entries: every path lookup would read, inflate and
         // hash-verify them again. Keep trees up to 1 MiB in the object cache.
@@ -724,7 +717,6 @@ impl Store {
             .map_err(|e| Error::git("make signature", e))?;
             let commit =
                 self.write_commit_packed(snap.commit, &mutation.changes, &message, &sig)?;
-            self.sync_git_dir()?;
             self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
             fail::fail_point!("store::before_cas");
             let moved = match snap.commit {
@@ -761,7 +753,6 @@ impl Store {
                 Err(e) => return Err(Error::git(format!("update {}", self.branch), e)),
             }
             fail::fail_point!("store::after_cas");
-            self.sync_git_dir()?;
             let event = Event {
                 commit: commit.to_string(),
                 ..event
@@ -1187,8 +1178,8 @@ impl Store {
                 .map_err(|e| Error::git(format!("read object {oid}"), e))?;
             writer.add(id, pack_kind(obj.kind()), obj.data())?;
         }
+        // The new pack is fsync'd before the merged ones go.
         let fresh = writer.finish()?.with_extension("");
-        self.sync_git_dir()?;
         // A multi-pack index may list the merged packs; it is optional, and
         // git rebuilds it when asked to.
         let _ = fs::remove_file(dir.join("multi-pack-index"));
@@ -1267,17 +1258,9 @@ impl Store {
                 .tag(name, &object, &sig, message, false)
                 .map_err(|e| Error::git(format!("create tag {name}"), e))?;
         }
-        self.sync_git_dir()
+        Ok(())
     }
 
-    /// Makes everything written into the git folder so far durable. On
-    /// Linux one `syncfs` of the git folder's file system: far cheaper than
-    /// libgit2's two fsyncs per loose object (a write makes about a dozen),
-    /// at the price of also flushing whatever else is pending on that file
-    /// system. Elsewhere libgit2 fsyncs as it writes, and this does nothing.
-    fn sync_git_dir(&self) -> Result<()> {
-        sync_file_system(self.repo.path())
-    }
 
     /// An empty journal means nothing is pending.
     fn clear_journal(&self) {
@@ -1425,24 +1408,6 @@ fn pack_kind(kind: ObjectType) -> pack::Kind {
         ObjectType::Tag => pack::Kind::Tag,
         _ => pack::Kind::Blob,
     }
-}
-
-/// Flushes the file system holding `dir` to stable storage (Linux `syncfs`).
-#[cfg(target_os = "linux")]
-fn sync_file_system(dir: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    // SAFETY: syncfs takes an open file descriptor, which `f` keeps open.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(Error::io("syncfs", dir, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// libgit2 fsyncs objects and refs itself off Linux (see `init_libgit2`).
-#[cfg(not(target_os = "linux"))]
-fn sync_file_system(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 /// Removes the temp files a killed `write_atomic` may have left beside `file`.
@@ -1847,8 +1812,6 @@ impl Store {
             }
             input.push(0);
         }
-        // git will not fsync objects it finds already present.
-        self.sync_git_dir()?;
         let mut c = self.git_index_command(index_file);
         c.args(["update-index", "-z", "--index-info"]);
         self.run_git(c, "update-index --index-info", Some(&input))?;
