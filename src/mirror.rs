@@ -507,23 +507,38 @@ impl Shards {
 
 impl Serialize for Shards {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let text: Vec<String> = self.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-        s.serialize_str(&text.join(" "))
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(self.0.len() * 8);
+        for (i, n) in self.0.iter().enumerate().filter(|(_, n)| **n > 0) {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            let _ = write!(text, "{i:02x}:{n}");
+        }
+        s.serialize_str(&text)
     }
 }
 
 impl<'de> Deserialize<'de> for Shards {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = Shards::default();
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let mut counts = vec![0u64; 256];
         for pair in text.split_whitespace() {
             let (k, n) = pair
                 .split_once(':')
                 .ok_or_else(|| serde::de::Error::custom("shard counts are shard:count"))?;
-            let n: i64 = n.parse().map_err(serde::de::Error::custom)?;
-            out.add(k, n);
+            let n: u64 = n.parse().map_err(serde::de::Error::custom)?;
+            if let Some(slot) = usize::from_str_radix(k, 16)
+                .ok()
+                .and_then(|i| counts.get_mut(i))
+            {
+                *slot += n;
+            }
         }
-        Ok(out)
+        if counts.iter().all(|n| *n == 0) {
+            counts.clear();
+        }
+        Ok(Shards(counts))
     }
 }
 
@@ -2485,5 +2500,24 @@ impl Source for MapSource<'_> {
     }
     fn list(&self, _: &str) -> Result<Vec<(String, bool)>> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shards;
+
+    #[test]
+    fn shard_counts_round_trip_through_their_compact_text() {
+        let mut s = Shards::default();
+        s.add("00", 3);
+        s.add("a7", 1);
+        s.add("ff", 12);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(text, r#""00:3 a7:1 ff:12""#);
+        assert_eq!(serde_json::from_str::<Shards>(&text).unwrap(), s);
+        let empty: Shards = serde_json::from_str(r#""00:0""#).unwrap();
+        assert_eq!(empty, Shards::default(), "all-zero counts are no counts");
+        assert!(serde_json::from_str::<Shards>(r#""00-3""#).is_err());
     }
 }

@@ -1261,7 +1261,6 @@ impl Store {
         Ok(())
     }
 
-
     /// An empty journal means nothing is pending.
     fn clear_journal(&self) {
         if let Ok(f) = OpenOptions::new().write(true).open(self.journal_path()) {
