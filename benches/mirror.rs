@@ -6,8 +6,9 @@
 //! - `CAIRN_BENCH_BIG`: the large store size (default 100000).
 //! - `CAIRN_BENCH_EDITS`: watcher edits (default 200).
 //!
-//! Rows: `lib-bare-N-on|off` time `working_set::patch` in a bare store holding
-//! N memory items with the mirror on or off; `render-N` times
+//! Rows: `lib-bare-N-on|off` time `working_set::patch` in two bare stores
+//! holding N memory items, one with the mirror on and one off, patched in
+//! alternation (the `mirror-N` line gives their ratio and difference); `render-N` times
 //! `mirror::render_all` from scratch; `watch-1000` times an atomic save of the
 //! working set until the run page shows it, with the watcher's default debounce.
 
@@ -112,24 +113,52 @@ fn populate(dir: &Path, bare: bool, n: usize, mirror_on: bool) -> Store {
     store
 }
 
-fn patch_row(n: usize, mirror_on: bool, ops: usize) {
-    let dir = tempfile::TempDir::new().unwrap();
-    let store = populate(dir.path(), true, n, mirror_on);
-    let mut ms = Vec::new();
+/// Patches two stores of `n` items side by side, one with the mirror off
+/// and one with it on, alternating which goes first each round, so both
+/// rows (and the per-round difference) see the same moments of a noisy
+/// machine. Then times the mirror's own parts on the mirror-on store.
+fn patch_rows(n: usize, ops: usize) {
+    let dir_off = tempfile::TempDir::new().unwrap();
+    let dir_on = tempfile::TempDir::new().unwrap();
+    let off = populate(dir_off.path(), true, n, false);
+    let store = populate(dir_on.path(), true, n, true);
+    let (mut ms_off, mut ms_on, mut added) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..ops + 10 {
         let patch = json!({"_schema_version": "2.1", "expected_seq": i,
             "append": {"sliding_context": [{"id": format!("s{i}"), "content": "x".repeat(200), "timestamp": "2026-01-18T10:00:00Z", "priority": 1}]}});
-        let t = Instant::now();
-        working_set::patch(&store, RUN, &patch, "bench", None).expect("patch");
+        let time = |s: &Store| {
+            let t = Instant::now();
+            working_set::patch(s, RUN, &patch, "bench", None).expect("patch");
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let (a, b) = if i % 2 == 0 {
+            let a = time(&off);
+            (a, time(&store))
+        } else {
+            let b = time(&store);
+            (time(&off), b)
+        };
         if i >= 10 {
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            ms_off.push(a);
+            ms_on.push(b);
+            added.push(b - a);
         }
     }
-    report(
-        &format!("lib-bare-{n}-{}", if mirror_on { "on" } else { "off" }),
-        ms,
+    let p50 = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        pct(&v, 0.5)
+    };
+    println!(
+        "mirror-{n}: on/off p50 ratio {:.2}x, p50 on - p50 off {:+.3} ms, median of per-round differences {:+.3} ms",
+        p50(&ms_on) / p50(&ms_off),
+        p50(&ms_on) - p50(&ms_off),
+        p50(&added)
     );
-    if mirror_on {
+    report(&format!("lib-bare-{n}-off"), ms_off);
+    report(&format!("lib-bare-{n}-on"), ms_on);
+    drop(off);
+    {
         extend_row(&store, n, ops);
         catchup_row(&store, n);
         let tip = store.tip().unwrap().unwrap();
@@ -310,8 +339,7 @@ fn main() {
     let big = num("CAIRN_BENCH_BIG", 100_000);
     let edits = num("CAIRN_BENCH_EDITS", 200);
     for n in [1000, big] {
-        patch_row(n, false, ops);
-        patch_row(n, true, ops);
+        patch_rows(n, ops);
     }
     watch_row(1000, edits);
 }
