@@ -34,6 +34,26 @@ pub enum Kind {
     Tag = 4,
 }
 
+impl Kind {
+    /// The name git's object header uses (`blob`, `tree`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Commit => "commit",
+            Kind::Tree => "tree",
+            Kind::Blob => "blob",
+            Kind::Tag => "tag",
+        }
+    }
+}
+
+/// The id git gives an object: SHA-1 of `<kind> <size>\0` and the bytes.
+pub fn object_id(kind: Kind, data: &[u8]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    h.update(format!("{} {}\0", kind.name(), data.len()).as_bytes());
+    h.update(data);
+    h.finalize().into()
+}
+
 /// One object to pack: its id (the SHA-1 of its loose form), kind and bytes.
 #[derive(Debug, Clone)]
 pub struct Object {
@@ -298,7 +318,8 @@ fn object_count_of(head: &[u8]) -> Option<u32> {
     ))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (how git writes ids).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -307,17 +328,8 @@ mod tests {
     use super::*;
 
     fn object(kind: Kind, data: &[u8]) -> Object {
-        let name = match kind {
-            Kind::Commit => "commit",
-            Kind::Tree => "tree",
-            Kind::Blob => "blob",
-            Kind::Tag => "tag",
-        };
-        let mut h = Sha1::new();
-        h.update(format!("{name} {}\0", data.len()));
-        h.update(data);
         Object {
-            id: h.finalize().into(),
+            id: object_id(kind, data),
             kind,
             data: data.to_vec(),
         }

@@ -1009,7 +1009,7 @@ impl Store {
             // An empty store root: the empty tree.
             None => new_object(pack::Kind::Tree, Vec::new(), &mut objects),
         };
-        let mut text = format!("tree {}\n", hex(&tree));
+        let mut text = format!("tree {}\n", pack::hex(&tree));
         if let Some(p) = base {
             text.push_str(&format!("parent {p}\n"));
         }
@@ -1361,23 +1361,9 @@ impl Store {
 
 /// Hashes an object as git does, pushes it to `out` and returns its id.
 fn new_object(kind: pack::Kind, data: Vec<u8>, out: &mut Vec<pack::Object>) -> [u8; 20] {
-    use sha1::{Digest, Sha1};
-    let name = match kind {
-        pack::Kind::Commit => "commit",
-        pack::Kind::Tree => "tree",
-        pack::Kind::Blob => "blob",
-        pack::Kind::Tag => "tag",
-    };
-    let mut h = Sha1::new();
-    h.update(format!("{name} {}\0", data.len()).as_bytes());
-    h.update(&data);
-    let id: [u8; 20] = h.finalize().into();
+    let id = pack::object_id(kind, &data);
     out.push(pack::Object { id, kind, data });
     id
-}
-
-fn hex(id: &[u8; 20]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `Name <email> seconds +hhmm`, as commit headers write a signature.
