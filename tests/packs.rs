@@ -137,3 +137,38 @@ fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
         "the emptied folders are gone"
     );
 }
+
+#[test]
+fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let writer = common::init_store_with_run(dir.path(), true, "run_packs");
+    for i in 0..5 {
+        common::patch_until_landed(&writer, "run_packs", &format!("early{i}"), "before");
+    }
+    // A second handle (as another process would hold), which has read from
+    // the packs that exist now.
+    let reader = cairn::Store::open(dir.path(), Default::default()).unwrap();
+    let before = cairn::working_set::show(&reader, "run_packs", None).unwrap();
+    assert_eq!(before.update_seq, 5);
+    let packs_before = pack_files(dir.path());
+    for i in 0..40 {
+        common::patch_until_landed(&writer, "run_packs", &format!("late{i}"), "after");
+    }
+    let gone = packs_before
+        .iter()
+        .filter(|f| f.ends_with(".pack"))
+        .filter(|f| !dir.path().join("objects/pack").join(f).exists())
+        .count();
+    assert!(gone > 0, "the writes merged some of the reader's packs away");
+    // The reader sees the new tip and every old state, whose objects now
+    // live in merged packs.
+    let after = cairn::working_set::show(&reader, "run_packs", None).unwrap();
+    assert_eq!(after.update_seq, 45);
+    for seq in [1u64, 5, 20] {
+        let at = cairn::working_set::At::Seq(seq);
+        let ws = cairn::working_set::show(&reader, "run_packs", Some(&at)).unwrap();
+        assert_eq!(ws.update_seq, seq);
+    }
+    let events = ledger::query(&reader, &LogQuery::default()).unwrap();
+    assert_eq!(events.len(), 47);
+}
