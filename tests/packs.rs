@@ -159,7 +159,10 @@ fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
         .filter(|f| f.ends_with(".pack"))
         .filter(|f| !dir.path().join("objects/pack").join(f).exists())
         .count();
-    assert!(gone > 0, "the writes merged some of the reader's packs away");
+    assert!(
+        gone > 0,
+        "the writes merged some of the reader's packs away"
+    );
     // The reader sees the new tip and every old state, whose objects now
     // live in merged packs.
     let after = cairn::working_set::show(&reader, "run_packs", None).unwrap();
