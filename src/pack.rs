@@ -185,6 +185,23 @@ impl Writer {
         self.emit(&buf)
     }
 
+    /// Appends one object copied as it is from another pack: `entry` is its
+    /// whole packed form (header and zlib stream, no delta), `crc` its CRC-32.
+    pub fn add_raw(&mut self, id: [u8; 20], crc: u32, entry: &[u8]) -> Result<()> {
+        if self.entries.len() == self.expected {
+            return Err(Error::Integrity {
+                subject: "pack".into(),
+                message: format!("more than the {} announced objects", self.expected),
+            });
+        }
+        self.entries.push(Entry {
+            id,
+            crc,
+            offset: self.offset,
+        });
+        self.emit(entry)
+    }
+
     /// Writes the checksum and the index, moves both into place (the index
     /// last) and returns the `.pack` path.
     pub fn finish(mut self) -> Result<PathBuf> {
@@ -294,17 +311,35 @@ pub fn object_count(idx: &Path) -> Option<u32> {
     object_count_of(&head)
 }
 
-/// The ids an index at `idx` lists, or `None` if it is not a readable
-/// version 2 index.
-pub fn object_ids(idx: &Path) -> Option<Vec<[u8; 20]>> {
+/// Every object an index at `idx` lists: id, CRC-32 of its packed entry and
+/// its offset in the pack; `None` if it is not a readable version 2 index.
+pub fn index_entries(idx: &Path) -> Option<Vec<([u8; 20], u32, u64)>> {
     let bytes = fs::read(idx).ok()?;
     let n = object_count_of(&bytes)? as usize;
     let ids = bytes.get(HEADER..HEADER + n * 20)?;
-    Some(
-        ids.chunks_exact(20)
-            .map(|c| c.try_into().expect("20-byte chunks"))
-            .collect(),
-    )
+    let crcs = bytes.get(HEADER + n * 20..HEADER + n * 24)?;
+    let small = bytes.get(HEADER + n * 24..HEADER + n * 28)?;
+    let large = bytes.get(HEADER + n * 28..)?;
+    let be32 =
+        |b: &[u8], i: usize| u32::from_be_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let id: [u8; 20] = ids[i * 20..i * 20 + 20].try_into().expect("20 bytes");
+        let raw = be32(small, i);
+        let offset = if raw & 0x8000_0000 == 0 {
+            u64::from(raw)
+        } else {
+            let j = (raw & 0x7fff_ffff) as usize;
+            u64::from_be_bytes(large.get(j * 8..j * 8 + 8)?.try_into().ok()?)
+        };
+        out.push((id, be32(crcs, i), offset));
+    }
+    Some(out)
+}
+
+/// The pack type code of a packed entry (1–4 whole objects, 6–7 deltas).
+pub fn entry_type(entry: &[u8]) -> u8 {
+    entry.first().map(|b| (b >> 4) & 7).unwrap_or(0)
 }
 
 const HEADER: usize = 8 + 256 * 4;

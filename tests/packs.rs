@@ -175,3 +175,52 @@ fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
     let events = ledger::query(&reader, &LogQuery::default()).unwrap();
     assert_eq!(events.len(), 47);
 }
+
+#[test]
+fn packs_git_made_with_deltas_are_merged_too() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let home = tempfile::TempDir::new().unwrap();
+    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    for i in 0..10 {
+        common::patch_until_landed(&store, "run_packs", &format!("a{i}"), "before repack");
+    }
+    // git's own repack: one pack, successive working sets stored as deltas.
+    let out = common::git(dir.path(), home.path(), &["repack", "-a", "-d", "-f", "-q"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let git_pack: Vec<String> = pack_files(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".pack"))
+        .collect();
+    assert_eq!(git_pack.len(), 1);
+    let idx = dir
+        .path()
+        .join("objects/pack")
+        .join(git_pack[0].replace(".pack", ".idx"));
+    let verify = common::git(
+        dir.path(),
+        home.path(),
+        &["verify-pack", "-v", idx.to_str().unwrap()],
+    );
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("chain length"),
+        "git stored some objects as deltas"
+    );
+    for i in 0..60 {
+        common::patch_until_landed(&store, "run_packs", &format!("b{i}"), "after repack");
+    }
+    assert!(
+        !dir.path().join("objects/pack").join(&git_pack[0]).exists(),
+        "git's pack was merged"
+    );
+    common::assert_git_fsck_clean(dir.path(), home.path(), "after merging git's pack");
+    let reopened = cairn::Store::open(dir.path(), Default::default()).unwrap();
+    for seq in [1u64, 10, 70] {
+        let at = cairn::working_set::At::Seq(seq);
+        let ws = cairn::working_set::show(&reopened, "run_packs", Some(&at)).unwrap();
+        assert_eq!(ws.update_seq, seq);
+    }
+}
