@@ -1,10 +1,11 @@
-//! Writes git pack files (version 2) and their indexes (version 2) for the
-//! objects of one commit.
+//! Writes git pack files (version 2) and their indexes (version 2): the
+//! objects of one commit, or the entries of packs being merged.
 //!
 //! Why: on ext4 every new file costs an inode allocation, and a loose object
 //! is one new file each; a cairn write makes about a dozen objects. One pack
 //! holds them all in two files (`.pack` and `.idx`). The pack stores every
-//! object whole (zlib-compressed, no deltas); `git repack` makes deltas later.
+//! object whole (zlib-compressed, no deltas); merges copy such entries as they
+//! are. Deltas come only from git's own `gc`/`repack`, if the user runs them.
 //!
 //! Invariants: the `.idx` is renamed into place after the `.pack`, so a
 //! reader that finds an index always finds its pack; both are named by the
