@@ -148,12 +148,6 @@ impl Writer {
 
     /// Appends one object, whole and zlib-compressed.
     pub fn add(&mut self, id: [u8; 20], kind: Kind, data: &[u8]) -> Result<()> {
-        if self.entries.len() == self.expected {
-            return Err(Error::Integrity {
-                subject: "pack".into(),
-                message: format!("more than the {} announced objects", self.expected),
-            });
-        }
         // Type and size: 3 type bits and 4 size bits first, then 7 size bits
         // a byte, high bit set while more follow.
         let mut buf = Vec::with_capacity(16 + data.len() / 2);
@@ -178,16 +172,11 @@ impl Writer {
                 break;
             }
         }
-        self.entries.push(Entry {
-            id,
-            crc: crc32fast::hash(&buf),
-            offset: self.offset,
-        });
-        self.emit(&buf)
+        self.add_raw(id, crc32fast::hash(&buf), &buf)
     }
 
-    /// Appends one object copied as it is from another pack: `entry` is its
-    /// whole packed form (header and zlib stream, no delta), `crc` its CRC-32.
+    /// Appends one packed entry as it is (header and zlib stream, no delta),
+    /// e.g. copied from another pack; `crc` is its CRC-32.
     pub fn add_raw(&mut self, id: [u8; 20], crc: u32, entry: &[u8]) -> Result<()> {
         if self.entries.len() == self.expected {
             return Err(Error::Integrity {

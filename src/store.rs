@@ -680,20 +680,17 @@ impl Store {
                 }
             }
             let mut mutation = build(&snap)?;
-            let parsed = self.validate_changes(&snap, &mutation.changes, !verify_tip)?;
+            let limits = limits_for(&snap, &mutation.changes)?;
+            let parsed =
+                self.validate_changes(&snap, mutation.changes.iter(), &limits, !verify_tip)?;
             let planned: BTreeSet<String> = mutation.changes.keys().cloned().collect();
             crate::mirror::extend_parsed(self, &snap, &mut mutation.changes, parsed)?;
-            // The pages the mirror added are checked too (paths, sizes); the
-            // config rides along so the same limits apply.
-            let added: Changes = mutation
+            // What the mirror added is checked too (paths, sizes), by the same limits.
+            let added = mutation
                 .changes
                 .iter()
-                .filter(|(p, _)| !planned.contains(*p) || p.as_str() == layout::CONFIG)
-                .map(|(p, c)| (p.clone(), c.clone()))
-                .collect();
-            if added.len() > usize::from(planned.contains(layout::CONFIG)) {
-                self.validate_changes(&snap, &added, !verify_tip)?;
-            }
+                .filter(|(p, _)| !planned.contains(*p));
+            self.validate_changes(&snap, added, &limits, !verify_tip)?;
             let base_tree = match snap.commit {
                 Some(c) => Some(self.tree_of(c)?),
                 None => None,
@@ -788,27 +785,18 @@ impl Store {
         })
     }
 
-    /// Checks every changed file (path, size, episode immutability, schema)
-    /// and returns the parsed value of each changed canonical file. A
-    /// `repair` may write an episode back to the content of its tag, and
-    /// nothing else to an existing episode.
-    fn validate_changes(
+    /// Checks each changed file (path, size, episode immutability, schema)
+    /// against `limits` and returns the parsed value of each changed
+    /// canonical file. A `repair` may write an episode back to the content of
+    /// its tag, and nothing else to an existing episode.
+    fn validate_changes<'c>(
         &self,
         snap: &Snapshot<'_>,
-        changes: &Changes,
+        changes: impl Iterator<Item = (&'c String, &'c Option<Vec<u8>>)>,
+        limits: &crate::config::Limits,
         repair: bool,
     ) -> Result<BTreeMap<String, Value>> {
         let mut parsed = BTreeMap::new();
-        // The config that governs limits is the one being written, if any.
-        let limits = match changes.get(layout::CONFIG) {
-            Some(Some(bytes)) => {
-                let v =
-                    schema::parse_document(layout::CONFIG, bytes, schema::ParseLimits::default())?;
-                schema::validate("store_config", layout::CONFIG, &v)?;
-                StoreConfig::from_value(v).limits
-            }
-            _ => snap.config().limits.clone(),
-        };
         for (path, content) in changes {
             if !is_safe_path(path) {
                 return Err(Error::Invalid {
@@ -923,17 +911,10 @@ impl Store {
         let Some(workdir) = self.repo.workdir() else {
             return Ok(());
         };
-        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
-        index.read(false).map_err(|e| Error::git("read index", e))?;
         for (path, content) in changes {
             let full = workdir.join(path);
             match content {
-                Some(bytes) => {
-                    write_atomic(&full, bytes, false)?;
-                    index
-                        .add_path(Path::new(path))
-                        .map_err(|e| Error::git(format!("stage {path}"), e))?;
-                }
+                Some(bytes) => write_atomic(&full, bytes, false)?,
                 None => {
                     match fs::remove_file(&full) {
                         Ok(()) => {}
@@ -941,16 +922,16 @@ impl Store {
                         Err(e) => return Err(Error::io("remove", full, e)),
                     }
                     remove_empty_parents(workdir, &full);
-                    index
-                        .remove_path(Path::new(path))
-                        .map_err(|e| Error::git(format!("unstage {path}"), e))?;
                 }
             }
         }
+        // git updates the index under its lock, reading it only after taking
+        // the lock; libgit2 reads first and locks to write, which could drop
+        // what a concurrent `git add` staged in between.
         self.mark_index_write(true);
-        let written = index.write().map_err(|e| Error::git("write index", e));
+        let staged = self.stage(None, changes);
         self.mark_index_write(false);
-        written
+        staged
     }
 
     /// The marker that says a cairn process is inside an index write (so an
@@ -1119,7 +1100,7 @@ impl Store {
     /// `.promisor` file are left alone. Runs under the store lock; the new
     /// pack is durable before the merged ones are deleted. Returns how many
     /// packs were merged.
-    pub fn consolidate_packs(&self) -> Result<usize> {
+    fn consolidate_packs(&self) -> Result<usize> {
         let dir = self.repo.path().join("objects").join("pack");
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(0);
@@ -1384,6 +1365,19 @@ impl Store {
         self.clear_journal();
         Ok(())
     }
+}
+
+/// The limits a write is checked against: those of the config it writes, if
+/// it writes one, else the tip's.
+fn limits_for(snap: &Snapshot<'_>, changes: &Changes) -> Result<crate::config::Limits> {
+    Ok(match changes.get(layout::CONFIG) {
+        Some(Some(bytes)) => {
+            let v = schema::parse_document(layout::CONFIG, bytes, schema::ParseLimits::default())?;
+            schema::validate("store_config", layout::CONFIG, &v)?;
+            StoreConfig::from_value(v).limits
+        }
+        _ => snap.config().limits.clone(),
+    })
 }
 
 /// Hashes an object as git does, pushes it to `out` and returns its id.
