@@ -22,7 +22,9 @@
 //!   (counts, the run table, the candidate list, recent events) live in
 //!   `mirror/index.json`, a derived file updated by deltas: a write reads the
 //!   old and new versions of the files it changes and nothing else, so its
-//!   cost does not grow with the store.
+//!   cost does not grow with the store. The memory groups' counts by id
+//!   shard (what splits their pages) are in `mirror/shards.json`, read and
+//!   rewritten only by a change to a memory item.
 //! - The renderer reads through [`Source`], so the same code renders from git
 //!   objects (commits) and from the work tree (the watcher).
 
@@ -48,6 +50,11 @@ use crate::{layout, schema};
 pub const DIR: &str = "mirror";
 /// The derived aggregates the incremental renderer carries from commit to commit.
 pub const INDEX: &str = "mirror/index.json";
+/// The active-item counts of the memory groups by id shard, which decide how
+/// a group's pages split. Kept apart from [`INDEX`] because at scale they
+/// are most of its bytes and only a memory change moves them: a write that
+/// changes no memory item does not read or rewrite this file.
+pub const SHARDS: &str = "mirror/shards.json";
 /// The store overview page.
 pub const README: &str = "mirror/README.md";
 /// The review queue page.
@@ -56,6 +63,10 @@ pub const QUEUE: &str = "mirror/queue.md";
 pub const TEMPLATE_DIR: &str = "templates/mirror";
 /// Bumped whenever the shape of the output changes: forces a full render.
 const VERSION: u32 = 2;
+/// The format of [`INDEX`]. Format 2 carried the shard counts inline; it is
+/// still read (the counts move to [`SHARDS`] on the next write), so a store
+/// written by an older cairn does not pay a full render to upgrade.
+const INDEX_VERSION: u32 = 3;
 /// How deep a supersession chain is shown under the item that replaced it.
 const MAX_CHAIN: usize = 8;
 /// How many milestones the overview lists.
@@ -469,7 +480,9 @@ struct Group {
     kind: String,
     /// Items by status.
     counts: BTreeMap<String, u64>,
-    /// Active items by the shard of their id.
+    /// Active items by the shard of their id. Stored in [`SHARDS`], not in
+    /// the index (format 2 indexes had them here, and are still read).
+    #[serde(default, skip_serializing)]
     shards: Shards,
 }
 
@@ -555,6 +568,10 @@ struct Index {
     milestones: Vec<MilestoneRow>,
     events: Vec<EventRow>,
     run_events: BTreeMap<String, Vec<EventRow>>,
+    /// Whether the groups' shard counts are in memory (a full scan, a format
+    /// 2 index, or [`Index::load_shards`]); only then is [`SHARDS`] written.
+    #[serde(skip)]
+    shards_loaded: bool,
 }
 
 fn group_key(scope: &str, scope_id: Option<&str>, kind: &str) -> String {
@@ -1423,7 +1440,8 @@ type Items = std::collections::HashMap<String, Option<MemoryItem>>;
 /// way; the memory items it parsed go to `items` for the pages.
 fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Result<Index> {
     let mut idx = Index {
-        version: VERSION,
+        version: INDEX_VERSION,
+        shards_loaded: true,
         ..Default::default()
     };
     let mut keep = |path: &str, r: Result<()>| -> Result<()> {
@@ -1518,6 +1536,7 @@ fn render_everything(
         wanted.extend(family_pages(g, cfg.max_page_items));
     }
     wanted.insert(INDEX.into());
+    wanted.insert(SHARDS.into());
     let mut existing = Vec::new();
     walk(pass.pages, DIR, &mut existing)?;
     for path in existing {
@@ -1590,6 +1609,10 @@ fn apply_changes(
                     .insert(layout::run_of(path).unwrap_or_default().to_string());
             }
             Some("memory_item") => {
+                // The groups' pages split by their shard counts.
+                if !idx.shards_loaded {
+                    return Ok(false);
+                }
                 let before = read_item(old, path)?;
                 let after = read_item(new, path)?;
                 for (item, sign) in [(&before, -1), (&after, 1)] {
@@ -1697,12 +1720,64 @@ fn render_dirty(
 
 /// The parsed index of the current pages, if usable for an incremental pass.
 fn load_index(pages: &dyn Source) -> Result<Option<Index>> {
-    let Some(bytes) = pages.read(INDEX)? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_slice::<Index>(&bytes)
-        .ok()
-        .filter(|i| i.version == VERSION))
+    Ok(pages.read(INDEX)?.and_then(|bytes| parse_index(&bytes)))
+}
+
+/// An index in a format this build reads, or `None`.
+fn parse_index(bytes: &[u8]) -> Option<Index> {
+    let mut idx = serde_json::from_slice::<Index>(bytes).ok()?;
+    match idx.version {
+        // Format 2 carried the shard counts inline; the next write moves them.
+        2 => {
+            idx.version = INDEX_VERSION;
+            idx.shards_loaded = true;
+        }
+        INDEX_VERSION => {}
+        _ => return None,
+    }
+    Some(idx)
+}
+
+impl Index {
+    /// Reads the groups' shard counts from [`SHARDS`] in `pages`. False when
+    /// the file is missing or does not match the groups (a full render
+    /// rebuilds both).
+    fn load_shards(&mut self, pages: &dyn Source) -> Result<bool> {
+        if self.shards_loaded {
+            return Ok(true);
+        }
+        let Some(bytes) = pages.read(SHARDS)? else {
+            return Ok(false);
+        };
+        let Ok(all) = serde_json::from_slice::<BTreeMap<String, Shards>>(&bytes) else {
+            return Ok(false);
+        };
+        for (key, shards) in all {
+            match self.groups.get_mut(&key) {
+                Some(g) => g.shards = shards,
+                None => return Ok(false),
+            }
+        }
+        self.shards_loaded = true;
+        Ok(true)
+    }
+}
+
+/// Puts the index into a pass's output, and the shard counts when they were
+/// loaded (otherwise they did not change and their file stays as it is).
+fn put_index(out: &mut Changes, idx: &Index) {
+    out.insert(INDEX.into(), Some(index_bytes(idx)));
+    if idx.shards_loaded {
+        let counts: BTreeMap<&String, &Shards> = idx
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.shards.0.is_empty())
+            .map(|(k, g)| (k, &g.shards))
+            .collect();
+        let mut b = serde_json::to_vec_pretty(&counts).expect("shard counts serialize");
+        b.push(b'\n');
+        out.insert(SHARDS.into(), Some(b));
+    }
 }
 
 fn config_after(snap: &Snapshot<'_>, changes: &Changes) -> StoreConfig {
@@ -1864,7 +1939,7 @@ fn plan(
         out: Changes::new(),
     };
     let idx = render_everything(new, store, horizon, cfg, &mut pass, &[])?;
-    pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
+    put_index(&mut pass.out, &idx);
     finish(pass)
 }
 
@@ -1885,9 +1960,7 @@ fn writer_of_index(store: &Store, tip: Oid) -> Result<Option<(Oid, Index)>> {
                 None => None,
             };
             if let Some(blob) = here.filter(|_| here != before) {
-                let idx = serde_json::from_slice::<Index>(&store.read_blob(blob)?)
-                    .ok()
-                    .filter(|i| i.version == VERSION);
+                let idx = parse_index(&store.read_blob(blob)?);
                 let parent = parent.map(|p| p.to_string());
                 return Ok(idx.filter(|i| i.horizon == parent).map(|i| (at, i)));
             }
@@ -1914,6 +1987,13 @@ fn incremental(
     cfg: &MirrorConfig,
     pass: &mut Pass<'_>,
 ) -> Result<bool> {
+    let mut old_idx = old_idx;
+    let memory_changed = paths
+        .iter()
+        .any(|p| layout::schema_for(p) == Some("memory_item"));
+    if memory_changed && !old_idx.load_shards(pass.pages)? {
+        return Ok(false);
+    }
     let mut idx = old_idx.clone();
     let mut dirty = Dirty::default();
     if !apply_changes(&mut idx, old, new, paths, &mut dirty)? {
@@ -1937,7 +2017,7 @@ fn incremental(
         problems: &[],
     };
     render_dirty(&r, &old_idx, &old_registry, &dirty, pass)?;
-    pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
+    put_index(&mut pass.out, &idx);
     Ok(true)
 }
 
@@ -2059,7 +2139,8 @@ pub fn write_pages(workdir: &Path, pages: &Changes) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Whole-store operations.
 
-/// Renders every page of `src` from scratch: path → bytes, `mirror/index.json` included.
+/// Renders every page of `src` from scratch: path → bytes, `mirror/index.json`
+/// and `mirror/shards.json` included.
 ///
 /// `horizon` is the newest commit whose event the pages show.
 pub fn render_all(
@@ -2077,7 +2158,7 @@ pub fn render_all(
         out: Changes::new(),
     };
     let idx = render_everything(src, store, horizon, cfg, &mut pass, problems)?;
-    pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
+    put_index(&mut pass.out, &idx);
     Ok(pass
         .out
         .into_iter()
@@ -2398,7 +2479,7 @@ impl WorkTreeMirror {
             &mut pass,
             &problems,
         )?;
-        pass.out.insert(INDEX.into(), Some(index_bytes(&self.idx)));
+        put_index(&mut pass.out, &self.idx);
         let out = finish(pass)?;
         write_pages(&self.root, &out)?;
         Ok(out.into_keys().collect())
@@ -2466,7 +2547,7 @@ impl WorkTreeMirror {
             problems: &problems,
         };
         render_dirty(&r, &old_idx, &old_registry, &dirty, &mut pass)?;
-        pass.out.insert(INDEX.into(), Some(index_bytes(&idx)));
+        put_index(&mut pass.out, &idx);
         let out = finish(pass)?;
         write_pages(&self.root, &out)?;
         self.idx = idx;
@@ -2505,7 +2586,86 @@ impl Source for MapSource<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Shards;
+    use super::{parse_index, put_index, Index, MapSource, Shards, INDEX, SHARDS};
+    use crate::memory::MemoryItem;
+    use crate::store::Changes;
+    use std::collections::BTreeMap;
+
+    fn item(id: &str, kind: &str) -> MemoryItem {
+        serde_json::from_value(serde_json::json!({
+            "_schema_version": "2.1", "id": id, "type": kind, "scope": "global",
+            "content": "c", "confidence": 0.5, "status": "active", "source_refs": [],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    /// An index with shard counts in two groups, as a full scan leaves it.
+    fn scanned() -> Index {
+        let mut idx = Index {
+            version: super::INDEX_VERSION,
+            shards_loaded: true,
+            ..Default::default()
+        };
+        for (i, kind) in ["fact", "fact", "decision"].iter().enumerate() {
+            let it = item(&format!("mem_0{i}abc"), kind);
+            idx.apply_item(&it.path(), &it, 1);
+        }
+        idx
+    }
+
+    #[test]
+    fn shard_counts_live_in_their_own_file_and_load_only_when_asked() {
+        let idx = scanned();
+        let mut out = Changes::new();
+        put_index(&mut out, &idx);
+        let files: BTreeMap<String, Vec<u8>> =
+            out.into_iter().map(|(p, c)| (p, c.unwrap())).collect();
+        let text = String::from_utf8(files[INDEX].clone()).unwrap();
+        assert!(!text.contains("shards"), "{text}");
+        // Read back: the groups come without their counts until asked.
+        let mut back = parse_index(&files[INDEX]).unwrap();
+        assert!(!back.shards_loaded);
+        assert!(back.groups.values().all(|g| g.shards.0.is_empty()));
+        let mut again = Changes::new();
+        put_index(&mut again, &back);
+        assert_eq!(
+            again.keys().collect::<Vec<_>>(),
+            [INDEX],
+            "counts not loaded, not written"
+        );
+        assert!(back.load_shards(&MapSource(&files)).unwrap());
+        assert_eq!(back.groups, idx.groups);
+        // A missing file or one that names a group the index lacks: not usable.
+        let mut only_index = files.clone();
+        only_index.remove(SHARDS);
+        assert!(!parse_index(&files[INDEX])
+            .unwrap()
+            .load_shards(&MapSource(&only_index))
+            .unwrap());
+        let mut stray = files.clone();
+        stray.insert(SHARDS.into(), br#"{"global/-/identity": "00:1"}"#.to_vec());
+        assert!(!parse_index(&files[INDEX])
+            .unwrap()
+            .load_shards(&MapSource(&stray))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_format_2_index_with_inline_counts_is_still_read() {
+        let idx = scanned();
+        let mut v2 = serde_json::to_value(&idx).unwrap();
+        v2["version"] = 2.into();
+        for (key, g) in &idx.groups {
+            v2["groups"][key]["shards"] = serde_json::to_value(&g.shards).unwrap();
+        }
+        let back = parse_index(&serde_json::to_vec(&v2).unwrap()).unwrap();
+        assert_eq!(back.version, super::INDEX_VERSION);
+        assert!(back.shards_loaded, "the next write moves the counts out");
+        assert_eq!(back.groups, idx.groups);
+        v2["version"] = 1.into();
+        assert!(parse_index(&serde_json::to_vec(&v2).unwrap()).is_none());
+    }
 
     #[test]
     fn shard_counts_round_trip_through_their_compact_text() {

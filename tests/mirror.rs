@@ -141,7 +141,7 @@ fn golden_pages_of_a_fixed_store() {
     let store = fixture(dir.path());
     let pages = pages(&store);
     for (path, bytes) in &pages {
-        if path == mirror::INDEX {
+        if path == mirror::INDEX || path == mirror::SHARDS {
             continue;
         }
         // Run pages sit in a shard folder; the snapshot name leaves it out.
@@ -205,8 +205,14 @@ fn empty_state_pages_for_a_new_store() {
     let keys: Vec<&String> = pages.keys().collect();
     assert_eq!(
         keys,
-        ["mirror/README.md", "mirror/index.json", "mirror/queue.md"]
+        [
+            "mirror/README.md",
+            "mirror/index.json",
+            "mirror/queue.md",
+            "mirror/shards.json"
+        ]
     );
+    assert_eq!(pages["mirror/shards.json"], b"{}\n");
     insta::assert_snapshot!(
         "empty__README.md",
         redact(&String::from_utf8_lossy(&pages["mirror/README.md"]))
@@ -308,6 +314,7 @@ fn a_memory_review_touches_the_queue_and_its_memory_page() {
         "mirror/index.json".to_string(),
         "mirror/memory/global/preference.md".to_string(),
         "mirror/queue.md".to_string(),
+        mirror::SHARDS.to_string(),
         mirror::run_page(RUN),
     ];
     expected.sort();
