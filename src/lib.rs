@@ -13,6 +13,7 @@ pub mod config;
 pub mod episode;
 pub mod error;
 pub mod fsck;
+mod git_index;
 pub mod hooks;
 pub mod idempotency;
 pub mod layout;

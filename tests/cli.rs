@@ -667,6 +667,34 @@ fn bad_input_hand_edits_in_the_way() {
         "CONFLICT",
         4,
     );
+    // Staged while the file on disk is back to the tip's: only the index
+    // shows the edit, in any index format git writes.
+    env.git(&["reset", "-q", "--hard"]);
+    let tip_bytes = std::fs::read(env.ws_file(&run)).unwrap();
+    for version in ["2", "3", "4"] {
+        std::fs::write(env.ws_file(&run), "# staged only\n").unwrap();
+        env.git(&["add", "-A"]);
+        std::fs::write(env.ws_file(&run), &tip_bytes).unwrap();
+        env.git(&["update-index", "--index-version", version]);
+        let err = refused(
+            &env,
+            &["ws", "patch", &run, "--file", &f],
+            None,
+            "CONFLICT",
+            4,
+        );
+        assert_eq!(
+            err["code"],
+            json!("HAND_EDITS_IN_THE_WAY"),
+            "index v{version}"
+        );
+        env.git(&["reset", "-q"]);
+    }
+    // With nothing in the way, a version 4 index (paths prefix-compressed)
+    // lets the write through.
+    env.git(&["update-index", "--index-version", "4"]);
+    let (code, out) = env.json(&["ws", "patch", &run, "--file", &f]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]
