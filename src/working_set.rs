@@ -483,6 +483,9 @@ pub fn patch(
     file: &str,
     key: Option<&str>,
 ) -> Result<PatchOutcome> {
+    // What the last planning pass wrote: the committed file holds exactly
+    // this, so it is returned without reading and parsing the file again.
+    let mut written: Option<WorkingSet> = None;
     let committed = store.transact(key, |snap| {
         let path = layout::working_set(run_id);
         let current = read(snap, run_id)?;
@@ -511,6 +514,7 @@ pub fn patch(
         if !applied.evicted.is_empty() {
             subject.push_str(&format!(", evicted {}", applied.evicted.len()));
         }
+        written = Some(applied.working_set);
         Ok(Mutation {
             tags: Vec::new(),
             changes,
@@ -526,7 +530,11 @@ pub fn patch(
                 })),
         })
     })?;
-    let working_set = show_at_commit(store, run_id, committed.commit)?;
+    let working_set = match written.filter(|_| !committed.replayed) {
+        Some(ws) => ws,
+        // An idempotent replay returns what the earlier commit holds.
+        None => show_at_commit(store, run_id, committed.commit)?,
+    };
     let evicted =
         serde_json::from_value(committed.event.payload["evicted"].clone()).unwrap_or_default();
     Ok(PatchOutcome {
@@ -727,6 +735,50 @@ mod tests {
             let mut again = items.clone();
             proptest::prop_assert_eq!(evict(&mut again, budget), gone);
         }
+    }
+
+    #[test]
+    fn a_patch_returns_what_the_commit_holds() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::init(dir.path(), true, Default::default()).unwrap();
+        let req = BootRequest {
+            objective: "round trip".into(),
+            run_id: Some("run_rt".into()),
+            ..Default::default()
+        };
+        boot(&store, &req, None).unwrap();
+        // Text YAML must quote or fold: colons, hashes, quotes, leading
+        // dashes, blank lines, tabs, non-ASCII, numbers-as-text.
+        let texts = [
+            "key: value # not a comment",
+            "'quoted' and \"double\"",
+            "- looks like a list\n\n  indented\tline",
+            "ünïcödé ✓ 日本語",
+            "0012",
+            "true",
+            "",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let patch = json!({"expected_seq": i, "set": {"next_action": text},
+                "append": {"sliding_context": [{"id": format!("s{i}"), "content": text,
+                    "timestamp": "2026-01-18T10:00:00Z", "priority": i}]}});
+            let out = patch_run(&store, &patch);
+            assert_eq!(
+                out.working_set,
+                show(&store, "run_rt", None).unwrap(),
+                "{text:?}"
+            );
+        }
+        // An idempotent replay returns the earlier commit's working set.
+        let patch = json!({"expected_seq": texts.len(), "set": {"next_action": "once"}});
+        let first = super::patch(&store, "run_rt", &patch, "p.json", Some("k1")).unwrap();
+        let again = super::patch(&store, "run_rt", &patch, "p.json", Some("k1")).unwrap();
+        assert!(again.committed.replayed);
+        assert_eq!(again.working_set, first.working_set);
+    }
+
+    fn patch_run(store: &Store, patch: &Value) -> PatchOutcome {
+        super::patch(store, "run_rt", patch, "p.json", None).unwrap()
     }
 
     #[test]
