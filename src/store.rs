@@ -115,6 +115,30 @@ impl Snapshot<'_> {
         }
     }
 
+    /// A file turned into a value by `parse`, if it exists at this commit.
+    /// Values are kept per process by content (see [`Store::remember_parsed`]),
+    /// so `parse` runs only for bytes this process has not seen as a `T`.
+    pub fn parsed<T: Clone + Send + 'static>(
+        &self,
+        path: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(blob) = self
+            .commit
+            .map(|c| self.store.blob_id(c, path))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        if let Some(hit) = self.store.parsed.borrow().get::<T>(blob) {
+            return Ok(Some(hit));
+        }
+        let value = parse(&self.store.read_blob(blob)?)?;
+        self.store.parsed.borrow_mut().put(blob, value.clone());
+        Ok(Some(value))
+    }
+
     /// The current time of the store's clock.
     pub fn now(&self) -> OffsetDateTime {
         self.store.now()
@@ -128,6 +152,35 @@ pub struct Store {
     local_dir: PathBuf,
     options: StoreOptions,
     actor: Actor,
+    parsed: std::cell::RefCell<ParsedFiles>,
+}
+
+/// Values parsed from blobs, by blob id and type: content-addressed, so an
+/// entry is never stale. A process that writes a file and reads it back in
+/// its next write (a server, a library user patching one run) finds the
+/// value it wrote instead of parsing the file again. Holds a few entries.
+#[derive(Default)]
+struct ParsedFiles(Vec<((Oid, std::any::TypeId), Box<dyn std::any::Any + Send>)>);
+
+impl ParsedFiles {
+    const CAPACITY: usize = 16;
+
+    fn get<T: Clone + 'static>(&self, blob: Oid) -> Option<T> {
+        let key = (blob, std::any::TypeId::of::<T>());
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.downcast_ref::<T>().cloned())
+    }
+
+    fn put<T: Clone + Send + 'static>(&mut self, blob: Oid, value: T) {
+        let key = (blob, std::any::TypeId::of::<T>());
+        self.0.retain(|(k, _)| *k != key);
+        if self.0.len() >= Self::CAPACITY {
+            self.0.remove(0);
+        }
+        self.0.push((key, Box::new(value)));
+    }
 }
 
 /// A commit as the ledger sees it.
@@ -322,6 +375,7 @@ impl Store {
             local_dir,
             options,
             actor,
+            parsed: Default::default(),
         })
     }
 
@@ -416,6 +470,15 @@ impl Store {
             .find_commit(commit)
             .and_then(|c| c.tree())
             .map_err(|e| Error::git(format!("read tree of {commit}"), e))
+    }
+
+    /// Records that `bytes` parse to `value`, for [`Snapshot::parsed`]: a
+    /// writer calls it with what it committed, so its next read of the file
+    /// costs a lookup. `value` must be what parsing `bytes` gives.
+    pub fn remember_parsed<T: Clone + Send + 'static>(&self, bytes: &[u8], value: T) {
+        if let Ok(blob) = Oid::hash_object(ObjectType::Blob, bytes) {
+            self.parsed.borrow_mut().put(blob, value);
+        }
     }
 
     /// The blob id of `path` at `commit`, if it exists there as a file.

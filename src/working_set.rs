@@ -386,10 +386,10 @@ impl BootRequest {
 /// A run's working set as a snapshot holds it (RUN_NOT_FOUND when it has none).
 pub fn read(snap: &crate::store::Snapshot<'_>, run_id: &str) -> Result<WorkingSet> {
     let path = layout::working_set(run_id);
-    let bytes = snap.read(&path)?.ok_or_else(|| Error::RunNotFound {
-        run_id: run_id.to_string(),
-    })?;
-    WorkingSet::from_bytes(&path, &bytes)
+    snap.parsed(&path, |bytes| WorkingSet::from_bytes(&path, bytes))?
+        .ok_or_else(|| Error::RunNotFound {
+            run_id: run_id.to_string(),
+        })
 }
 
 /// Boots a run: its working set at seq 0, in one commit (RUN_BOOTED).
@@ -483,9 +483,9 @@ pub fn patch(
     file: &str,
     key: Option<&str>,
 ) -> Result<PatchOutcome> {
-    // What the last planning pass wrote: the committed file holds exactly
-    // this, so it is returned without reading and parsing the file again.
-    let mut written: Option<WorkingSet> = None;
+    // What the last planning pass wrote (bytes and value): the committed
+    // file holds exactly this, so it is returned without parsing it again.
+    let mut written: Option<(Vec<u8>, WorkingSet)> = None;
     let committed = store.transact(key, |snap| {
         let path = layout::working_set(run_id);
         let current = read(snap, run_id)?;
@@ -509,12 +509,13 @@ pub fn patch(
         };
         let seq = applied.working_set.update_seq;
         let mut changes = Changes::new();
-        changes.insert(path, Some(applied.working_set.to_yaml().into_bytes()));
+        let yaml = applied.working_set.to_yaml().into_bytes();
         let mut subject = format!("ws {run_id}: seq {seq}");
         if !applied.evicted.is_empty() {
             subject.push_str(&format!(", evicted {}", applied.evicted.len()));
         }
-        written = Some(applied.working_set);
+        changes.insert(path, Some(yaml.clone()));
+        written = Some((yaml, applied.working_set));
         Ok(Mutation {
             tags: Vec::new(),
             changes,
@@ -531,7 +532,11 @@ pub fn patch(
         })
     })?;
     let working_set = match written.filter(|_| !committed.replayed) {
-        Some(ws) => ws,
+        Some((yaml, ws)) => {
+            // The next patch of this run starts from this value.
+            store.remember_parsed(&yaml, ws.clone());
+            ws
+        }
         // An idempotent replay returns what the earlier commit holds.
         None => show_at_commit(store, run_id, committed.commit)?,
     };
