@@ -131,12 +131,7 @@ impl Snapshot<'_> {
         else {
             return Ok(None);
         };
-        if let Some(hit) = self.store.parsed.borrow().get::<T>(blob) {
-            return Ok(Some(hit));
-        }
-        let value = parse(&self.store.read_blob(blob)?)?;
-        self.store.parsed.borrow_mut().put(blob, value.clone());
-        Ok(Some(value))
+        self.store.parse_cached(blob, parse).map(Some)
     }
 
     /// The current time of the store's clock.
@@ -440,14 +435,30 @@ impl Store {
         let Some(commit) = commit else {
             return Ok(StoreConfig::default());
         };
-        match self.read_file(commit, layout::CONFIG)? {
-            Some(bytes) => {
-                let value =
-                    schema::parse_document(layout::CONFIG, &bytes, schema::ParseLimits::default())?;
-                Ok(StoreConfig::from_value(value))
-            }
-            None => Ok(StoreConfig::default()),
+        let Some(blob) = self.blob_id(commit, layout::CONFIG)? else {
+            return Ok(StoreConfig::default());
+        };
+        // Every transaction reads the config: parse each version once.
+        self.parse_cached(blob, |bytes| {
+            let value =
+                schema::parse_document(layout::CONFIG, bytes, schema::ParseLimits::default())?;
+            Ok(StoreConfig::from_value(value))
+        })
+    }
+
+    /// The value `parse` makes of a blob, from the parsed-files cache when
+    /// this process has seen the blob as a `T`.
+    fn parse_cached<T: Clone + Send + 'static>(
+        &self,
+        blob: Oid,
+        parse: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(hit) = self.parsed.borrow().get::<T>(blob) {
+            return Ok(hit);
         }
+        let value = parse(&self.read_blob(blob)?)?;
+        self.parsed.borrow_mut().put(blob, value.clone());
+        Ok(value)
     }
 
     /// Resolves a revision (commit id, prefix, ref name) to a commit id.
