@@ -1,46 +1,170 @@
-//! Looks up a few paths in git's index file without loading all of it.
+//! Reads and updates git's index file directly, for the few paths a write
+//! touches.
 //!
 //! Before a write, the store compares what the index stages for each path the
-//! write changes with the tip, to refuse writing over hand edits. libgit2
-//! answers that by loading the whole index into a hash map and verifying its
-//! SHA-1 trailer, which at 100k files took most of a work-tree write. This
-//! module reads the file once and walks its entries in order, decoding only
-//! the paths, and keeps the object ids of the paths asked for.
+//! write changes with the tip, to refuse writing over hand edits; after it,
+//! the store stages what it committed so that `git status` stays clean.
+//! libgit2 answers the first by loading the whole index into a hash map and
+//! verifying its SHA-1 trailer, and `git update-index` does the second by
+//! loading the whole index, rewriting it and hashing it with a collision-
+//! detecting SHA-1 in a process of its own: at 10k files the two took a third
+//! of a work-tree write. This module walks the entries in order, decoding
+//! only their paths: [`staged`] keeps the object ids of the paths asked for,
+//! [`update`] copies every other entry as it is and splices in the changed
+//! ones.
 //!
-//! Invariants: the reader only reads. It understands the entry formats of
-//! index versions 2, 3 and 4 as git documents them (gitformat-index); for
-//! anything else, an index split with `core.splitIndex` (its entries live
-//! in a second file) or a file it cannot follow, it answers `None` and the
-//! caller asks libgit2. Only stage-0 entries are reported, as libgit2's
-//! `get_path(path, 0)` does. The trailer checksum is not verified: git
-//! replaces the index by renaming a complete file, so a reader never sees
-//! a torn one.
+//! Invariants: both understand the entry formats of index versions 2, 3 and
+//! 4 as git documents them (gitformat-index); for anything else (an index
+//! split with `core.splitIndex` or made sparse, whose entries live elsewhere;
+//! an extension git calls required; a file they cannot follow) they answer
+//! "not mine" and the caller asks libgit2 or git. Only stage-0 entries are
+//! reported, as libgit2's `get_path(path, 0)` does. The reader does not
+//! verify the trailer checksum: git replaces the index by renaming a
+//! complete file, so a reader never sees a torn one. The writer works as
+//! `git update-index --index-info` does, under git's `index.lock`, reading
+//! the index only once it holds the lock, and replacing it by a rename; the
+//! entries it writes carry no stat data, as git's do, so git re-reads those
+//! files once. It hands back to git any change git would refuse or record
+//! more for (a path that is both a file and a folder, an unusual path, a
+//! conflicted path, whose stages git keeps for `git checkout -m`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use git2::Oid;
+use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
 
 /// Length of the fixed part of an entry before the flags: ten 32-bit stat
 /// fields and a SHA-1 object name.
 const STAT_AND_ID: usize = 40 + 20;
+/// Offsets in an entry of the fields the writer reads or sets.
+const MTIME: usize = 8;
+const MODE: usize = 24;
+const SIZE: usize = 36;
+const ID: usize = 40;
 /// The "extended" bit of an entry's flags (versions 3 and 4).
 const EXTENDED: u16 = 0x4000;
+/// The 12 bits of an entry's flags that hold its path length (saturated).
+const NAME_LENGTH: u16 = 0x0fff;
+/// The mode of a regular, non-executable file.
+const REGULAR_FILE: u32 = 0o100644;
 /// An index trailer: the SHA-1 of everything before it.
 const TRAILER: usize = 20;
+/// The header: signature, version, entry count.
+const HEADER: usize = 12;
 
 /// The object ids that the index at `index_file` stages (stage 0) for each
 /// of `paths` that it holds. A missing index file holds nothing. `None` when
 /// the file is in a form this reader does not follow (see the module doc).
 pub fn staged(index_file: &Path, paths: &BTreeSet<&str>) -> Result<Option<HashMap<String, Oid>>> {
-    let bytes = match std::fs::read(index_file) {
+    let bytes = match fs::read(index_file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(HashMap::new())),
         Err(e) => return Err(Error::io("read", index_file, e)),
     };
     Ok(scan(&bytes, paths))
+}
+
+/// Stages in the index at `index_file` what each of `changes` says: a path
+/// mapped to a blob id becomes a regular file with that content, a path
+/// mapped to `None` leaves the index. Returns `false`, having changed
+/// nothing, when the index or a change is one this writer leaves to
+/// `git update-index` (see the module doc), including a missing index.
+///
+/// Fails with [`Error::LockBusy`] when a git command holds the index lock.
+pub fn update(index_file: &Path, changes: &BTreeMap<&str, Option<Oid>>) -> Result<bool> {
+    if !changes.keys().all(|p| plain_path(p)) {
+        return Ok(false);
+    }
+    let lock = IndexLock::take(index_file)?;
+    let mut file = match File::open(index_file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", index_file, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat", index_file, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", index_file, e))?;
+    let mtime = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.mtime() as u32, meta.mtime_nsec() as u32)
+    };
+    match rewrite(&bytes, changes, mtime) {
+        None => Ok(false),
+        Some(None) => Ok(true),
+        Some(Some(new)) => {
+            lock.commit(&new, meta.permissions())?;
+            Ok(true)
+        }
+    }
+}
+
+/// Whether git would take `path` as a path in the index without complaint:
+/// relative, no empty, `.` or `..` component, nothing under `.git`.
+fn plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.eq_ignore_ascii_case(".git"))
+}
+
+/// git's `index.lock`, created exclusively; removed on drop unless it has
+/// replaced the index.
+struct IndexLock {
+    path: PathBuf,
+    index: PathBuf,
+    file: File,
+    done: bool,
+}
+
+impl IndexLock {
+    fn take(index: &Path) -> Result<Self> {
+        let mut name = index.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => Ok(IndexLock {
+                path,
+                index: index.to_path_buf(),
+                file,
+                done: false,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::LockBusy {
+                path,
+                holder: "a git process".into(),
+                waited_ms: 0,
+            }),
+            Err(e) => Err(Error::io("create", path, e)),
+        }
+    }
+
+    /// Writes `bytes` with the index's permissions and renames the lock over
+    /// the index. Not fsync'd: see `Store::stage`.
+    fn commit(mut self, bytes: &[u8], perm: fs::Permissions) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .and_then(|()| self.file.set_permissions(perm))
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        fs::rename(&self.path, &self.index).map_err(|e| Error::io("rename", &self.path, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for IndexLock {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -65,64 +189,516 @@ fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
     Some(val)
 }
 
-fn scan(b: &[u8], paths: &BTreeSet<&str>) -> Option<HashMap<String, Oid>> {
-    if b.get(0..4)? != b"DIRC" {
-        return None;
+/// Appends `val` in the encoding [`varint`] reads.
+fn put_varint(out: &mut Vec<u8>, mut val: usize) {
+    let mut buf = [0u8; 16];
+    let mut pos = buf.len() - 1;
+    buf[pos] = (val & 0x7f) as u8;
+    loop {
+        val >>= 7;
+        if val == 0 {
+            break;
+        }
+        val -= 1;
+        pos -= 1;
+        buf[pos] = 0x80 | (val & 0x7f) as u8;
     }
-    let version = be32(b, 4)?;
-    if !(2..=4).contains(&version) {
-        return None;
+    out.extend_from_slice(&buf[pos..]);
+}
+
+/// Where one entry lies in the file.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    /// The end of the stat data, id and flags (and extended flags).
+    head_end: usize,
+    /// The end of the path and its padding.
+    end: usize,
+    flags: u16,
+}
+
+impl Span {
+    fn stage(&self) -> u16 {
+        (self.flags >> 12) & 0x3
     }
-    let count = be32(b, 8)? as usize;
-    let end = b.len().checked_sub(TRAILER)?;
-    let mut found = HashMap::new();
-    let mut at = 12;
-    let mut path: Vec<u8> = Vec::new();
-    for _ in 0..count {
-        let start = at;
-        let id = b.get(start + 40..start + STAT_AND_ID)?;
+}
+
+/// Walks an index file's entries in order, decoding each path.
+struct Walker<'a> {
+    b: &'a [u8],
+    version: u32,
+    /// Entries not read yet.
+    left: usize,
+    /// Where the next entry (or, once all are read, the extensions) start.
+    at: usize,
+    /// Where the trailer starts.
+    end: usize,
+    /// The path of the entry read last.
+    path: Vec<u8>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(b: &'a [u8]) -> Option<Self> {
+        if b.get(0..4)? != b"DIRC" {
+            return None;
+        }
+        let version = be32(b, 4)?;
+        if !(2..=4).contains(&version) {
+            return None;
+        }
+        Some(Walker {
+            b,
+            version,
+            left: be32(b, 8)? as usize,
+            at: HEADER,
+            end: b.len().checked_sub(TRAILER)?,
+            path: Vec::new(),
+        })
+    }
+
+    /// The next entry, its path in `self.path`; `None` when there is none
+    /// left or the file cannot be followed (check `left`).
+    fn next(&mut self) -> Option<Span> {
+        self.left = self.left.checked_sub(1)?;
+        let b = self.b;
+        let start = self.at;
         let flags = be16(b, start + STAT_AND_ID)?;
-        at = start + STAT_AND_ID + 2;
+        let mut at = start + STAT_AND_ID + 2;
         if flags & EXTENDED != 0 {
-            if version < 3 {
+            if self.version < 3 {
                 return None;
             }
             at += 2;
         }
-        if version == 4 {
+        let head_end = at;
+        if self.version == 4 {
             let strip = varint(b, &mut at)?;
-            path.truncate(path.len().checked_sub(strip)?);
+            self.path.truncate(self.path.len().checked_sub(strip)?);
         } else {
-            path.clear();
+            self.path.clear();
         }
-        let nul = b.get(at..end)?.iter().position(|c| *c == 0)?;
-        path.extend_from_slice(&b[at..at + nul]);
+        let nul = b.get(at..self.end)?.iter().position(|c| *c == 0)?;
+        self.path.extend_from_slice(&b[at..at + nul]);
         at += nul + 1;
-        if version < 4 {
+        if self.version < 4 {
             // Entries are padded with 1–8 NULs to a multiple of eight bytes.
             at = start + (at - start).div_ceil(8) * 8;
         }
-        if at > end {
+        if at > self.end {
             return None;
         }
-        let stage = (flags >> 12) & 0x3;
-        if stage == 0 {
-            if let Ok(p) = std::str::from_utf8(&path) {
+        self.at = at;
+        Some(Span {
+            start,
+            head_end,
+            end: at,
+            flags,
+        })
+    }
+
+    /// The extensions after the entries, as (signature, data); `None` unless
+    /// all entries have been read and the extensions fill the file up to
+    /// the trailer.
+    fn extensions(&self) -> Option<Vec<(&'a [u8], &'a [u8])>> {
+        if self.left != 0 {
+            return None;
+        }
+        let b = self.b;
+        let mut at = self.at;
+        let mut found = Vec::new();
+        while at + 8 <= self.end {
+            let data = at + 8;
+            let len = be32(b, at + 4)? as usize;
+            found.push((&b[at..at + 4], b.get(data..data.checked_add(len)?)?));
+            at = data + len;
+        }
+        (at == self.end).then_some(found)
+    }
+}
+
+fn scan(b: &[u8], paths: &BTreeSet<&str>) -> Option<HashMap<String, Oid>> {
+    let mut walk = Walker::new(b)?;
+    let mut found = HashMap::new();
+    while walk.left > 0 {
+        let e = walk.next()?;
+        if e.stage() == 0 {
+            if let Ok(p) = std::str::from_utf8(&walk.path) {
                 if paths.contains(p) {
-                    found.insert(p.to_string(), Oid::from_bytes(id).ok()?);
+                    found.insert(
+                        p.to_string(),
+                        Oid::from_bytes(&b[e.start + ID..e.start + STAT_AND_ID]).ok()?,
+                    );
                 }
             }
         }
     }
-    // Extensions: a split index keeps its entries elsewhere.
-    while at + 8 <= end {
-        let sig = &b[at..at + 4];
-        if sig == b"link" {
+    // A split index keeps its entries elsewhere, a sparse one some of them.
+    let ext = walk.extensions()?;
+    ext.iter().all(|(sig, _)| !required(sig)).then_some(found)
+}
+
+/// Whether git requires a reader to understand an extension (its signature
+/// does not start with a capital letter), like a split index's `link`.
+fn required(sig: &[u8]) -> bool {
+    !sig[0].is_ascii_uppercase()
+}
+
+/// The entries the rewritten index is built from.
+struct Writer {
+    out: Vec<u8>,
+    version: u32,
+    count: u32,
+    /// Whether an entry written has extended flags (version 3 needs them).
+    extended: bool,
+    /// The path of the entry written last (version 4 encodes the next path
+    /// against it).
+    last: Vec<u8>,
+    /// Whether `last` is the path of the entry before the one being copied
+    /// in the old file, so that a version 4 entry can be copied as it is.
+    in_step: bool,
+}
+
+impl Writer {
+    /// An entry of the old index, `raw` from its start to its end, `head`
+    /// bytes of them stat data, id and flags. `racy` smudges its size.
+    fn copy(&mut self, raw: &[u8], head: usize, path: &[u8], racy: bool) {
+        let start = self.out.len();
+        if self.version == 4 && !self.in_step {
+            self.out.extend_from_slice(&raw[..head]);
+            self.put_path(path);
+        } else {
+            self.out.extend_from_slice(raw);
+        }
+        if racy {
+            self.out[start + SIZE..start + SIZE + 4].fill(0);
+        }
+        let flags = u16::from_be_bytes([raw[STAT_AND_ID], raw[STAT_AND_ID + 1]]);
+        self.extended |= flags & EXTENDED != 0;
+        self.finish(path);
+    }
+
+    /// A new stage-0 entry for a regular file, with no stat data.
+    fn add(&mut self, path: &[u8], id: Oid) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; MODE]);
+        self.out.extend_from_slice(&REGULAR_FILE.to_be_bytes());
+        self.out.extend_from_slice(&[0; ID - MODE - 4]);
+        self.out.extend_from_slice(id.as_bytes());
+        let flags = path.len().min(NAME_LENGTH as usize) as u16;
+        self.out.extend_from_slice(&flags.to_be_bytes());
+        if self.version == 4 {
+            self.put_path(path);
+        } else {
+            self.out.extend_from_slice(path);
+            let len = (STAT_AND_ID + 2 + path.len() + 8) & !7;
+            self.out.resize(start + len, 0);
+        }
+        self.finish(path);
+    }
+
+    /// A version 4 path: how much of the last path to drop, then the rest.
+    fn put_path(&mut self, path: &[u8]) {
+        let common = self
+            .last
+            .iter()
+            .zip(path)
+            .take_while(|(a, b)| a == b)
+            .count();
+        put_varint(&mut self.out, self.last.len() - common);
+        self.out.extend_from_slice(&path[common..]);
+        self.out.push(0);
+    }
+
+    fn finish(&mut self, path: &[u8]) {
+        self.count += 1;
+        if self.version == 4 {
+            self.last.clear();
+            self.last.extend_from_slice(path);
+        }
+    }
+}
+
+/// The index `b` with `changes` applied: `None` when this writer leaves the
+/// index to git, `Some(None)` when nothing changes. `mtime` is the index
+/// file's: entries modified no earlier are "racily clean" (git could take
+/// a later edit within the same tick for no change), and once the index is
+/// newer nothing would tell, so their size is zeroed as git does.
+fn rewrite(
+    b: &[u8],
+    changes: &BTreeMap<&str, Option<Oid>>,
+    mtime: (u32, u32),
+) -> Option<Option<Vec<u8>>> {
+    let changes: Vec<(&[u8], Option<Oid>)> =
+        changes.iter().map(|(p, id)| (p.as_bytes(), *id)).collect();
+    let guard = FileOrFolder::new(&changes)?;
+    let mut walk = Walker::new(b)?;
+    let mut w = Writer {
+        out: Vec::with_capacity(b.len() + changes.len() * 96),
+        version: walk.version,
+        count: 0,
+        extended: false,
+        last: Vec::new(),
+        in_step: true,
+    };
+    w.out.extend_from_slice(&b[..HEADER]);
+    let mut touched: Vec<&[u8]> = Vec::new();
+    let mut next = 0;
+    let mut guard = guard.walk();
+    while walk.left > 0 {
+        let e = walk.next()?;
+        let path = walk.path.as_slice();
+        // New paths that sort before this entry.
+        while let Some((p, id)) = changes.get(next).filter(|(p, _)| *p < path) {
+            if let Some(id) = id {
+                w.add(p, *id);
+                w.in_step = false;
+                touched.push(p);
+            }
+            next += 1;
+        }
+        if let Some((p, id)) = changes.get(next).filter(|(p, _)| *p == path) {
+            if e.stage() != 0 {
+                return None;
+            }
+            next += 1;
+            let same = id.is_some_and(|id| {
+                e.flags & EXTENDED == 0
+                    && be32(b, e.start + MODE) == Some(REGULAR_FILE)
+                    && &b[e.start + ID..e.start + STAT_AND_ID] == id.as_bytes()
+            });
+            if !same {
+                touched.push(p);
+                // A replacement keeps the path, so the next entry still
+                // follows on from the path written last; a removal does not.
+                match id {
+                    Some(id) => {
+                        w.add(p, *id);
+                        w.in_step = true;
+                    }
+                    None => w.in_step = false,
+                }
+                continue;
+            }
+        }
+        if !guard.allows(path) {
             return None;
         }
-        at = at.checked_add(8)?.checked_add(be32(b, at + 4)? as usize)?;
+        let entry_mtime = (be32(b, e.start + MTIME)?, be32(b, e.start + MTIME + 4)?);
+        let racy = mtime.0 != 0 && entry_mtime >= mtime && e.stage() == 0;
+        w.copy(&b[e.start..e.end], e.head_end - e.start, path, racy);
+        w.in_step = true;
     }
-    (at == end).then_some(found)
+    for (p, id) in &changes[next..] {
+        if let Some(id) = id {
+            w.add(p, *id);
+            touched.push(p);
+        }
+    }
+    let extensions = walk.extensions()?;
+    if extensions.iter().any(|(sig, _)| required(sig)) {
+        return None;
+    }
+    if touched.is_empty() {
+        return Some(None);
+    }
+    for (sig, data) in extensions {
+        match sig {
+            b"TREE" => {
+                let mut tree = CacheTree::parse(data)?;
+                for p in &touched {
+                    tree.invalidate(p);
+                }
+                let mut ext = Vec::new();
+                tree.write(&mut ext);
+                put_extension(&mut w.out, sig, &ext);
+            }
+            // Resolve-undo records concern conflicted paths, which this
+            // writer does not touch.
+            b"REUC" => put_extension(&mut w.out, sig, data),
+            // Optional caches keyed to the old entries or the file's layout
+            // (untracked files, fsmonitor, entry offsets): git rebuilds
+            // them when it wants them.
+            _ => {}
+        }
+    }
+    if w.version < 4 {
+        w.version = if w.extended { 3 } else { 2 };
+    }
+    w.out[4..8].copy_from_slice(&w.version.to_be_bytes());
+    w.out[8..12].copy_from_slice(&w.count.to_be_bytes());
+    let sum = Sha1::digest(&w.out);
+    w.out.extend_from_slice(&sum);
+    Some(Some(w.out))
+}
+
+fn put_extension(out: &mut Vec<u8>, sig: &[u8], data: &[u8]) {
+    out.extend_from_slice(sig);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// What keeps a new file from landing where the index has a folder, or a
+/// new folder where it has a file (git refuses both without `--replace`).
+struct FileOrFolder<'c> {
+    /// The folders the added paths need, sorted.
+    folders: Vec<&'c [u8]>,
+    /// Each added path with a `/` after it: nothing may sit under it.
+    as_folder: Vec<Vec<u8>>,
+}
+
+impl<'c> FileOrFolder<'c> {
+    /// `None` when the changes collide among themselves.
+    fn new(changes: &[(&'c [u8], Option<Oid>)]) -> Option<Self> {
+        let added: Vec<&[u8]> = changes
+            .iter()
+            .filter_map(|(p, id)| id.map(|_| *p))
+            .collect();
+        let mut folders: Vec<&[u8]> = added
+            .iter()
+            .flat_map(|p| {
+                p.iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == b'/')
+                    .map(|(i, _)| &p[..i])
+            })
+            .collect();
+        folders.sort_unstable();
+        folders.dedup();
+        let mut as_folder: Vec<Vec<u8>> = added.iter().map(|p| [*p, b"/"].concat()).collect();
+        as_folder.sort_unstable();
+        if added.iter().any(|p| folders.binary_search(p).is_ok()) {
+            return None;
+        }
+        Some(FileOrFolder { folders, as_folder })
+    }
+
+    fn walk(&self) -> GuardWalk<'_, 'c> {
+        GuardWalk {
+            guard: self,
+            folder: 0,
+            file: 0,
+        }
+    }
+}
+
+/// [`FileOrFolder`] checked against the kept entries in their order.
+struct GuardWalk<'g, 'c> {
+    guard: &'g FileOrFolder<'c>,
+    folder: usize,
+    file: usize,
+}
+
+impl GuardWalk<'_, '_> {
+    /// Whether an entry at `path` may stay beside the added paths; call in
+    /// the index's order.
+    fn allows(&mut self, path: &[u8]) -> bool {
+        let folders = &self.guard.folders;
+        while self.folder < folders.len() && folders[self.folder] < path {
+            self.folder += 1;
+        }
+        if folders.get(self.folder) == Some(&path) {
+            return false;
+        }
+        // The paths under a prefix sort together, from the prefix on.
+        let files = &self.guard.as_folder;
+        while let Some(prefix) = files.get(self.file) {
+            if path.starts_with(prefix) {
+                return false;
+            }
+            if prefix.as_slice() < path {
+                self.file += 1;
+            } else {
+                break;
+            }
+        }
+        true
+    }
+}
+
+/// git's cache of the tree ids of the index's folders (the `TREE`
+/// extension): each folder's name, how many entries it covers (-1 once
+/// invalidated), its tree id when valid, and its subfolders in file order.
+struct CacheTree<'a> {
+    name: &'a [u8],
+    entries: &'a [u8],
+    id: Option<&'a [u8]>,
+    children: Vec<CacheTree<'a>>,
+}
+
+impl<'a> CacheTree<'a> {
+    fn parse(data: &'a [u8]) -> Option<Self> {
+        let mut at = 0;
+        let root = Self::parse_at(data, &mut at, 0)?;
+        (at == data.len()).then_some(root)
+    }
+
+    fn parse_at(data: &'a [u8], at: &mut usize, depth: usize) -> Option<Self> {
+        if depth > 4096 {
+            return None;
+        }
+        let field = |at: &mut usize, end: u8| -> Option<&'a [u8]> {
+            let len = data.get(*at..)?.iter().position(|c| *c == end)?;
+            let f = &data[*at..*at + len];
+            *at += len + 1;
+            Some(f)
+        };
+        let name = field(at, 0)?;
+        let entries = field(at, b' ')?;
+        let subtrees: usize = std::str::from_utf8(field(at, b'\n')?).ok()?.parse().ok()?;
+        let count: i64 = std::str::from_utf8(entries).ok()?.parse().ok()?;
+        let id = if count >= 0 {
+            let id = data.get(*at..*at + 20)?;
+            *at += 20;
+            Some(id)
+        } else {
+            None
+        };
+        let children = (0..subtrees)
+            .map(|_| Self::parse_at(data, at, depth + 1))
+            .collect::<Option<Vec<_>>>()?;
+        Some(CacheTree {
+            name,
+            entries,
+            id,
+            children,
+        })
+    }
+
+    /// Marks the folders along `path` stale, as git does for a changed
+    /// path, and forgets a cached folder that `path` itself names.
+    fn invalidate(&mut self, path: &[u8]) {
+        self.id = None;
+        let (first, rest) = match path.iter().position(|c| *c == b'/') {
+            Some(i) => (&path[..i], Some(&path[i + 1..])),
+            None => (path, None),
+        };
+        let child = self.children.iter().position(|c| c.name == first);
+        match (child, rest) {
+            (Some(i), Some(rest)) => self.children[i].invalidate(rest),
+            (Some(i), None) => {
+                self.children.remove(i);
+            }
+            (None, _) => {}
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.name);
+        out.push(0);
+        match self.id {
+            Some(id) => {
+                out.extend_from_slice(self.entries);
+                writeln!(out, " {}", self.children.len()).expect("writing to a Vec");
+                out.extend_from_slice(id);
+            }
+            None => {
+                writeln!(out, "-1 {}", self.children.len()).expect("writing to a Vec");
+            }
+        }
+        for c in &self.children {
+            c.write(out);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +832,264 @@ mod tests {
         assert_eq!(scan(b"DIRC\0\0\0\x09\0\0\0\0", &asked), None, "version 9");
         let missing = staged(&d.join(".git/no-such-index"), &asked).unwrap();
         assert_eq!(missing, Some(HashMap::new()));
+    }
+
+    /// Runs git with `GIT_INDEX_FILE` set, feeding it `input`.
+    fn git_with_index(dir: &Path, index: &Path, args: &[&str], input: &[u8]) -> String {
+        use std::io::Write;
+        let mut c = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_INDEX_FILE", index)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn hash(dir: &Path, content: &str) -> Oid {
+        let out = git_with_index(
+            dir,
+            &dir.join(".git/index"),
+            &["hash-object", "-w", "--stdin"],
+            content.as_bytes(),
+        );
+        Oid::from_str(out.trim()).unwrap()
+    }
+
+    /// Applies `changes` to a copy of the repository's index with
+    /// `git update-index --index-info` and to another with [`update`], and
+    /// asserts that git reads the same entries from both and writes the same
+    /// tree from both (a cached folder id left valid would show there).
+    fn same_as_git(dir: &Path, changes: &BTreeMap<&str, Option<Oid>>) {
+        let index = dir.join(".git/index");
+        let (theirs, ours) = (dir.join(".git/index-git"), dir.join(".git/index-ours"));
+        std::fs::copy(&index, &theirs).unwrap();
+        std::fs::copy(&index, &ours).unwrap();
+        let mut input = Vec::new();
+        for (path, id) in changes {
+            match id {
+                Some(id) => input.extend_from_slice(format!("100644 {id}\t{path}").as_bytes()),
+                None => input.extend_from_slice(format!("0 {}\t{path}", Oid::ZERO_SHA1).as_bytes()),
+            }
+            input.push(0);
+        }
+        git_with_index(
+            dir,
+            &theirs,
+            &["update-index", "-z", "--index-info"],
+            &input,
+        );
+        assert!(
+            update(&ours, changes).unwrap(),
+            "the writer took the change"
+        );
+        assert!(!dir.join(".git/index-ours.lock").exists());
+        for args in [
+            &["ls-files", "-s", "-z"][..],
+            &["write-tree"],
+            &["ls-files", "-s", "-z"],
+        ] {
+            let want = git_with_index(dir, &theirs, args, b"");
+            let got = git_with_index(dir, &ours, args, b"");
+            assert_eq!(got, want, "git {args:?}");
+        }
+    }
+
+    /// The index of [`repo`] without its conflict, with every folder's tree
+    /// id cached (`git write-tree` fills the TREE extension).
+    fn settled_repo(version: &str) -> tempfile::TempDir {
+        let dir = repo();
+        let d = dir.path();
+        git(d, &["update-index", "--force-remove", "conflicted"]);
+        git(d, &["update-index", "--index-version", version]);
+        git(d, &["write-tree"]);
+        dir
+    }
+
+    #[test]
+    fn writes_what_git_update_index_writes_in_every_index_version() {
+        for version in ["2", "3", "4"] {
+            let dir = settled_repo(version);
+            let d = dir.path();
+            let (one, two) = (hash(d, "one\n"), hash(d, "two\n"));
+            let long = format!("deep/{}/leaf.yaml", "x".repeat(5000));
+            let folder: Vec<String> = (0..300)
+                .filter(|i| i % 7 == 2)
+                .map(|i| format!("memory/global/02/mem_{i:05}.yaml"))
+                .collect();
+            let cases: Vec<BTreeMap<&str, Option<Oid>>> = vec![
+                // Modify one file in the middle.
+                [("memory/global/03/mem_00010.yaml", Some(one))].into(),
+                // Add beside existing files, in a new folder, first and
+                // last; delete; modify the long path; replace the
+                // intent-to-add entry.
+                [
+                    ("0first", Some(one)),
+                    ("memory/global/03/mem_00010.yaml", None),
+                    ("memory/global/03/mem_00011.yaml", None),
+                    ("memory/global/03/mem_00010b.yaml", Some(two)),
+                    ("memory/global/zz/new.yaml", Some(one)),
+                    ("mirror/README.md", Some(two)),
+                    (long.as_str(), Some(two)),
+                    ("new.txt", Some(one)),
+                    ("zzz/last", Some(one)),
+                    ("not/there", None),
+                ]
+                .into(),
+                // Delete a whole folder's files.
+                folder.iter().map(|p| (p.as_str(), None)).collect(),
+            ];
+            for changes in &cases {
+                same_as_git(d, changes);
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_nothing_changed_when_the_change_is_already_staged() {
+        let dir = settled_repo("4");
+        let d = dir.path();
+        let index = d.join(".git/index");
+        let id = listed(d)["a"];
+        let before = std::fs::read(&index).unwrap();
+        assert!(update(&index, &[("a", Some(id)), ("gone", None)].into()).unwrap());
+        assert_eq!(std::fs::read(&index).unwrap(), before);
+    }
+
+    #[test]
+    fn hands_files_over_folders_conflicts_and_odd_paths_to_git() {
+        let dir = repo();
+        let d = dir.path();
+        let index = d.join(".git/index");
+        let id = hash(d, "x\n");
+        let before = std::fs::read(&index).unwrap();
+        let refused: [BTreeMap<&str, Option<Oid>>; 7] = [
+            [("a/under_a_file", Some(id))].into(),
+            [("memory/global", Some(id))].into(),
+            [("q/r", Some(id)), ("q/r/s", Some(id))].into(),
+            [("conflicted", Some(id))].into(),
+            [("conflicted", None)].into(),
+            [("../outside", Some(id))].into(),
+            [(".git/config", Some(id))].into(),
+        ];
+        for changes in &refused {
+            assert!(!update(&index, changes).unwrap(), "{changes:?}");
+            assert_eq!(std::fs::read(&index).unwrap(), before, "{changes:?}");
+            assert!(!d.join(".git/index.lock").exists());
+        }
+        // Removing the file first makes room for the folder.
+        let dir = settled_repo("2");
+        let id = hash(dir.path(), "x\n");
+        same_as_git(
+            dir.path(),
+            &[("a", None), ("a/now_a_folder", Some(id))].into(),
+        );
+    }
+
+    #[test]
+    fn waits_for_a_git_command_holding_the_index_lock() {
+        let dir = settled_repo("2");
+        let d = dir.path();
+        let index = d.join(".git/index");
+        let before = std::fs::read(&index).unwrap();
+        std::fs::write(d.join(".git/index.lock"), b"git's").unwrap();
+        let err = update(&index, &[("a", Some(Oid::ZERO_SHA1))].into()).unwrap_err();
+        assert!(
+            matches!(&err, Error::LockBusy { path, .. } if path.ends_with("index.lock")),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(&index).unwrap(), before);
+        assert_eq!(std::fs::read(d.join(".git/index.lock")).unwrap(), b"git's");
+    }
+
+    #[test]
+    fn hands_a_split_index_to_git() {
+        let dir = settled_repo("2");
+        let d = dir.path();
+        let index = d.join(".git/index");
+        git(d, &["update-index", "--split-index"]);
+        let before = std::fs::read(&index).unwrap();
+        assert!(!update(&index, &[("a", Some(Oid::ZERO_SHA1))].into()).unwrap());
+        assert_eq!(std::fs::read(&index).unwrap(), before);
+        assert!(!update(&d.join(".git/none"), &[("a", None)].into()).unwrap());
+    }
+
+    /// An entry modified in the same tick as the index was written is only
+    /// known to be unchanged by comparing contents; once the index is
+    /// rewritten (and newer), its stat data alone would vouch for it, so
+    /// the writer zeroes its size as git does.
+    #[test]
+    fn a_racily_clean_entry_stays_detectable() {
+        let dir = settled_repo("2");
+        let d = dir.path();
+        git(d, &["config", "core.trustctime", "false"]);
+        let file = d.join("racy.txt");
+        let index = d.join(".git/index");
+        // A tick well in the past, so that the rewritten index is newer.
+        let stamp = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        let set = |p: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(stamp)
+                .unwrap()
+        };
+        std::fs::write(&file, "aaaa\n").unwrap();
+        set(&file);
+        git(d, &["add", "racy.txt"]);
+        // The index written in the same tick as the file, which is then
+        // changed again keeping its size and mtime: only the index being no
+        // older than the entry tells git to compare contents.
+        set(&index);
+        std::fs::write(&file, "bbbb\n").unwrap();
+        set(&file);
+        // (`--no-optional-locks`: status would otherwise rewrite the index.)
+        let status = [
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--",
+            "racy.txt",
+        ];
+        assert_eq!(git(d, &status), "AM racy.txt");
+        let id = hash(d, "x\n");
+        assert!(update(&index, &[("elsewhere", Some(id))].into()).unwrap());
+        assert_eq!(git(d, &status), "AM racy.txt", "staged, then modified");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// Any mix of adds, modifies and deletes over the fixture's paths
+        /// and new ones, in any index version, reads back as git's does.
+        #[test]
+        fn any_change_set_matches_git(
+            version in 2u8..=4,
+            picks in proptest::collection::vec((0usize..320, 0u8..3), 1..40),
+        ) {
+            let dir = settled_repo(&version.to_string());
+            let d = dir.path();
+            let ids = [hash(d, "one\n"), hash(d, "two\n")];
+            let names: Vec<String> = listed(d).into_keys().collect();
+            let owned: BTreeMap<String, Option<Oid>> = picks
+                .iter()
+                .map(|(i, what)| {
+                    let path = match names.get(*i) {
+                        Some(p) if *i % 3 != 0 => p.clone(),
+                        _ => format!("memory/global/{:02x}/added_{i:03}.yaml", i % 9),
+                    };
+                    (path, (*what < 2).then(|| ids[*what as usize]))
+                })
+                .collect();
+            let changes = owned.iter().map(|(p, id)| (p.as_str(), *id)).collect();
+            same_as_git(d, &changes);
+        }
     }
 }
