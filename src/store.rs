@@ -1017,8 +1017,9 @@ impl Store {
         // The index is updated under git's lock, read only after taking it;
         // libgit2 reads first and locks to write, which could drop what a
         // concurrent `git add` staged in between. `git_index::update` does
-        // it in process (a `git update-index` was a third of a write at 10k
-        // files) and hands back what it leaves to git.
+        // it in process (spawning `git update-index`, which also hashes the
+        // whole index with a collision-detecting SHA-1, was about a third of
+        // a write at 10k files) and hands back what it leaves to git.
         let mut ids = BTreeMap::new();
         for (path, content) in changes {
             let id = match content {
