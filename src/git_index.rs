@@ -107,8 +107,9 @@ pub fn update(index_file: &Path, changes: &BTreeMap<&str, Option<Oid>>) -> Resul
 }
 
 /// Whether git would take `path` as a path in the index without complaint:
-/// relative, no empty, `.` or `..` component, nothing under `.git`.
-fn plain_path(path: &str) -> bool {
+/// relative, no empty, `.` or `..` component, nothing under `.git`, no NUL.
+/// The store writes no other path.
+pub(crate) fn plain_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\0')
         && path

@@ -872,7 +872,7 @@ impl Store {
     ) -> Result<BTreeMap<String, Value>> {
         let mut parsed = BTreeMap::new();
         for (path, content) in changes {
-            if !is_safe_path(path) {
+            if !crate::git_index::plain_path(path) {
                 return Err(Error::Invalid {
                     file: path.clone(),
                     pointer: String::new(),
@@ -1553,14 +1553,6 @@ fn with_lines(existing: Option<Vec<u8>>, lines: &[&str]) -> Vec<u8> {
         }
     }
     text.into_bytes()
-}
-
-fn is_safe_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.eq_ignore_ascii_case(".git"))
 }
 
 fn remove_empty_parents(root: &Path, file: &Path) {
