@@ -127,7 +127,7 @@ fn main() {
         .zip(&memories)
         .map(|(id, m)| (id.clone(), m["id"].as_str().unwrap_or_default().to_string()))
         .collect();
-    let ranking = store.config().expect("config").ranking();
+    let ranking = cairn::search::Ranking::from(&store.config().expect("config"));
     let started = Instant::now();
     search::rebuild(&store, &|_, _| {}).expect("index");
     let index_s = started.elapsed().as_secs_f64();

@@ -185,7 +185,7 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
             top_k: config.budgets.brief_memories,
             ..Default::default()
         };
-        memories = search::search(store, &q, &config.ranking(), &|_, _| {})?.hits;
+        memories = search::search(store, &q, &search::Ranking::from(&config), &|_, _| {})?.hits;
     }
     let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
     for m in &memories {

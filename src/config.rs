@@ -192,22 +192,6 @@ impl StoreConfig {
         )
     }
 
-    /// The search ranking this config asks for.
-    pub fn ranking(&self) -> crate::search::Ranking {
-        crate::search::Ranking {
-            scope_weights: self.scope_weights.clone(),
-            recency_half_life_days: self.search.recency_half_life_days,
-            recency_weight: self.search.recency_weight,
-            confidence_weight: self.search.confidence_weight,
-            content_boost: self.search.content_boost as f32,
-            identifier_boost: self.search.identifier_boost as f32,
-            tags_boost: self.search.tags_boost as f32,
-            tag_weights: self.search.tag_weights.clone(),
-            group_tag_prefix: self.search.group_tag_prefix.clone(),
-            group_weight: self.search.group_weight,
-        }
-    }
-
     /// The limits for parsing input documents.
     pub fn parse_limits(&self) -> crate::schema::ParseLimits {
         crate::schema::ParseLimits {

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::event::rfc3339;
 use crate::ledger::{self, parse_message, EventDraft, EventType};
 use crate::memory::{self, ItemChange};
-use crate::store::{rfc3339, Changes, Committed, Mutation, Store};
+use crate::store::{Changes, Committed, Mutation, Store};
 use crate::working_set::WorkingSet;
 use crate::{layout, schema};
 

@@ -386,7 +386,7 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         max_bytes: config.limits.max_file_bytes,
         max_depth: config.limits.max_depth,
     };
-    let now = crate::store::rfc3339(store.now());
+    let now = crate::event::rfc3339(store.now());
 
     // Working sets edited by hand get their seq bumped (staged only if all is well).
     let mut rewritten = Changes::new();
@@ -616,7 +616,7 @@ pub fn commit_msg(
     let mut trailers = vec![
         format!("Cairn-Event: {}", ledger::EventType::ManualEdit.as_str()),
         format!("Cairn-Event-Id: {}", ledger::new_id("ev", now)),
-        format!("Cairn-Timestamp: {}", crate::store::rfc3339(now)),
+        format!("Cairn-Timestamp: {}", crate::event::rfc3339(now)),
     ];
     if runs.len() == 1 {
         let run = runs.iter().next().expect("one run");

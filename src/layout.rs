@@ -19,6 +19,15 @@ pub const GITIGNORE: &str = ".gitignore";
 pub const RUNS: &str = "runs";
 /// The folder of long-term memory.
 pub const MEMORY: &str = "memory";
+/// The folder of the generated markdown views (the mirror).
+pub const MIRROR: &str = "mirror";
+
+/// Whether a path is derived (a mirror page or index): rendered from the
+/// canonical files, never edited by hand.
+pub fn is_derived(path: &str) -> bool {
+    path.strip_prefix(MIRROR)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
 
 /// The shard folder name for an id: two lowercase hex digits.
 pub fn shard(id: &str) -> String {

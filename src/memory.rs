@@ -21,9 +21,10 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result, Violation};
+use crate::event::{parse_rfc3339, rfc3339};
 use crate::ledger::{self, EventDraft, EventType};
 use crate::project::Registry;
-use crate::store::{parse_rfc3339, rfc3339, Changes, Committed, Mutation, Snapshot, Store};
+use crate::store::{Changes, Committed, Mutation, Snapshot, Store};
 use crate::working_set::WorkingSet;
 use crate::{layout, schema};
 

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::event::rfc3339;
 use crate::ledger::{EventDraft, EventType};
-use crate::store::{rfc3339, Changes, Committed, Mutation, Snapshot, Store};
+use crate::store::{Changes, Committed, Mutation, Snapshot, Store};
 use crate::{layout, schema};
 
 /// A registered project.

@@ -36,11 +36,13 @@ use tantivy::tokenizer::{
 use tantivy::{doc, Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use time::OffsetDateTime;
 
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
+use crate::event::parse_rfc3339;
 use crate::layout;
 use crate::ledger::{self, Event, LogQuery};
 use crate::memory::{ItemStatus, MemoryItem, ScopeFilter};
-use crate::store::{parse_rfc3339, Store, StoreLock};
+use crate::store::{Store, StoreLock};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
 const FORMAT: u64 = 2;
@@ -629,7 +631,25 @@ pub struct Ranking {
 impl Default for Ranking {
     /// The ranking of a default `cairn.yaml`.
     fn default() -> Self {
-        crate::config::StoreConfig::default().ranking()
+        Ranking::from(&StoreConfig::default())
+    }
+}
+
+impl From<&StoreConfig> for Ranking {
+    /// The ranking a store's `cairn.yaml` asks for.
+    fn from(config: &StoreConfig) -> Self {
+        Ranking {
+            scope_weights: config.scope_weights.clone(),
+            recency_half_life_days: config.search.recency_half_life_days,
+            recency_weight: config.search.recency_weight,
+            confidence_weight: config.search.confidence_weight,
+            content_boost: config.search.content_boost as f32,
+            identifier_boost: config.search.identifier_boost as f32,
+            tags_boost: config.search.tags_boost as f32,
+            tag_weights: config.search.tag_weights.clone(),
+            group_tag_prefix: config.search.group_tag_prefix.clone(),
+            group_weight: config.search.group_weight,
+        }
     }
 }
 

@@ -16,8 +16,9 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::event::{parse_rfc3339, rfc3339};
 use crate::ledger::{self, EventDraft, EventType};
-use crate::store::{parse_rfc3339, rfc3339, Changes, Committed, Mutation, Store};
+use crate::store::{Changes, Committed, Mutation, Store};
 use crate::{layout, schema};
 
 /// The state of a run.

@@ -40,7 +40,7 @@ pub struct LogArgs {
 fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<time::OffsetDateTime>, CliError> {
     match s {
         None => Ok(None),
-        Some(s) => cairn::store::parse_rfc3339(s)
+        Some(s) => cairn::event::parse_rfc3339(s)
             .map(Some)
             .ok_or_else(|| CliError::Usage(format!("--{flag} {s:?} is not an RFC 3339 time"))),
     }

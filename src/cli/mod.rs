@@ -157,7 +157,7 @@ fn parse_actor(s: &str) -> Actor {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let now = match std::env::var("CAIRN_NOW") {
-        Ok(s) if !s.is_empty() => match cairn::store::parse_rfc3339(&s) {
+        Ok(s) if !s.is_empty() => match cairn::event::parse_rfc3339(&s) {
             Some(t) => Some(t),
             None => {
                 eprintln!("error: CAIRN_NOW={s:?} is not an RFC 3339 timestamp");

@@ -79,7 +79,7 @@ pub(super) fn progress_bar() -> impl Fn(u64, u64) {
 fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<time::OffsetDateTime>, CliError> {
     s.as_ref()
         .map(|s| {
-            cairn::store::parse_rfc3339(s)
+            cairn::event::parse_rfc3339(s)
                 .ok_or_else(|| CliError::Usage(format!("--{flag} {s:?} is not an RFC 3339 time")))
         })
         .transpose()
@@ -103,7 +103,7 @@ pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
         top_k: a.top_k,
         plain: a.plain,
     };
-    let ranking = store.config()?.ranking();
+    let ranking = cairn::search::Ranking::from(&store.config()?);
     let results = search::search(&store, &q, &ranking, &progress_bar())?;
     for w in &results.warnings {
         eprintln!("warning: {w}");

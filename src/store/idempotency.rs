@@ -11,9 +11,9 @@ use std::io::Write;
 
 use git2::Oid;
 
+use super::Store;
 use crate::error::{Error, Result};
-use crate::ledger::parse_message;
-use crate::store::Store;
+use crate::event::parse_message;
 
 /// Longest accepted key.
 pub const MAX_KEY_LEN: usize = 200;

@@ -1,0 +1,335 @@
+//! The work tree and git's index: refusing to overwrite hand edits, bringing
+//! changed paths up to date after a commit, and the git plumbing hand
+//! commits use (the hooks read and write the index `git commit` is
+//! building).
+//!
+//! Index writes for cairn's own commits happen in process under git's
+//! `index.lock` ([`crate::git_index::update`]); what that hands back, and the
+//! hooks' index work, go through git's own plumbing (`diff-index`,
+//! `update-index`): the index is git's file, the hook runs inside a git
+//! command, and git handles every index format (split, sparse, v4).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Tree};
+
+use super::{not_found_to_none, write_atomic, Changes, PathChange, Store};
+use crate::error::{Error, Result};
+use crate::layout;
+
+impl Store {
+    /// Refuses when a path about to change differs, in the work tree or the
+    /// index, from what the tip holds.
+    pub(super) fn check_hand_edits(
+        &self,
+        base: Option<&Tree<'_>>,
+        changes: &Changes,
+    ) -> Result<()> {
+        let Some(workdir) = self.repo.workdir() else {
+            return Ok(());
+        };
+        // A git command is updating the index: writing now would commit but
+        // fail to update the work tree, so wait and retry instead.
+        let index_lock = self.repo.path().join("index.lock");
+        if index_lock.exists() {
+            return Err(Error::LockBusy {
+                path: index_lock,
+                holder: "a git process".into(),
+                waited_ms: 0,
+            });
+        }
+        // Mirror pages are derived, never hand edits: a page the pre-commit
+        // hook staged for a commit in progress is rendered again here.
+        let paths: BTreeSet<&str> = changes
+            .keys()
+            .map(String::as_str)
+            .filter(|p| !layout::is_derived(p))
+            .collect();
+        let index_file = self.repo.path().join("index");
+        let staged_ids = match crate::git_index::staged(&index_file, &paths)? {
+            Some(ids) => ids,
+            None => {
+                let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+                index.read(false).map_err(|e| Error::git("read index", e))?;
+                paths
+                    .iter()
+                    .filter_map(|p| Some((p.to_string(), index.get_path(Path::new(p), 0)?.id)))
+                    .collect()
+            }
+        };
+        let mut dirty = Vec::new();
+        for path in paths {
+            let head = match base {
+                Some(t) => not_found_to_none(t.get_path(Path::new(path)))
+                    .map_err(|e| Error::git(format!("look up {path}"), e))?
+                    .map(|e| e.id()),
+                None => None,
+            };
+            let staged = staged_ids.get(path).copied();
+            let full = workdir.join(path);
+            let on_disk = match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_file() => Some(
+                    Oid::hash_file(ObjectType::Blob, &full)
+                        .map_err(|e| Error::git(format!("hash {path}"), e))?,
+                ),
+                Ok(_) => Some(Oid::ZERO_SHA1),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("stat", full, e)),
+            };
+            if staged != head || on_disk != head {
+                dirty.push(path.to_string());
+            }
+        }
+        if dirty.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::HandEdited { paths: dirty })
+        }
+    }
+
+    /// Brings the work tree and index up to date for `changes`, which the
+    /// branch tip now holds.
+    pub(super) fn sync_worktree(&self, changes: &Changes) -> Result<()> {
+        let Some(workdir) = self.repo.workdir() else {
+            return Ok(());
+        };
+        for (path, content) in changes {
+            let full = workdir.join(path);
+            match content {
+                Some(bytes) => write_atomic(&full, bytes, false)?,
+                None => {
+                    match fs::remove_file(&full) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("remove", full, e)),
+                    }
+                    remove_empty_parents(workdir, &full);
+                }
+            }
+        }
+        // The index is updated under git's lock, read only after taking it;
+        // libgit2 reads first and locks to write, which could drop what a
+        // concurrent `git add` staged in between. `git_index::update` does
+        // it in process (spawning `git update-index`, which also hashes the
+        // whole index with a collision-detecting SHA-1, was about a third of
+        // a write at 10k files) and hands back what it leaves to git.
+        let mut ids = BTreeMap::new();
+        for (path, content) in changes {
+            let id = match content {
+                Some(bytes) => Some(
+                    Oid::hash_object(ObjectType::Blob, bytes)
+                        .map_err(|e| Error::git(format!("hash {path}"), e))?,
+                ),
+                None => None,
+            };
+            ids.insert(path.as_str(), id);
+        }
+        self.mark_index_write(true);
+        let staged = match crate::git_index::update(&self.repo.path().join("index"), &ids) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.stage(None, changes),
+            Err(e) => Err(e),
+        };
+        self.mark_index_write(false);
+        staged
+    }
+
+    /// The marker that says a cairn process is inside an index write (so an
+    /// `index.lock` left by a crash is known to be cairn's).
+    pub(super) fn index_marker(&self) -> PathBuf {
+        self.local_dir.join("index-writing")
+    }
+
+    /// Sets or clears the marker, rewriting one file in place.
+    pub(super) fn mark_index_write(&self, writing: bool) {
+        let _ = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(self.index_marker())
+            .and_then(|mut f| if writing { f.write_all(b"1") } else { Ok(()) });
+    }
+
+    /// `git` for this repository, committing to `index_file` (else the default index).
+    pub(super) fn git_index_command(&self, index_file: Option<&Path>) -> std::process::Command {
+        let mut c = std::process::Command::new("git");
+        c.arg("--git-dir").arg(self.repo.path());
+        if let Some(w) = self.repo.workdir() {
+            c.arg("--work-tree").arg(w).current_dir(w);
+        }
+        match index_file {
+            Some(p) if p.is_absolute() => {
+                c.env("GIT_INDEX_FILE", p);
+            }
+            Some(p) => {
+                let base = self.repo.workdir().unwrap_or(self.repo.path());
+                c.env("GIT_INDEX_FILE", base.join(p));
+            }
+            None => {
+                c.env_remove("GIT_INDEX_FILE");
+            }
+        }
+        c
+    }
+
+    pub(super) fn run_git(
+        &self,
+        mut c: std::process::Command,
+        what: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        use std::process::Stdio;
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| Error::io("run git in", self.repo.path(), e))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input)
+                .map_err(|e| Error::io("write to git in", self.repo.path(), e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io("run git in", self.repo.path(), e))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(Error::GitCommand {
+                args: what.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// The paths whose staged content differs from the tip, sorted. `index_file`
+    /// is the index git is committing (`GIT_INDEX_FILE`), else the repository's.
+    pub fn staged_changes(&self, index_file: Option<&Path>) -> Result<Vec<PathChange>> {
+        const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        let base = match self.tip()? {
+            Some(c) => c.to_string(),
+            None => EMPTY_TREE.to_string(),
+        };
+        let mut c = self.git_index_command(index_file);
+        c.args([
+            "diff-index",
+            "--cached",
+            "--raw",
+            "-z",
+            "--no-renames",
+            "--full-index",
+            "--ignore-submodules=none",
+            &base,
+        ]);
+        let out = self.run_git(c, "diff-index --cached", None)?;
+        // Records: ":<old mode> <new mode> <old id> <new id> <status>\0<path>\0".
+        let mut fields = out.split(|b| *b == 0);
+        let mut changes = Vec::new();
+        while let Some(meta) = fields.next() {
+            if meta.is_empty() {
+                continue;
+            }
+            let Some(path) = fields.next() else { break };
+            let meta = String::from_utf8_lossy(meta);
+            let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            let [_, new_mode, old_id, new_id, ..] = parts.as_slice() else {
+                continue;
+            };
+            let id = |s: &str| Oid::from_str(s).ok().filter(|o| !o.is_zero());
+            let new = id(new_id).map(|o| (o, matches!(*new_mode, "100644" | "100755")));
+            changes.push(PathChange {
+                path: String::from_utf8_lossy(path).into_owned(),
+                old: id(old_id),
+                new,
+            });
+        }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(changes)
+    }
+
+    /// Stages file contents (or removals) in a git index in one update,
+    /// writing the blobs first; regular, non-executable files only.
+    pub fn stage(&self, index_file: Option<&Path>, files: &Changes) -> Result<()> {
+        let mut input = Vec::new();
+        for (path, content) in files {
+            match content {
+                Some(bytes) => {
+                    let id = self
+                        .repo
+                        .blob(bytes)
+                        .map_err(|e| Error::git(format!("write blob for {path}"), e))?;
+                    input.extend_from_slice(format!("100644 {id}\t{path}").as_bytes());
+                }
+                None => {
+                    input.extend_from_slice(format!("0 {}\t{path}", Oid::ZERO_SHA1).as_bytes());
+                }
+            }
+            input.push(0);
+        }
+        let mut c = self.git_index_command(index_file);
+        // The index is a view of the tip, like the work-tree files beside it,
+        // which are not fsync'd either: the journal redoes both after a killed
+        // writer, and a power loss can leave both behind the tip (as git's
+        // default settings can), never the commit. The index's fsync
+        // (`core.fsync=index`, kept for hand commits) was a quarter of a
+        // work-tree write at 100k files.
+        c.args(["-c", "core.fsync=committed"]);
+        c.args(["update-index", "-z", "--index-info"]);
+        self.run_git(c, "update-index --index-info", Some(&input))?;
+        Ok(())
+    }
+
+    /// git's effective hooks folder: `core.hooksPath` (relative to the work
+    /// tree) if set, else `hooks/` in the common git folder.
+    pub fn hooks_dir(&self) -> Result<PathBuf> {
+        let cfg = self
+            .repo
+            .config()
+            .map_err(|e| Error::git("read config", e))?;
+        match cfg.get_path("core.hooksPath") {
+            Ok(p) if p.is_absolute() => Ok(p),
+            Ok(p) => Ok(self.repo.workdir().unwrap_or(self.repo.path()).join(p)),
+            Err(_) => Ok(self.repo.commondir().join("hooks")),
+        }
+    }
+
+    /// Runs `git fsck --connectivity-only` through the git binary.
+    pub fn git_connectivity_check(&self) -> Result<()> {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(self.repo.path())
+            .args([
+                "fsck",
+                "--connectivity-only",
+                "--no-progress",
+                "--no-dangling",
+            ])
+            .output()
+            .map_err(|e| Error::io("run git fsck in", self.repo.path(), e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::GitCommand {
+                args: "fsck --connectivity-only".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+}
+
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
