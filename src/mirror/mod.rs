@@ -76,24 +76,27 @@ const MILESTONES: usize = 10;
 pub const TEMPLATES: [(&str, &str); 6] = [
     (
         "readme.md.j2",
-        include_str!("../templates/mirror/readme.md.j2"),
+        include_str!("../../templates/mirror/readme.md.j2"),
     ),
-    ("run.md.j2", include_str!("../templates/mirror/run.md.j2")),
+    (
+        "run.md.j2",
+        include_str!("../../templates/mirror/run.md.j2"),
+    ),
     (
         "project.md.j2",
-        include_str!("../templates/mirror/project.md.j2"),
+        include_str!("../../templates/mirror/project.md.j2"),
     ),
     (
         "memory.md.j2",
-        include_str!("../templates/mirror/memory.md.j2"),
+        include_str!("../../templates/mirror/memory.md.j2"),
     ),
     (
         "memory_index.md.j2",
-        include_str!("../templates/mirror/memory_index.md.j2"),
+        include_str!("../../templates/mirror/memory_index.md.j2"),
     ),
     (
         "queue.md.j2",
-        include_str!("../templates/mirror/queue.md.j2"),
+        include_str!("../../templates/mirror/queue.md.j2"),
     ),
 ];
 
