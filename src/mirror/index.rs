@@ -1,0 +1,603 @@
+//! The derived index: the aggregates the pages need (run rows, memory
+//! groups and their counts, candidates, disputed items, milestones, recent
+//! events), kept in `mirror/index.json` and updated by deltas, and the
+//! groups' active counts by id shard in `mirror/shards.json`.
+//!
+//! Invariants: applying a change as a delta gives the same index as a scan
+//! from scratch; the shard counts are read and written only when a memory
+//! item changes (`shards_loaded`); the events are those of the commits up to
+//! the index's horizon, newest first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use git2::Oid;
+use serde::{Deserialize, Serialize};
+
+use super::source::Source;
+use super::{DIR, INDEX, INDEX_VERSION, MILESTONES, SHARDS};
+use crate::episode::Episode;
+use crate::error::Result;
+use crate::layout;
+use crate::ledger::{self, EventType};
+use crate::memory::{ItemStatus, MemoryItem};
+use crate::project::Registry;
+use crate::store::{Changes, Store};
+use crate::working_set::WorkingSet;
+
+/// One run's row in the overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct RunRow {
+    pub(super) status: String,
+    pub(super) stage: Option<String>,
+    next_action: Option<String>,
+    updated_at: String,
+    pub(super) project: Option<String>,
+    pub(super) objective: String,
+    seq: u64,
+}
+
+/// One ledger event as the pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct EventRow {
+    commit: String,
+    timestamp: String,
+    event_type: String,
+    run_id: Option<String>,
+    seq: Option<u64>,
+    subject: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct MilestoneRow {
+    created_at: String,
+    episode_id: String,
+    pub(super) run_id: String,
+    ordinal: u64,
+    reason: String,
+    tag: String,
+}
+
+/// A run page's path relative to `mirror/` (templates prefix it with `root`).
+pub(super) fn run_link(run_id: &str) -> String {
+    format!("runs/{}/{run_id}.md", layout::shard(run_id))
+}
+
+/// The items of one (scope, scope_id, type).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Group {
+    pub(super) scope: String,
+    pub(super) scope_id: Option<String>,
+    pub(super) kind: String,
+    /// Items by status.
+    pub(super) counts: BTreeMap<String, u64>,
+    /// Active items by the shard of their id. Stored in [`SHARDS`], not in
+    /// the index (format 2 indexes had them here, and are still read).
+    #[serde(default, skip_serializing)]
+    shards: Shards,
+}
+
+/// Counts by id shard (`00`..`ff`), stored as one string of `shard:count`
+/// pairs: a group at scale has all 256 shards, and as a JSON map they were
+/// most of the index's parse and write time.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Shards(Vec<u64>);
+
+impl Shards {
+    fn add(&mut self, shard: &str, sign: i64) {
+        let Ok(i) = usize::from_str_radix(shard, 16) else {
+            return;
+        };
+        if self.0.is_empty() {
+            self.0 = vec![0; 256];
+        }
+        if let Some(n) = self.0.get_mut(i) {
+            *n = (*n as i64 + sign).max(0) as u64;
+        }
+        if self.0.iter().all(|n| *n == 0) {
+            self.0.clear();
+        }
+    }
+
+    /// Non-empty shards by name, in order.
+    fn iter(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (format!("{i:02x}"), *n))
+    }
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(self.0.len() * 8);
+        for (i, n) in self.0.iter().enumerate().filter(|(_, n)| **n > 0) {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            let _ = write!(text, "{i:02x}:{n}");
+        }
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let mut counts = vec![0u64; 256];
+        for pair in text.split_whitespace() {
+            let (k, n) = pair
+                .split_once(':')
+                .ok_or_else(|| serde::de::Error::custom("shard counts are shard:count"))?;
+            let n: u64 = n.parse().map_err(serde::de::Error::custom)?;
+            if let Some(slot) = usize::from_str_radix(k, 16)
+                .ok()
+                .and_then(|i| counts.get_mut(i))
+            {
+                *slot += n;
+            }
+        }
+        if counts.iter().all(|n| *n == 0) {
+            counts.clear();
+        }
+        Ok(Shards(counts))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Index {
+    pub(super) version: u32,
+    /// The newest commit whose event is included.
+    pub(super) horizon: Option<String>,
+    pub(super) runs: BTreeMap<String, RunRow>,
+    pub(super) groups: BTreeMap<String, Group>,
+    pub(super) candidates: BTreeMap<String, String>,
+    pub(super) disputed: BTreeMap<String, String>,
+    pub(super) states: BTreeSet<String>,
+    pub(super) milestones: Vec<MilestoneRow>,
+    pub(super) events: Vec<EventRow>,
+    pub(super) run_events: BTreeMap<String, Vec<EventRow>>,
+    /// Whether the groups' shard counts are in memory (a full scan, a format
+    /// 2 index, or [`Index::load_shards`]); only then is [`SHARDS`] written.
+    #[serde(skip)]
+    pub(super) shards_loaded: bool,
+}
+
+pub(super) fn group_key(scope: &str, scope_id: Option<&str>, kind: &str) -> String {
+    format!("{scope}/{}/{kind}", scope_id.unwrap_or("-"))
+}
+
+/// The page (or the index page of a split family) of a memory group.
+pub(super) fn group_page(g: &Group) -> String {
+    match &g.scope_id {
+        Some(sid) => format!("{DIR}/memory/{}/{sid}/{}.md", g.scope, g.kind),
+        None => format!("{DIR}/memory/{}/{}.md", g.scope, g.kind),
+    }
+}
+
+pub(super) fn part_page(g: &Group, prefix: &str) -> String {
+    let page = group_page(g);
+    format!("{}/{prefix}.md", page.trim_end_matches(".md"))
+}
+
+/// How many hex digits of the shard split a group's pages (0 = one page).
+pub(super) fn level_of(g: &Group, max_items: usize) -> usize {
+    let counts = &g.shards.0;
+    if counts.iter().sum::<u64>() as usize <= max_items {
+        return 0;
+    }
+    // Level 1 splits by the first hex digit: sixteen runs of sixteen shards.
+    if counts
+        .chunks(16)
+        .all(|c| c.iter().sum::<u64>() as usize <= max_items)
+    {
+        return 1;
+    }
+    2
+}
+
+/// The part prefixes of a group at its level, with their active item counts.
+pub(super) fn parts_of(g: &Group, level: usize) -> BTreeMap<String, u64> {
+    let mut parts: BTreeMap<String, u64> = BTreeMap::new();
+    for (shard, n) in g.shards.iter() {
+        *parts.entry(shard[..level].to_string()).or_default() += n;
+    }
+    parts
+}
+
+/// Every page path a group family occupies.
+pub(super) fn family_pages(g: &Group, max_items: usize) -> Vec<String> {
+    let level = level_of(g, max_items);
+    let mut out = vec![group_page(g)];
+    if level > 0 {
+        out.extend(parts_of(g, level).keys().map(|p| part_page(g, p)));
+    }
+    out
+}
+
+impl Index {
+    pub(super) fn apply_run(&mut self, run_id: &str, ws: Option<&WorkingSet>) {
+        match ws {
+            Some(ws) => {
+                self.runs.insert(
+                    run_id.to_string(),
+                    RunRow {
+                        status: ws.status.as_str().to_string(),
+                        stage: ws.current_stage.clone(),
+                        next_action: ws.next_action.clone(),
+                        updated_at: ws.updated_at.clone(),
+                        project: ws.project.clone(),
+                        objective: ws.objective.clone(),
+                        seq: ws.update_seq,
+                    },
+                );
+            }
+            None => {
+                self.runs.remove(run_id);
+            }
+        }
+    }
+
+    pub(super) fn apply_item(&mut self, path: &str, item: &MemoryItem, sign: i64) {
+        let key = group_key(&item.scope, item.scope_id.as_deref(), &item.kind);
+        let g = self.groups.entry(key.clone()).or_insert_with(|| Group {
+            scope: item.scope.clone(),
+            scope_id: item.scope_id.clone(),
+            kind: item.kind.clone(),
+            ..Default::default()
+        });
+        let bump = |m: &mut BTreeMap<String, u64>, k: String| {
+            let v = m.entry(k.clone()).or_default();
+            *v = (*v as i64 + sign).max(0) as u64;
+            if *v == 0 {
+                m.remove(&k);
+            }
+        };
+        bump(&mut g.counts, item.status.as_str().to_string());
+        if item.status == ItemStatus::Active {
+            g.shards.add(&layout::shard(&item.id), sign);
+        }
+        if g.counts.is_empty() {
+            self.groups.remove(&key);
+        }
+        let add = sign > 0;
+        if item.status == ItemStatus::Candidate {
+            if add {
+                self.candidates.insert(item.id.clone(), path.to_string());
+            } else {
+                self.candidates.remove(&item.id);
+            }
+        }
+        if item.disputed {
+            if add {
+                self.disputed.insert(item.id.clone(), path.to_string());
+            } else {
+                self.disputed.remove(&item.id);
+            }
+        }
+    }
+
+    pub(super) fn add_milestone(&mut self, ep: &Episode) {
+        let row = MilestoneRow {
+            created_at: ep.created_at.clone(),
+            episode_id: ep.episode_id.clone(),
+            run_id: ep.run_id.clone(),
+            ordinal: ep.ordinal,
+            reason: ep.reason.clone(),
+            tag: ep.tag.clone(),
+        };
+        if !self
+            .milestones
+            .iter()
+            .any(|m| m.episode_id == row.episode_id)
+        {
+            self.milestones.push(row);
+        }
+        self.milestones
+            .sort_by(|a, b| (&b.created_at, &b.episode_id).cmp(&(&a.created_at, &a.episode_id)));
+        self.milestones.truncate(MILESTONES);
+    }
+
+    fn push_event(&mut self, e: EventRow, keep: usize) {
+        if let Some(run) = &e.run_id {
+            let list = self.run_events.entry(run.clone()).or_default();
+            list.insert(0, e.clone());
+            list.truncate(keep);
+        }
+        self.events.insert(0, e);
+        self.events.truncate(keep);
+    }
+
+    /// Projects with a page: registered, or named by a run, a state file or a project scope.
+    pub(super) fn projects(&self, registry: &Registry) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = registry.projects.iter().map(|p| p.id.clone()).collect();
+        out.extend(self.states.iter().cloned());
+        out.extend(self.runs.values().filter_map(|r| r.project.clone()));
+        out.extend(
+            self.groups
+                .values()
+                .filter(|g| g.scope == "project")
+                .filter_map(|g| g.scope_id.clone()),
+        );
+        out.retain(|p| layout::valid_id(p));
+        out
+    }
+}
+
+fn event_row(store: &Store, commit: Oid) -> Result<EventRow> {
+    let info = store.commit_info(commit)?;
+    let parsed = ledger::parse_message(&info.message);
+    // The run of a hand commit comes from its paths; cairn commits name it.
+    let run_id = match parsed.trailer("Cairn-Run") {
+        Some(r) => Some(r.to_string()),
+        None => ledger::event_of(store, commit)?.run_id,
+    };
+    let event_type = parsed
+        .trailer("Cairn-Event")
+        .and_then(EventType::parse)
+        .unwrap_or(EventType::ManualEdit);
+    let timestamp = parsed
+        .trailer("Cairn-Timestamp")
+        .and_then(crate::store::parse_rfc3339)
+        .or_else(|| time::OffsetDateTime::from_unix_timestamp(info.time).ok())
+        .map(crate::store::rfc3339)
+        .unwrap_or_default();
+    Ok(EventRow {
+        commit: commit.to_string()[..12].to_string(),
+        timestamp,
+        event_type: event_type.as_str().to_string(),
+        run_id,
+        seq: parsed.trailer("Cairn-Seq").and_then(|s| s.parse().ok()),
+        subject: parsed.subject.clone(),
+    })
+}
+
+/// How far back a first-parent walk looks for a known commit.
+pub(super) const CHAIN_WALK: usize = 1000;
+
+/// The commits from `from` back to `until` (excluded), newest first, when
+/// `until` is reached by first parents through single-parent commits within
+/// `bound` steps.
+fn first_parent_chain(
+    store: &Store,
+    from: Oid,
+    until: Oid,
+    bound: usize,
+) -> Result<Option<Vec<Oid>>> {
+    let mut chain = Vec::new();
+    let mut at = from;
+    while at != until {
+        if chain.len() >= bound {
+            return Ok(None);
+        }
+        let parents = store.commit_info(at)?.parents;
+        if parents.len() != 1 {
+            return Ok(None);
+        }
+        chain.push(at);
+        at = parents[0];
+    }
+    Ok(Some(chain))
+}
+
+/// Brings the index's events from its horizon up to `horizon`.
+pub(super) fn advance_events(
+    idx: &mut Index,
+    store: &Store,
+    horizon: Option<Oid>,
+    keep: usize,
+) -> Result<()> {
+    let current = idx.horizon.as_deref().and_then(|h| Oid::from_str(h).ok());
+    if current == horizon {
+        return Ok(());
+    }
+    let Some(h) = horizon else {
+        idx.events.clear();
+        idx.run_events.clear();
+        idx.horizon = None;
+        return Ok(());
+    };
+    let linear = match current {
+        Some(c) if store.repo_has(c) => match first_parent_chain(store, h, c, CHAIN_WALK)? {
+            Some(chain) => Some(chain),
+            None if store.is_ancestor(c, h)? => {
+                let new = store.history(h, Some(c))?;
+                let mut linear = true;
+                for id in &new {
+                    if store.commit_info(*id)?.parents.len() > 1 {
+                        linear = false;
+                    }
+                }
+                linear.then_some(new)
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    match linear {
+        Some(new) => {
+            for id in new.iter().rev() {
+                let row = event_row(store, *id)?;
+                idx.push_event(row, keep);
+            }
+        }
+        None => {
+            idx.events.clear();
+            idx.run_events.clear();
+            for id in store.history(h, None)?.iter().rev() {
+                let row = event_row(store, *id)?;
+                idx.push_event(row, keep);
+            }
+        }
+    }
+    idx.horizon = Some(h.to_string());
+    Ok(())
+}
+
+fn index_bytes(idx: &Index) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(idx).expect("the index serializes");
+    b.push(b'\n');
+    b
+}
+
+/// The parsed index of the current pages, if usable for an incremental pass.
+pub(super) fn load_index(pages: &dyn Source) -> Result<Option<Index>> {
+    Ok(pages.read(INDEX)?.and_then(|bytes| parse_index(&bytes)))
+}
+
+/// An index in a format this build reads, or `None`.
+pub(super) fn parse_index(bytes: &[u8]) -> Option<Index> {
+    let mut idx = serde_json::from_slice::<Index>(bytes).ok()?;
+    match idx.version {
+        // Format 2 carried the shard counts inline; the next write moves them.
+        2 => {
+            idx.version = INDEX_VERSION;
+            idx.shards_loaded = true;
+        }
+        INDEX_VERSION => {}
+        _ => return None,
+    }
+    Some(idx)
+}
+
+impl Index {
+    /// Reads the groups' shard counts from [`SHARDS`] in `pages`. False when
+    /// the file is missing or does not match the groups (a full render
+    /// rebuilds both).
+    pub(super) fn load_shards(&mut self, pages: &dyn Source) -> Result<bool> {
+        if self.shards_loaded {
+            return Ok(true);
+        }
+        let Some(bytes) = pages.read(SHARDS)? else {
+            return Ok(false);
+        };
+        let Ok(all) = serde_json::from_slice::<BTreeMap<String, Shards>>(&bytes) else {
+            return Ok(false);
+        };
+        for (key, shards) in all {
+            match self.groups.get_mut(&key) {
+                Some(g) => g.shards = shards,
+                None => return Ok(false),
+            }
+        }
+        self.shards_loaded = true;
+        Ok(true)
+    }
+}
+
+/// Puts the index into a pass's output, and the shard counts when they were
+/// loaded (otherwise they did not change and their file stays as it is).
+pub(super) fn put_index(out: &mut Changes, idx: &Index) {
+    out.insert(INDEX.into(), Some(index_bytes(idx)));
+    if idx.shards_loaded {
+        let counts: BTreeMap<&String, &Shards> = idx
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.shards.0.is_empty())
+            .map(|(k, g)| (k, &g.shards))
+            .collect();
+        let mut b = serde_json::to_vec_pretty(&counts).expect("shard counts serialize");
+        b.push(b'\n');
+        out.insert(SHARDS.into(), Some(b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::source::MapSource;
+    use super::{parse_index, put_index, Index, Shards, INDEX, SHARDS};
+    use crate::memory::MemoryItem;
+    use crate::store::Changes;
+    use std::collections::BTreeMap;
+
+    fn item(id: &str, kind: &str) -> MemoryItem {
+        serde_json::from_value(serde_json::json!({
+            "_schema_version": "2.1", "id": id, "type": kind, "scope": "global",
+            "content": "c", "confidence": 0.5, "status": "active", "source_refs": [],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    /// An index with shard counts in two groups, as a full scan leaves it.
+    fn scanned() -> Index {
+        let mut idx = Index {
+            version: super::INDEX_VERSION,
+            shards_loaded: true,
+            ..Default::default()
+        };
+        for (i, kind) in ["fact", "fact", "decision"].iter().enumerate() {
+            let it = item(&format!("mem_0{i}abc"), kind);
+            idx.apply_item(&it.path(), &it, 1);
+        }
+        idx
+    }
+
+    #[test]
+    fn shard_counts_live_in_their_own_file_and_load_only_when_asked() {
+        let idx = scanned();
+        let mut out = Changes::new();
+        put_index(&mut out, &idx);
+        let files: BTreeMap<String, Vec<u8>> =
+            out.into_iter().map(|(p, c)| (p, c.unwrap())).collect();
+        let text = String::from_utf8(files[INDEX].clone()).unwrap();
+        assert!(!text.contains("shards"), "{text}");
+        // Read back: the groups come without their counts until asked.
+        let mut back = parse_index(&files[INDEX]).unwrap();
+        assert!(!back.shards_loaded);
+        assert!(back.groups.values().all(|g| g.shards.0.is_empty()));
+        let mut again = Changes::new();
+        put_index(&mut again, &back);
+        assert_eq!(
+            again.keys().collect::<Vec<_>>(),
+            [INDEX],
+            "counts not loaded, not written"
+        );
+        assert!(back.load_shards(&MapSource(&files)).unwrap());
+        assert_eq!(back.groups, idx.groups);
+        // A missing file or one that names a group the index lacks: not usable.
+        let mut only_index = files.clone();
+        only_index.remove(SHARDS);
+        assert!(!parse_index(&files[INDEX])
+            .unwrap()
+            .load_shards(&MapSource(&only_index))
+            .unwrap());
+        let mut stray = files.clone();
+        stray.insert(SHARDS.into(), br#"{"global/-/identity": "00:1"}"#.to_vec());
+        assert!(!parse_index(&files[INDEX])
+            .unwrap()
+            .load_shards(&MapSource(&stray))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_format_2_index_with_inline_counts_is_still_read() {
+        let idx = scanned();
+        let mut v2 = serde_json::to_value(&idx).unwrap();
+        v2["version"] = 2.into();
+        for (key, g) in &idx.groups {
+            v2["groups"][key]["shards"] = serde_json::to_value(&g.shards).unwrap();
+        }
+        let back = parse_index(&serde_json::to_vec(&v2).unwrap()).unwrap();
+        assert_eq!(back.version, super::INDEX_VERSION);
+        assert!(back.shards_loaded, "the next write moves the counts out");
+        assert_eq!(back.groups, idx.groups);
+        v2["version"] = 1.into();
+        assert!(parse_index(&serde_json::to_vec(&v2).unwrap()).is_none());
+    }
+
+    #[test]
+    fn shard_counts_round_trip_through_their_compact_text() {
+        let mut s = Shards::default();
+        s.add("00", 3);
+        s.add("a7", 1);
+        s.add("ff", 12);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(text, r#""00:3 a7:1 ff:12""#);
+        assert_eq!(serde_json::from_str::<Shards>(&text).unwrap(), s);
+        let empty: Shards = serde_json::from_str(r#""00:0""#).unwrap();
+        assert_eq!(empty, Shards::default(), "all-zero counts are no counts");
+        assert!(serde_json::from_str::<Shards>(r#""00-3""#).is_err());
+    }
+}
