@@ -1,10 +1,15 @@
 //! cairn: a git-native context store for AI agents.
 //!
 //! The library is the product; the `cairn` binary is a thin shell over it.
-//! [`store::Store`] owns every git2 call and the one transaction path; the
-//! domain modules ([`working_set`], [`ledger`], [`fsck`]) plan changes and read
-//! them back. Nothing here prints or reads the environment: callers pass the
-//! clock, the actor and the store path in [`store::StoreOptions`].
+//! Modules are layered and import only downward: [`error`], [`layout`],
+//! [`schema`], [`config`] and [`event`] at the bottom; [`store`] (the only
+//! module that touches git2, and the one transaction path) above them; the
+//! domain modules ([`ledger`], [`project`], [`working_set`], [`memory`],
+//! [`episode`], [`rules`]); the derived views ([`mirror`], [`search`],
+//! [`brief`], [`watch`]); and [`open`], which hands the store the steps every
+//! write takes (`Store::open`, `Store::init`). Nothing here prints or reads the
+//! environment: callers pass the clock, the actor and the store path in
+//! [`store::StoreOptions`].
 
 #![warn(missing_docs)]
 

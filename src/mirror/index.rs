@@ -327,7 +327,7 @@ impl Index {
 
 fn event_row(store: &Store, commit: Oid) -> Result<EventRow> {
     let info = store.commit_info(commit)?;
-    let parsed = ledger::parse_message(&info.message);
+    let parsed = crate::event::parse_message(&info.message);
     // The run of a hand commit comes from its paths; cairn commits name it.
     let run_id = match parsed.trailer("Cairn-Run") {
         Some(r) => Some(r.to_string()),
@@ -339,9 +339,9 @@ fn event_row(store: &Store, commit: Oid) -> Result<EventRow> {
         .unwrap_or(EventType::ManualEdit);
     let timestamp = parsed
         .trailer("Cairn-Timestamp")
-        .and_then(crate::store::parse_rfc3339)
+        .and_then(crate::event::parse_rfc3339)
         .or_else(|| time::OffsetDateTime::from_unix_timestamp(info.time).ok())
-        .map(crate::store::rfc3339)
+        .map(crate::event::rfc3339)
         .unwrap_or_default();
     Ok(EventRow {
         commit: commit.to_string()[..12].to_string(),
