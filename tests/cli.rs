@@ -4,9 +4,9 @@
 //! `--json` envelope), that the message names the file/field/rule, and that
 //! HEAD and the work tree are unchanged.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::{json, Value};
 
 #[test]

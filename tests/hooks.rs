@@ -1,12 +1,12 @@
 //! The store's git hooks, through real `git commit` runs in temporary stores
 //! whose hooks `cairn init` installed.
 
-mod harness;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use harness::{write, Env};
+use common::cli::{write, Env};
 use serde_json::{json, Value};
 
 /// A store with a run, one active memory item and one episode.
@@ -504,7 +504,7 @@ fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
         "p.json",
         r#"{"set": {"next_action": "x"}}"#,
     );
-    let err = harness::refused(
+    let err = common::cli::refused(
         &fx.env,
         &["ws", "patch", &fx.run, "--expected-seq", "0", "-f", &patch],
         None,

@@ -1,8 +1,8 @@
 //! Long-term memory, milestones, projects and trusted state through the CLI.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::{json, Value};
 
 fn ids(v: &Value) -> Vec<String> {

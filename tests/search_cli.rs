@@ -1,9 +1,9 @@
 //! `cairn search`, `cairn index`, `cairn brief` and `cairn memory import`
 //! through the binary, including the bad queries the search issue names.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::json;
 
 fn seeded() -> (Env, String) {

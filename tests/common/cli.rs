@@ -3,8 +3,6 @@
 //! clock; plus the check every refused command must pass (its category, its
 //! exit code, and an unchanged HEAD, git status and work tree).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
