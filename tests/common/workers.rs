@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn::ledger::{self, EventType, LogQuery};
 use cairn::store::Actor;
-use cairn::working_set::{self, BootRequest};
+use cairn::working_set;
 use cairn::{Error, Store, StoreOptions};
 use serde_json::{json, Value};
 
@@ -24,14 +24,10 @@ use serde_json::{json, Value};
 /// ledger, so it hides nothing from the checks.
 pub const SLIDING_TOKENS: u64 = 24;
 
-/// Clears the environment of a child and sets only what git and cairn need.
+/// Clears the environment of a child and sets only what git and cairn need
+/// ([`super::hermetic`] in the C locale).
 pub fn hermetic<'a>(cmd: &'a mut Command, home: &Path) -> &'a mut Command {
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("LC_ALL", "C")
+    super::hermetic(cmd, home).env("LC_ALL", "C")
 }
 
 /// Runs the git binary hermetically in `dir`.
@@ -95,19 +91,8 @@ pub fn options(actor: &str, lock_timeout: Duration) -> StoreOptions {
 
 /// Makes a store at `path` and boots run `run_id` in it (seq 0).
 pub fn init_store_with_run(path: &Path, bare: bool, run_id: &str) -> Store {
-    let store =
-        Store::init(path, bare, options("setup", Duration::from_secs(60))).expect("init the store");
-    working_set::boot(
-        &store,
-        &BootRequest {
-            objective: "survive the test".into(),
-            run_id: Some(run_id.into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .expect("boot the run");
-    store
+    let setup = options("setup", Duration::from_secs(60));
+    super::setup::booted(path, bare, setup, "survive the test", Some(run_id)).0
 }
 
 /// The patch every test writer sends: append one tiny sliding item.
@@ -122,16 +107,21 @@ pub fn append_patch(expected_seq: u64, item_id: &str) -> Value {
 /// A write acknowledged by a worker: `ACK <item id> <seq> <commit>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ack {
+    /// The appended item's id.
     pub item: String,
+    /// The run's `_update_seq` after the write.
     pub seq: u64,
+    /// The write's commit id.
     pub commit: String,
 }
 
 impl Ack {
+    /// The line a worker prints for this ack.
     pub fn line(&self) -> String {
         format!("ACK {} {} {}", self.item, self.seq, self.commit)
     }
 
+    /// Reads an ack line back; `None` for any other line.
     pub fn parse(line: &str) -> Option<Ack> {
         let mut parts = line.strip_prefix("ACK ")?.split(' ');
         let ack = Ack {
@@ -169,20 +159,11 @@ pub fn patch_until_landed(store: &Store, run_id: &str, item_id: &str, ctx: &str)
 
 /// Files named `*.lock` under `dir` (git's ref, index and packed-refs locks).
 pub fn lock_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "lock") {
-                out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    super::setup::files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .map(|p| p.strip_prefix(dir).unwrap_or(&p).display().to_string())
+        .collect()
 }
 
 /// Prints an ack line and flushes, so the parent sees it even if we die next.
