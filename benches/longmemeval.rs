@@ -8,12 +8,15 @@
 //! no `memories.jsonl`, `../shared/bench/get-longmemeval.py` is run to fetch
 //! it (one PyPI wheel). Run: `cargo bench --bench longmemeval`.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use cairn::search::{self, SearchQuery};
 use cairn::{memory, Store, StoreOptions};
+use common::pct;
 use serde_json::{json, Value};
 
 fn read_jsonl(path: &PathBuf) -> Vec<Value> {
@@ -48,14 +51,6 @@ fn data_dir() -> PathBuf {
         );
     }
     dir
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn main() {
@@ -196,7 +191,7 @@ fn main() {
     println!(
         "search latency over {} queries (in-process, index warm): mean {mean:.2} ms, p50 {:.2} ms, p99 {:.2} ms",
         latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99)
     );
 }

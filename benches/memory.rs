@@ -6,18 +6,15 @@
 //! The stores are filled through `memory::import` with the mirror switched
 //! off (`mirror.enabled: false`), so the figures are the memory code's own.
 
+mod common;
+
 use std::time::Instant;
 
 use cairn::memory::{self, ListQuery, ScopeFilter};
 use cairn::working_set::{self, BootRequest};
 use cairn::{Store, StoreOptions};
+use common::{num, table_header, table_row};
 use serde_json::json;
-
-fn stats(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99))
-}
 
 fn store_with(items: usize, dir: &std::path::Path) -> (Store, String, String) {
     let store = Store::init(dir, true, StoreOptions::default()).expect("init");
@@ -69,15 +66,9 @@ fn store_with(items: usize, dir: &std::path::Path) -> (Store, String, String) {
 }
 
 fn main() {
-    let big: usize = std::env::var("CAIRN_BENCH_BIG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let reps: usize = std::env::var("CAIRN_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    println!("{:<44} {:>6} {:>10} {:>10}", "row", "n", "p50 ms", "p99 ms");
+    let big = num("CAIRN_BENCH_BIG", 100_000);
+    let reps = num("CAIRN_BENCH_REPS", 30);
+    table_header();
     for size in [1000, big] {
         let tmp = tempfile::TempDir::new().expect("tmp");
         let started = Instant::now();
@@ -102,14 +93,7 @@ fn main() {
             memory::commit_batch(&store, &b.batch_id, true, None).expect("commit");
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let (p50, p99) = stats(times);
-        println!(
-            "{:<44} {:>6} {:>10.1} {:>10.1}",
-            format!("propose+commit 100 items @ {size}"),
-            reps,
-            p50,
-            p99
-        );
+        table_row(&format!("propose+commit 100 items @ {size}"), times, 1);
         let q = ListQuery {
             scope: Some(ScopeFilter {
                 scope: "project".into(),
@@ -124,13 +108,10 @@ fn main() {
             n = memory::list(&store, &q).expect("list").len();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let (p50, p99) = stats(times);
-        println!(
-            "{:<44} {:>6} {:>10.1} {:>10.1}",
-            format!("memory list --scope project:p1 ({n} items) @ {size}"),
-            reps,
-            p50,
-            p99
+        table_row(
+            &format!("memory list --scope project:p1 ({n} items) @ {size}"),
+            times,
+            1,
         );
         let mut times = Vec::new();
         for _ in 0..reps {
@@ -139,14 +120,7 @@ fn main() {
             assert!(!v.is_empty());
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let (p50, p99) = stats(times);
-        println!(
-            "{:<44} {:>6} {:>10.1} {:>10.1}",
-            format!("memory history @ {size}"),
-            reps,
-            p50,
-            p99
-        );
+        table_row(&format!("memory history @ {size}"), times, 1);
         let mut seq = working_set::show(&store, &run, None)
             .expect("ws")
             .update_seq;
@@ -160,14 +134,6 @@ fn main() {
                 .update_seq;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let n = times.len();
-        let (p50, p99) = stats(times);
-        println!(
-            "{:<44} {:>6} {:>10.2} {:>10.2}",
-            format!("ws patch (library, bare) @ {size}"),
-            n,
-            p50,
-            p99
-        );
+        table_row(&format!("ws patch (library, bare) @ {size}"), times, 2);
     }
 }

@@ -12,6 +12,8 @@
 //! `mirror::render_all` from scratch; `watch-1000` times an atomic save of the
 //! working set until the run page shows it, with the watcher's default debounce.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use cairn::store::{Changes, Mutation};
 use cairn::watch::{self, WatchOptions};
 use cairn::working_set::{self, BootRequest};
 use cairn::{layout, ledger, Store, StoreOptions};
+use common::{num, pct, report_as, sorted};
 use serde_json::json;
 
 const RUN: &str = "run_bench";
@@ -36,27 +39,9 @@ const TYPES: [&str; 8] = [
     "project",
 ];
 
-fn num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name:<24} n={:<5} p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
-        ms.len(),
-        pct(&ms, 0.5),
-        pct(&ms, 0.99),
-        ms[ms.len() - 1]
-    );
+/// Prints one row in this benchmark's format (name 24 wide, 3 decimals).
+fn report(name: &str, ms: Vec<f64>) {
+    report_as(name, ms, 24, 3);
 }
 
 /// A store with `n` memory items and one booted run; the mirror on or off.
@@ -144,11 +129,7 @@ fn patch_rows(n: usize, ops: usize) {
             added.push(b - a);
         }
     }
-    let p50 = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        pct(&v, 0.5)
-    };
+    let p50 = |v: &[f64]| pct(&sorted(v.to_vec()), 0.5);
     println!(
         "mirror-{n}: on/off p50 ratio {:.2}x, p50 on - p50 off {:+.3} ms, median of per-round differences {:+.3} ms",
         p50(&ms_on) / p50(&ms_off),

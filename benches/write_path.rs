@@ -30,6 +30,8 @@
 //! minutes when it allocates), removing a 100k-file store would slow the file
 //! creations that follow it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::fs::{self, File};
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 use cairn::store::Actor;
 use cairn::working_set::{self, BootRequest, WorkingSet};
 use cairn::{layout, Store, StoreOptions};
+use common::{nearest_rank, sorted, try_num};
 use git2::{Oid, Repository};
 use serde_json::{json, Value};
 
@@ -71,14 +74,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Res<Settings> {
-        fn num(name: &str, default: usize) -> Res<usize> {
-            match std::env::var(name) {
-                Ok(s) if !s.trim().is_empty() => {
-                    Ok(s.trim().parse().map_err(|e| format!("{name}={s:?}: {e}"))?)
-                }
-                _ => Ok(default),
-            }
-        }
+        let num = |name: &str, default: usize| -> Res<usize> { Ok(try_num(name, default)?) };
         let ops = num("CAIRN_BENCH_OPS", 1000)?.max(1);
         Ok(Settings {
             ops,
@@ -118,8 +114,7 @@ struct Row {
 
 impl Row {
     fn new(op: &'static str, kind: &'static str, files: usize, samples: &[Sample]) -> Row {
-        let mut ms: Vec<f64> = samples.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
-        ms.sort_by(|a, b| a.total_cmp(b));
+        let ms = sorted(samples.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect());
         let cpu: Duration = samples.iter().map(|s| s.cpu).sum();
         Row {
             op,
@@ -130,19 +125,12 @@ impl Row {
         }
     }
 
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> f64 {
-        let n = self.ms.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.ms[rank.clamp(1, n) - 1]
-    }
-
     fn p50(&self) -> f64 {
-        self.pct(50.0)
+        nearest_rank(&self.ms, 50.0)
     }
 
     fn p99(&self) -> f64 {
-        self.pct(99.0)
+        nearest_rank(&self.ms, 99.0)
     }
 }
 

@@ -1,17 +1,17 @@
 //! The brief: trust order, budgets and caps, whole items only, determinism
 //! (golden files).
 
+mod common;
+
 use cairn::brief::{self, BriefRequest};
 use cairn::working_set::{self, BootRequest};
-use cairn::{memory, project, Store, StoreOptions};
+use cairn::{memory, project, Store};
+use common::setup;
 use serde_json::json;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::TempDir::new().unwrap();
-    let options = StoreOptions {
-        now: cairn::store::parse_rfc3339("2026-01-18T00:00:00Z"),
-        ..Default::default()
-    };
+    let options = setup::at("2026-01-18T00:00:00Z");
     let store = Store::init(dir.path(), true, options).unwrap();
     project::add(&store, "cairn", &["cairn-store".into()], None, None).unwrap();
     project::state_set(

@@ -4,16 +4,14 @@
 //! `--json` envelope), that the message names the file/field/rule, and that
 //! HEAD and the work tree are unchanged.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::{json, Value};
 
 #[test]
 fn init_boot_patch_show_log_round_trip() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let ws = env.ok(&["ws", "show", &run]);
     assert_eq!(ws["_update_seq"], json!(0));
     assert_eq!(ws["status"], json!("IDLE"));
@@ -69,9 +67,7 @@ fn init_boot_patch_show_log_round_trip() {
 
 #[test]
 fn log_jsonl_lines_are_schema_valid_ledger_events() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     env.ok(&[
         "ws",
         "patch",
@@ -116,8 +112,7 @@ fn log_jsonl_lines_are_schema_valid_ledger_events() {
 
 #[test]
 fn actor_flag_becomes_commit_author_and_event_actor() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     env.ok(&[
         "--actor",
         "Agent Smith <smith@example.com>",
@@ -136,9 +131,7 @@ fn actor_flag_becomes_commit_author_and_event_actor() {
 
 #[test]
 fn idempotency_key_replays_without_a_second_commit() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "p.json",
@@ -205,9 +198,7 @@ fn idempotency_key_replays_without_a_second_commit() {
 
 #[test]
 fn eviction_is_deterministic_and_listed() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let big = "word ".repeat(40); // 200 chars = 50 tokens
     let patch = json!({
         "expected_seq": 0,
@@ -255,8 +246,7 @@ fn bare_store_supports_every_command() {
 
 #[test]
 fn store_is_found_by_env_and_by_walking_up() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     env.boot();
     let sub = env.root().join("runs");
     let out = env
@@ -285,7 +275,7 @@ fn init_in_an_existing_repository_keeps_its_history() {
     let env = Env::new();
     std::fs::create_dir_all(env.root()).unwrap();
     env.git(&["init", "-q", "-b", "trunk"]);
-    std::fs::write(env.root().join("notes.txt"), "hello\n").unwrap();
+    env.put("notes.txt", "hello\n");
     env.git(&["add", "notes.txt"]);
     env.git(&["commit", "-qm", "first"]);
     env.init();
@@ -319,9 +309,7 @@ fn schema_commands_list_show_export() {
 
 #[test]
 fn fsck_reports_a_bypassing_commit() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     std::fs::write(env.ws_file(&run), "_schema_version: \"2.1\"\nbogus: 1\n").unwrap();
     env.git(&["commit", "--no-verify", "-qam", "hand edit"]);
     let (code, out) = env.json(&["fsck"]);
@@ -339,8 +327,7 @@ fn fsck_reports_a_bypassing_commit() {
 
 #[test]
 fn human_output_and_no_color() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     let out = env
         .cmd()
         .env("NO_COLOR", "1")
@@ -374,16 +361,9 @@ fn demo_runs_end_to_end() {
 
 // ---- bad input: each refused with its category, naming the file/field, changing nothing ----
 
-fn patch_env() -> (Env, String) {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
-    (env, run)
-}
-
 #[test]
 fn bad_input_unknown_field() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "p.json",
@@ -409,7 +389,7 @@ fn bad_input_unknown_field() {
 
 #[test]
 fn bad_input_wrong_type() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "p.yaml",
@@ -435,7 +415,7 @@ fn bad_input_wrong_type() {
 
 #[test]
 fn bad_input_missing_required_field() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let f = write(env.home.path(), "p.json", r#"{"set": {"status": "BUSY"}}"#);
     let err = refused(
         &env,
@@ -450,7 +430,7 @@ fn bad_input_missing_required_field() {
 
 #[test]
 fn bad_input_malformed_json_and_yaml() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let f = write(env.home.path(), "p.json", r#"{"expected_seq": 0, "set": {"#);
     let err = refused(
         &env,
@@ -480,7 +460,7 @@ fn bad_input_malformed_json_and_yaml() {
 
 #[test]
 fn bad_input_100_mb() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let p = env.home.path().join("huge.json");
     let f = std::fs::File::create(&p).unwrap();
     f.set_len(100 * 1024 * 1024).unwrap();
@@ -508,7 +488,7 @@ fn bad_input_100_mb() {
 
 #[test]
 fn bad_input_deep_nesting() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let deep = format!(
         r#"{{"expected_seq": 0, "set": {}1{}}}"#,
         "[".repeat(10_000),
@@ -545,7 +525,7 @@ fn bad_input_deep_nesting() {
 
 #[test]
 fn bad_input_yaml_alias_bomb() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let mut bomb = String::from(
         "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
     );
@@ -572,7 +552,7 @@ fn bad_input_yaml_alias_bomb() {
 
 #[test]
 fn bad_input_stale_expected_seq() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "p.json",
@@ -593,7 +573,7 @@ fn bad_input_stale_expected_seq() {
 
 #[test]
 fn bad_input_patch_for_unknown_run() {
-    let (env, _) = patch_env();
+    let (env, _) = Env::with_run();
     let f = write(env.home.path(), "p.json", r#"{"expected_seq": 0}"#);
     let err = refused(
         &env,
@@ -637,7 +617,7 @@ fn bad_input_not_a_store() {
 
 #[test]
 fn bad_input_hand_edits_in_the_way() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     std::fs::write(env.ws_file(&run), "# my notes\n").unwrap();
     let f = write(
         env.home.path(),
@@ -699,7 +679,7 @@ fn bad_input_hand_edits_in_the_way() {
 
 #[test]
 fn bad_input_invalid_run_id_and_duplicate_run() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let err = refused(
         &env,
         &["run", "boot", "--objective", "x", "--run-id", "../escape"],
@@ -719,7 +699,7 @@ fn bad_input_invalid_run_id_and_duplicate_run() {
 
 #[test]
 fn bad_input_pinned_over_cap_is_refused_not_cut() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     let patch = json!({"expected_seq": 0, "set": {"budget": {"max_sliding_tokens": 100, "max_pinned_items": 1}},
         "append": {"pinned_context": [{"id": "p1", "content": "a"}, {"id": "p2", "content": "b"}]}});
     let f = write(env.home.path(), "p.json", &patch.to_string());
@@ -736,14 +716,14 @@ fn bad_input_pinned_over_cap_is_refused_not_cut() {
 
 #[test]
 fn bad_input_lock_busy_is_transient() {
-    let (env, run) = patch_env();
+    let (env, run) = Env::with_run();
     // Hold the store lock from this process (an OS lock, like a live writer).
     let lock = std::fs::OpenOptions::new()
         .write(true)
         .open(env.root().join(".cairn/lock"))
         .unwrap();
     lock.lock().unwrap();
-    let cfg = std::fs::read_to_string(env.root().join("cairn.yaml")).unwrap();
+    let cfg = env.read("cairn.yaml");
     assert!(cfg.contains("lock_timeout_ms: 10000"));
     let f = write(env.home.path(), "p.json", r#"{"expected_seq": 0}"#);
     let before = env.state();
@@ -768,15 +748,8 @@ fn bad_input_lock_busy_is_transient() {
 #[test]
 fn log_follow_streams_new_events() {
     use std::io::{BufRead, BufReader};
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
-    let bin = assert_cmd::cargo::cargo_bin("cairn");
-    let mut child = std::process::Command::new(bin)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
+    let (env, run) = Env::with_run();
+    let mut child = common::cli::cairn(env.home.path())
         .args([
             "--store",
             env.root().to_str().unwrap(),

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn::Store;
-use common::*;
+use common::workers::*;
 
 const RUN: &str = "race";
 const ENV_STORE: &str = "CAIRN_TEST_WORKER_STORE";

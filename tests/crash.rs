@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cairn::working_set;
 use cairn::Store;
-use common::*;
+use common::workers::*;
 
 const RUN: &str = "crashy";
 const ENV_STORE: &str = "CAIRN_TEST_CRASH_STORE";

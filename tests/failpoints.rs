@@ -2,24 +2,22 @@
 //! Run with `--features failpoints` (the README's test command does).
 #![cfg(feature = "failpoints")]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn::working_set::{self, BootRequest};
+use cairn::working_set;
 use cairn::{Store, StoreOptions};
+use common::setup;
 use serde_json::json;
 
 // Failpoints are process-global: the tests here take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A store at `dir` with one booted run; returns the run id too.
 fn store(dir: &std::path::Path, bare: bool) -> (Store, String) {
-    let store = Store::init(dir, bare, StoreOptions::default()).unwrap();
-    let req = BootRequest {
-        objective: "race".into(),
-        ..Default::default()
-    };
-    let (ws, _) = working_set::boot(&store, &req, None).unwrap();
-    (store, ws.run_id)
+    setup::booted(dir, bare, StoreOptions::default(), "race", None)
 }
 
 /// Commits a hand-made file on the branch with a separate git handle.
@@ -89,22 +87,13 @@ fn a_crash_between_ref_update_and_work_tree_update_is_repaired_by_the_next_write
     let ws = working_set::show(&store, &run, None).unwrap();
     assert_eq!(ws.update_seq, 1);
     let path = tmp.path().join(cairn::layout::working_set(&run));
-    assert!(std::fs::read_to_string(&path)
-        .unwrap()
-        .contains("_update_seq: 0"));
+    assert!(setup::read(&path).contains("_update_seq: 0"));
     // The next write finishes the work-tree update and proceeds.
     let next = json!({"expected_seq": 1, "set": {"status": "DONE"}});
     working_set::patch(&store, &run, &next, "p2", None).unwrap();
-    assert!(std::fs::read_to_string(&path)
-        .unwrap()
-        .contains("_update_seq: 2"));
-    let status = std::process::Command::new("git")
-        .arg("-C")
-        .arg(tmp.path())
-        .args(["status", "--porcelain"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+    assert!(setup::read(&path).contains("_update_seq: 2"));
+    let status = setup::git(tmp.path(), &["status", "--porcelain"]);
+    assert_eq!(status, "");
 }
 
 #[test]

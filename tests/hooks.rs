@@ -1,12 +1,13 @@
 //! The store's git hooks, through real `git commit` runs in temporary stores
 //! whose hooks `cairn init` installed.
 
-mod harness;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use harness::{write, Env};
+use common::cli::{write, Env};
+use common::setup;
 use serde_json::{json, Value};
 
 /// A store with a run, one active memory item and one episode.
@@ -19,9 +20,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "mcrs.json",
@@ -45,26 +44,10 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.env.root().join(rel)
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap()
-    }
-
-    fn put(&self, rel: &str, text: &str) {
-        std::fs::write(self.path(rel), text).unwrap();
-    }
-
     /// Edits the memory item with `f` and stages it.
     fn stage_item(&self, f: impl Fn(String) -> String) {
-        self.put(&self.item_path, &f(self.read(&self.item_path)));
+        setup::edit(self.env.path(&self.item_path), f);
         self.env.git(&["add", &self.item_path]);
-    }
-
-    fn head(&self) -> String {
-        self.env.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
 
     /// What is staged, as `git diff --cached --name-status` prints it.
@@ -84,11 +67,11 @@ impl Fixture {
     /// Asserts a staged change is refused: the commit is not made, nothing
     /// else is staged, and stderr names the file and the rule.
     fn refused(&self, file: &str, rule: &str) -> String {
-        let head = self.head();
+        let head = self.env.head();
         let staged = self.staged();
         let (ok, err) = self.commit("should be refused");
         assert!(!ok, "the commit was made; stderr: {err}");
-        assert_eq!(self.head(), head, "HEAD moved");
+        assert_eq!(self.env.head(), head, "HEAD moved");
         assert_eq!(self.staged(), staged, "the hook changed what is staged");
         assert!(err.contains(file), "stderr does not name {file}: {err}");
         assert!(
@@ -154,11 +137,10 @@ fn a_valid_hand_edit_is_committed_with_trailers_and_its_mirror() {
 fn a_hand_edited_working_set_gets_its_seq_bumped_and_restaged() {
     let fx = fixture();
     let ws = cairn::layout::working_set(&fx.run);
-    let text = fx
-        .read(&ws)
-        .replace("objective: Ship it", "objective: Ship it well");
+    let text = fx.env.edit(&ws, |t| {
+        t.replace("objective: Ship it", "objective: Ship it well")
+    });
     assert!(text.contains("_update_seq: 0"), "{text}");
-    fx.put(&ws, &text);
     fx.env.git(&["add", &ws]);
     let (ok, err) = fx.commit("sharpen the objective");
     assert!(ok, "{err}");
@@ -167,7 +149,7 @@ fn a_hand_edited_working_set_gets_its_seq_bumped_and_restaged() {
     assert!(committed.contains("_update_seq: 1"), "{committed}");
     assert!(committed.contains("objective: Ship it well"), "{committed}");
     // The work tree has the bumped file too, and the ledger the seq.
-    assert_eq!(fx.read(&ws), committed);
+    assert_eq!(fx.env.read(&ws), committed);
     let ev = fx.ok_log_last();
     assert_eq!(ev["run_id"], json!(fx.run));
     assert_eq!(ev["seq"], json!(1));
@@ -175,8 +157,8 @@ fn a_hand_edited_working_set_gets_its_seq_bumped_and_restaged() {
     assert_eq!(fx.env.ok(&["ws", "show", &fx.run])["_update_seq"], json!(1));
 
     // Setting the seq inconsistently is refused.
-    let text = fx.read(&ws).replace("_update_seq: 1", "_update_seq: 7");
-    fx.put(&ws, &text);
+    fx.env
+        .edit(&ws, |t| t.replace("_update_seq: 1", "_update_seq: 7"));
     fx.env.git(&["add", &ws]);
     fx.refused(&ws, "seq_consistency");
 }
@@ -208,14 +190,10 @@ fn a_wrong_type_is_refused() {
 #[test]
 fn every_problem_is_reported_at_once() {
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: high");
-    fx.put(&fx.item_path, &format!("{text}colour: blue\n"));
-    fx.put(
-        &fx.episode_path,
-        &format!("{}# edited\n", fx.read(&fx.episode_path)),
-    );
+    fx.env.edit(&fx.item_path, |t| {
+        t.replace("confidence: 0.8", "confidence: high") + "colour: blue\n"
+    });
+    fx.env.edit(&fx.episode_path, |t| t + "# edited\n");
     fx.env.git(&["add", "-A"]);
     let err = fx.refused(&fx.item_path, "type");
     assert!(err.contains("(rule: additionalProperties)"), "{err}");
@@ -226,10 +204,11 @@ fn every_problem_is_reported_at_once() {
 fn an_edited_episode_is_refused() {
     let fx = fixture();
     let text = fx
+        .env
         .read(&fx.episode_path)
         .replace("reason: r", "reason: rewritten");
-    assert_ne!(text, fx.read(&fx.episode_path));
-    fx.put(&fx.episode_path, &text);
+    assert_ne!(text, fx.env.read(&fx.episode_path));
+    fx.env.put(&fx.episode_path, &text);
     fx.env.git(&["add", &fx.episode_path]);
     fx.refused(&fx.episode_path, "episode_immutable");
     // Deleting it is refused as well.
@@ -243,7 +222,7 @@ fn an_edited_episode_is_refused() {
 fn a_hand_edited_mirror_page_is_refused_naming_the_canonical_file() {
     let fx = fixture();
     let page = "mirror/memory/global/fact.md";
-    fx.put(page, &format!("{}\nA note added by hand.\n", fx.read(page)));
+    fx.env.edit(page, |t| t + "\nA note added by hand.\n");
     fx.env.git(&["add", page]);
     let err = fx.refused(page, "mirror_generated");
     assert!(err.contains("memory/"), "names the canonical files: {err}");
@@ -253,7 +232,7 @@ fn a_hand_edited_mirror_page_is_refused_naming_the_canonical_file() {
 fn a_symlink_is_refused() {
     let fx = fixture();
     let link = "memory/global/link.yaml";
-    std::os::unix::fs::symlink("/etc/passwd", fx.path(link)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", fx.env.path(link)).unwrap();
     fx.env.git(&["add", link]);
     fx.refused(link, "regular_file");
 }
@@ -262,8 +241,8 @@ fn a_symlink_is_refused() {
 fn a_50_mb_file_is_refused() {
     let fx = fixture();
     let big = "notes/big.bin";
-    std::fs::create_dir_all(fx.path("notes")).unwrap();
-    std::fs::write(fx.path(big), vec![b'a'; 50 * 1024 * 1024]).unwrap();
+    std::fs::create_dir_all(fx.env.path("notes")).unwrap();
+    std::fs::write(fx.env.path(big), vec![b'a'; 50 * 1024 * 1024]).unwrap();
     fx.env.git(&["add", big]);
     let err = fx.refused(big, "max_file_bytes");
     assert!(err.contains("52428800"), "{err}");
@@ -273,10 +252,9 @@ fn a_50_mb_file_is_refused() {
 fn a_partial_commit_of_one_path_is_checked_and_gets_its_mirror() {
     // `git commit PATH` builds a temporary index (GIT_INDEX_FILE).
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: 0.85");
-    fx.put(&fx.item_path, &text);
+    let text = fx.env.edit(&fx.item_path, |t| {
+        t.replace("confidence: 0.8", "confidence: 0.85")
+    });
     let out = fx
         .env
         .git_output(&["commit", "-q", "-m", "partial", "--", &fx.item_path]);
@@ -289,16 +267,16 @@ fn a_partial_commit_of_one_path_is_checked_and_gets_its_mirror() {
     assert!(files.contains("mirror/memory/global/fact.md"), "{files}");
     fx.env.ok(&["mirror", "--check"]);
     // And a bad partial commit is refused.
-    fx.put(
+    fx.env.put(
         &fx.item_path,
         &text.replace("confidence: 0.85", "confidence: high"),
     );
-    let head = fx.head();
+    let head = fx.env.head();
     let out = fx
         .env
         .git_output(&["commit", "-q", "-m", "bad", "--", &fx.item_path]);
     assert!(!out.status.success());
-    assert_eq!(fx.head(), head);
+    assert_eq!(fx.env.head(), head);
 }
 
 #[test]
@@ -320,7 +298,7 @@ fn pages_staged_for_an_aborted_commit_are_not_hand_edits() {
         .contains("0.82"));
     // A real hand edit of that page is still refused.
     let page = "mirror/memory/global/fact.md";
-    fx.put(page, &format!("{}\nby hand\n", fx.read(page)));
+    fx.env.edit(page, |t| t + "\nby hand\n");
     fx.env.git(&["add", page]);
     fx.refused(page, "mirror_generated");
 }
@@ -343,7 +321,7 @@ fn an_empty_commit_keeps_the_mirror_current() {
 #[test]
 fn a_message_with_trailers_is_left_alone() {
     let fx = fixture();
-    fx.put("NOTES.md", "notes\n");
+    fx.env.put("NOTES.md", "notes\n");
     fx.env.git(&["add", "NOTES.md"]);
     let msg =
         "by hand\n\nCairn-Event: MANUAL_EDIT\nCairn-Event-Id: ev_01KAAAAAAAAAAAAAAAAAAAAAAA\n";
@@ -359,8 +337,7 @@ fn hooks_dir(env: &Env) -> PathBuf {
 
 #[test]
 fn install_is_idempotent_and_status_says_current() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     let before: Vec<Vec<u8>> = ["pre-commit", "commit-msg", "post-merge"]
         .iter()
         .map(|h| std::fs::read(hooks_dir(&env).join(h)).unwrap())
@@ -379,14 +356,10 @@ fn install_is_idempotent_and_status_says_current() {
     assert_eq!(status["hooks"].as_array().unwrap().len(), 6);
     // A block for another binary is reported as outdated.
     let hook = hooks_dir(&env).join("post-commit");
-    let moved = std::fs::read_to_string(&hook).unwrap().replace(
-        &std::fs::canonicalize(assert_cmd::cargo::cargo_bin("cairn"))
-            .unwrap()
-            .to_string_lossy()
-            .to_string(),
-        "/old/cairn",
-    );
-    std::fs::write(&hook, moved).unwrap();
+    let exe = std::fs::canonicalize(assert_cmd::cargo::cargo_bin("cairn")).unwrap();
+    setup::edit(&hook, |t| {
+        t.replace(&exe.to_string_lossy().to_string(), "/old/cairn")
+    });
     let status = env.ok(&["hooks", "status"]);
     assert_eq!(status["current"], json!(false));
     assert_eq!(status["hooks"][2]["state"], json!("outdated"));
@@ -415,29 +388,23 @@ fn hooks_coexist_with_a_users_hook_and_uninstall_restores_it() {
     assert_eq!(status["hooks"][0]["other_content"], json!(true));
     assert_eq!(status["hooks"][1]["chained"], json!(true));
     // Both run on a commit: cairn's checks and the user's hooks.
-    std::fs::write(env.root().join("NOTES.md"), "n\n").unwrap();
+    env.put("NOTES.md", "n\n");
     env.git(&["add", "NOTES.md"]);
     env.git(&["commit", "-qm", "notes"]);
-    let ran = std::fs::read_to_string(&marker).unwrap();
+    let ran = setup::read(&marker);
     assert!(ran.contains("ran"), "{ran}");
     assert!(ran.contains("msg "), "{ran}");
     let body = env.git(&["log", "-1", "--format=%B"]);
     assert!(body.contains("Cairn-Event: MANUAL_EDIT"), "{body}");
     // And cairn's refusal still stops the commit before the user's hook runs.
-    std::fs::write(env.root().join("cairn.yaml"), "bogus: [\n").unwrap();
+    env.put("cairn.yaml", "bogus: [\n");
     env.git(&["add", "cairn.yaml"]);
     assert!(!env.git_output(&["commit", "-qm", "bad"]).status.success());
     env.git(&["reset", "-q", "--hard"]);
     // Uninstall gives back exactly what was there.
     env.ok(&["hooks", "uninstall"]);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("pre-commit")).unwrap(),
-        shell
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("commit-msg")).unwrap(),
-        python
-    );
+    assert_eq!(setup::read(dir.join("pre-commit")), shell);
+    assert_eq!(setup::read(dir.join("commit-msg")), python);
     assert!(!dir.join("commit-msg.pre-cairn").exists());
     assert!(!dir.join("post-commit").exists());
     assert_eq!(env.ok(&["hooks", "status"])["current"], json!(false));
@@ -445,19 +412,10 @@ fn hooks_coexist_with_a_users_hook_and_uninstall_restores_it() {
 
 #[test]
 fn hooks_are_never_taken_from_the_stores_own_files() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     // A clone brings no hooks along (git never copies them) ...
     let clone = env.home.path().join("clone");
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(env.root())
-        .arg(&clone)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    setup::clone(&env.root(), &clone);
     assert!(!clone.join(".git/hooks/pre-commit").exists());
     // ... and cairn refuses to install into a hooks folder inside the work tree.
     env.git(&["config", "core.hooksPath", "hooks"]);
@@ -470,17 +428,13 @@ fn hooks_are_never_taken_from_the_stores_own_files() {
 #[test]
 fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
     let fx = fixture();
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: high");
-    fx.put(&fx.item_path, &text);
-    fx.put(
-        &fx.episode_path,
-        &format!("{}# edited\n", fx.read(&fx.episode_path)),
-    );
+    fx.env.edit(&fx.item_path, |t| {
+        t.replace("confidence: 0.8", "confidence: high")
+    });
+    fx.env.edit(&fx.episode_path, |t| t + "# edited\n");
     fx.env
         .git(&["commit", "-q", "--no-verify", "-am", "bypass the hooks"]);
-    let bad = fx.head();
+    let bad = fx.env.head();
     // fsck names the files, the rules and the commit.
     let (code, out) = fx.env.json(&["fsck"]);
     assert_eq!(code, 8, "{out}");
@@ -504,7 +458,7 @@ fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
         "p.json",
         r#"{"set": {"next_action": "x"}}"#,
     );
-    let err = harness::refused(
+    let err = common::cli::refused(
         &fx.env,
         &["ws", "patch", &fx.run, "--expected-seq", "0", "-f", &patch],
         None,
@@ -516,7 +470,7 @@ fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
     // The repair restores the episode from its tag and the item's last good version.
     let repaired = fx.env.ok(&["fsck", "--repair"]);
     assert!(!repaired["commits"].as_array().unwrap().is_empty());
-    assert!(fx.read(&fx.item_path).contains("confidence: 0.8"));
+    assert!(fx.env.read(&fx.item_path).contains("confidence: 0.8"));
     let tag = format!(
         "cairn/{}/{}",
         fx.run,
@@ -527,7 +481,7 @@ fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
             .trim_end_matches(".yaml")
     );
     let tag_msg = fx.env.git(&["tag", "-l", "--format=%(contents)", &tag]);
-    assert_eq!(tag_msg.trim_end(), fx.read(&fx.episode_path).trim_end());
+    assert_eq!(tag_msg.trim_end(), fx.env.read(&fx.episode_path).trim_end());
     fx.env.ok(&["fsck"]);
     fx.env
         .ok(&["ws", "patch", &fx.run, "--expected-seq", "0", "-f", &patch]);
@@ -538,10 +492,9 @@ fn no_verify_damage_is_found_by_fsck_and_blocks_writes_until_repaired() {
 fn a_stale_mirror_after_a_plain_merge_is_reported_and_repaired() {
     let fx = fixture();
     // A commit made without hooks leaves the mirror behind; the post hooks say so.
-    let text = fx
-        .read(&fx.item_path)
-        .replace("confidence: 0.8", "confidence: 0.9");
-    fx.put(&fx.item_path, &text);
+    fx.env.edit(&fx.item_path, |t| {
+        t.replace("confidence: 0.8", "confidence: 0.9")
+    });
     fx.env
         .git(&["commit", "-q", "--no-verify", "-am", "quiet edit"]);
     let out = fx.env.git_output(&["checkout", "-q", "-b", "other"]);
@@ -556,10 +509,8 @@ fn a_stale_mirror_after_a_plain_merge_is_reported_and_repaired() {
 
 #[test]
 fn the_pre_commit_framework_manifest_calls_cairn_hooks() {
-    let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".pre-commit-hooks.yaml"),
-    )
-    .unwrap();
+    let text =
+        setup::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".pre-commit-hooks.yaml"));
     let hooks: Value = serde_saphyr::from_str(&text).unwrap();
     let hooks = hooks.as_array().unwrap();
     assert_eq!(hooks.len(), 6);
@@ -615,18 +566,19 @@ fn hand_commits_and_cairn_writes_interleave_without_losing_either() {
         for k in 0..HAND {
             let value = format!("confidence: 0.{}", 50 + k);
             loop {
-                let text = fx.read(&fx.item_path);
-                let edited: Vec<&str> = text
-                    .lines()
-                    .map(|l| {
-                        if l.starts_with("confidence:") {
-                            value.as_str()
-                        } else {
-                            l
-                        }
-                    })
-                    .collect();
-                fx.put(&fx.item_path, &(edited.join("\n") + "\n"));
+                fx.env.edit(&fx.item_path, |text| {
+                    let edited: Vec<&str> = text
+                        .lines()
+                        .map(|l| {
+                            if l.starts_with("confidence:") {
+                                value.as_str()
+                            } else {
+                                l
+                            }
+                        })
+                        .collect();
+                    edited.join("\n") + "\n"
+                });
                 // A cairn write may hold the index for a moment.
                 if !fx.env.git_output(&["add", &fx.item_path]).status.success() {
                     continue;
@@ -659,6 +611,7 @@ fn hand_commits_and_cairn_writes_interleave_without_losing_either() {
         assert!(log.contains(&format!("hand {k}")), "{log}");
     }
     assert!(fx
+        .env
         .read(&fx.item_path)
         .contains(&format!("confidence: 0.{}", 50 + HAND - 1)));
     fx.env.ok(&["fsck"]);

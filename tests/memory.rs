@@ -1,8 +1,8 @@
 //! Long-term memory, milestones, projects and trusted state through the CLI.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::{json, Value};
 
 fn ids(v: &Value) -> Vec<String> {
@@ -38,8 +38,7 @@ fn commit_now(env: &Env, run: &str, mcrs: Value) -> Vec<String> {
 
 #[test]
 fn the_seed_flow_end_to_end() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     // 1. Boot (the seed's boot body, verbatim).
     let boot = write(
         env.home.path(),
@@ -95,11 +94,10 @@ fn the_seed_flow_end_to_end() {
     );
     // The tag is annotated and its message is the episode file.
     let tag_msg = env.git(&["tag", "-l", "--format=%(contents)", tag]);
-    let file = std::fs::read_to_string(env.root().join(cairn::layout::episode(
+    let file = env.read(&cairn::layout::episode(
         &run,
         ep["episode_id"].as_str().unwrap(),
-    )))
-    .unwrap();
+    ));
     assert_eq!(tag_msg.trim_end(), file.trim_end());
     assert_eq!(env.git(&["cat-file", "-t", tag]).trim(), "tag");
     // 5. Memory is active; history shows both versions.
@@ -131,9 +129,7 @@ fn the_seed_flow_end_to_end() {
 
 #[test]
 fn supersede_keeps_both_items_linked_and_history_has_every_version() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let first = commit_now(&env, &run, json!([add("The API listens on port 8080")]));
     let old = first[0].clone();
     commit_now(
@@ -186,9 +182,7 @@ fn supersede_keeps_both_items_linked_and_history_has_every_version() {
 
 #[test]
 fn review_promote_reject_edit_each_one_commit_with_the_reason() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let p = propose(&env, &run, &json!([add("alpha"), add("beta")]));
     let a = p["batch"]["item_ids"][0].as_str().unwrap().to_string();
     let b = p["batch"]["item_ids"][1].as_str().unwrap().to_string();
@@ -224,9 +218,7 @@ fn review_promote_reject_edit_each_one_commit_with_the_reason() {
 
 #[test]
 fn expired_items_are_listed_as_expired() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     commit_now(
         &env,
         &run,
@@ -250,9 +242,7 @@ fn expired_items_are_listed_as_expired() {
 
 #[test]
 fn a_batch_whose_targets_changed_is_refused_naming_them() {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let id = commit_now(&env, &run, json!([add("v1")]))[0].clone();
     let stale = propose(
         &env,
@@ -277,8 +267,7 @@ fn a_batch_whose_targets_changed_is_refused_naming_them() {
 
 #[test]
 fn aliases_and_ids_reach_the_same_data_everywhere() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     env.ok(&[
         "project",
         "add",
@@ -371,7 +360,7 @@ fn aliases_and_ids_reach_the_same_data_everywhere() {
         assert_eq!(got["entries"][0]["value"], json!("measurement"));
     }
     assert!(env.root().join("state/p05-interferometer.yaml").exists());
-    let file = std::fs::read_to_string(env.root().join("state/p05-interferometer.yaml")).unwrap();
+    let file = env.read("state/p05-interferometer.yaml");
     assert!(
         file.contains("status: superseded"),
         "the old value is kept: {file}"
@@ -383,16 +372,9 @@ fn aliases_and_ids_reach_the_same_data_everywhere() {
 
 // ---- bad input ----
 
-fn run_env() -> (Env, String) {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
-    (env, run)
-}
-
 #[test]
 fn bad_input_unknown_op() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "m.json",
@@ -413,7 +395,7 @@ fn bad_input_unknown_op() {
 
 #[test]
 fn bad_input_missing_target_ids() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     for op in ["update", "supersede", "delete"] {
         let body =
             json!([{"op": op, "target_id": "mem_01J00000000000000000000000", "content": "x"}]);
@@ -439,7 +421,7 @@ fn bad_input_missing_target_ids() {
 
 #[test]
 fn bad_input_confidence_out_of_range() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     for c in [1.5, -0.1] {
         let body = json!([{"op": "add", "type": "fact", "scope": "global", "content": "x", "confidence": c}]);
         let f = write(env.home.path(), "m.json", &body.to_string());
@@ -459,7 +441,7 @@ fn bad_input_confidence_out_of_range() {
 
 #[test]
 fn bad_input_unknown_scope() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let f = write(
         env.home.path(),
         "m.json",
@@ -488,7 +470,7 @@ fn bad_input_unknown_scope() {
 
 #[test]
 fn bad_input_unknown_batch() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let err = refused(
         &env,
         &[
@@ -523,7 +505,7 @@ fn bad_input_unknown_batch() {
 
 #[test]
 fn bad_input_commit_outside_milestone_without_override() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let p = propose(&env, &run, &json!([add("x")]));
     let batch = p["batch_id"].as_str().unwrap();
     let err = refused(&env, &["memory", "commit", batch], None, "POLICY", 6);
@@ -537,7 +519,7 @@ fn bad_input_commit_outside_milestone_without_override() {
 
 #[test]
 fn bad_input_commit_a_batch_twice() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let p = propose(&env, &run, &json!([add("x")]));
     let batch = p["batch_id"].as_str().unwrap();
     env.ok(&["memory", "commit", batch, "--allow-outside-milestone"]);
@@ -560,7 +542,7 @@ fn bad_input_commit_a_batch_twice() {
 
 #[test]
 fn bad_input_edited_episode_is_reported_by_fsck() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let ms = env.ok(&["milestone", &run, "--reason", "checkpoint"]);
     let ep = ms["episode"]["episode_id"].as_str().unwrap();
     // cairn itself never rewrites or deletes an episode: its transaction refuses.
@@ -580,11 +562,9 @@ fn bad_input_edited_episode_is_reported_by_fsck() {
         })
         .unwrap_err();
     assert_eq!(err.category(), cairn::Category::Policy);
-    let path = env.root().join(cairn::layout::episode(&run, ep));
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("reason: checkpoint", "reason: rewritten");
-    std::fs::write(&path, text).unwrap();
+    env.edit(&cairn::layout::episode(&run, ep), |t| {
+        t.replace("reason: checkpoint", "reason: rewritten")
+    });
     // Only a commit that bypasses the hooks gets an edited episode in.
     env.git(&["commit", "--no-verify", "-qam", "rewrite history"]);
     let findings = env.fsck_findings();
@@ -599,8 +579,7 @@ fn bad_input_edited_episode_is_reported_by_fsck() {
 
 #[test]
 fn bad_input_alias_colliding_with_another_project() {
-    let env = Env::new();
-    env.init();
+    let env = Env::store();
     env.ok(&["project", "add", "alpha"]);
     let err = refused(
         &env,
@@ -615,7 +594,7 @@ fn bad_input_alias_colliding_with_another_project() {
 
 #[test]
 fn fsck_reports_an_item_moved_by_hand() {
-    let (env, run) = run_env();
+    let (env, run) = Env::with_run();
     let id = commit_now(&env, &run, json!([add("misplaced")]))[0].clone();
     let from = env
         .root()

@@ -3,13 +3,15 @@
 //! supersession links consistent both ways, and the statuses in the files
 //! equal what replaying the ledger from the first commit gives.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use cairn::episode::{self, MilestoneRequest};
 use cairn::ledger::{self, LogQuery};
 use cairn::memory::{self, ItemStatus, ListQuery};
-use cairn::working_set::{self, BootRequest};
-use cairn::{Store, StoreOptions};
+use cairn::StoreOptions;
+use common::setup;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -48,10 +50,7 @@ proptest! {
     #[test]
     fn statuses_are_valid_and_equal_the_ledger_replay(ops in proptest::collection::vec(op(), 1..14)) {
         let dir = tempfile::TempDir::new().unwrap();
-        let store = Store::init(dir.path(), true, StoreOptions::default()).unwrap();
-        let req = BootRequest { objective: "props".into(), ..Default::default() };
-        let (ws, _) = working_set::boot(&store, &req, None).unwrap();
-        let run = ws.run_id;
+        let (store, run) = setup::booted(dir.path(), true, StoreOptions::default(), "props", None);
         let mut batches: Vec<String> = Vec::new();
         let mut items: Vec<String> = Vec::new();
         for (n, op) in ops.iter().enumerate() {

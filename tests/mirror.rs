@@ -1,23 +1,19 @@
 //! The human mirror: golden pages, determinism, incremental regeneration and
 //! empty-state pages (issue 5).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use cairn::episode::{self, MilestoneRequest};
 use cairn::mirror::{self, GitSource};
 use cairn::working_set::{self, BootRequest};
-use cairn::{memory, project, Store, StoreOptions};
+use cairn::{memory, project, Store};
+use common::setup::{self, opts};
 use serde_json::json;
 
 const RUN: &str = "run_fixed";
-
-fn opts() -> StoreOptions {
-    StoreOptions {
-        now: cairn::store::parse_rfc3339("2026-01-18T10:00:00Z"),
-        ..Default::default()
-    }
-}
 
 /// Files under mirror/ at the tip.
 fn pages(store: &Store) -> BTreeMap<String, Vec<u8>> {
@@ -83,11 +79,7 @@ fn fixture(dir: &Path) -> Store {
     )
     .unwrap();
     // Later, so the batches sort by time rather than by their random ids.
-    let later = StoreOptions {
-        now: cairn::store::parse_rfc3339("2026-01-18T11:00:00Z"),
-        ..Default::default()
-    };
-    let store = Store::open(dir, later).unwrap();
+    let store = Store::open(dir, setup::at("2026-01-18T11:00:00Z")).unwrap();
     let cand = json!({"mcrs": [{"op": "add", "type": "preference", "scope": "global", "content": "short pages", "confidence": 0.6}]});
     memory::propose(&store, RUN, &cand, Default::default(), "mcrs.json", None).unwrap();
     store
@@ -238,13 +230,7 @@ fn renders_are_deterministic_and_match_on_clones() {
     assert_eq!(a, pages(&store));
     // A clone renders the same bytes.
     let clone = tempfile::TempDir::new().unwrap();
-    let st = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(dir.path())
-        .arg(clone.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    setup::clone(dir.path(), clone.path());
     let other = Store::open(clone.path(), opts()).unwrap();
     let tip2 = other.tip().unwrap().unwrap();
     assert_eq!(tip, tip2);
@@ -258,12 +244,7 @@ fn a_patch_touches_only_its_run_page_and_the_overview() {
     let dir = tempfile::TempDir::new().unwrap();
     let store = fixture(dir.path());
     // A second run, so there is a page that must not change.
-    let other = BootRequest {
-        objective: "other".into(),
-        run_id: Some("run_other".into()),
-        ..Default::default()
-    };
-    working_set::boot(&store, &other, None).unwrap();
+    setup::boot(&store, "other", Some("run_other"));
     working_set::patch(
         &store,
         "run_other",
@@ -322,34 +303,11 @@ fn a_memory_review_touches_the_queue_and_its_memory_page() {
     assert!(mirror::check(&store).unwrap().clean());
 }
 
-/// Plain git in the store's work tree, without hooks.
-fn git(dir: &Path, args: &[&str]) {
-    let st = std::process::Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(["-c", "core.hooksPath=/dev/null"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
-}
-
 /// The work-tree file of the memory item whose content is `content`.
 fn item_file(dir: &Path, content: &str) -> std::path::PathBuf {
-    fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            if e.path().is_dir() {
-                walk(&e.path(), out);
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&dir.join("memory"), &mut files);
-    files
+    setup::files_under(&dir.join("memory"))
         .into_iter()
-        .find(|f| std::fs::read_to_string(f).unwrap().contains(content))
+        .find(|f| setup::read(f).contains(content))
         .unwrap()
 }
 
@@ -360,18 +318,15 @@ fn the_write_after_hand_commits_catches_up_without_a_full_render() {
     // Two hand commits with plain git: one edits a memory item, one edits a
     // page by hand (which the next write puts back).
     let file = item_file(dir.path(), "git is the database");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("git is the database", "git is the ledger"),
-    )
-    .unwrap();
-    git(
+    setup::edit(&file, |t| {
+        t.replace("git is the database", "git is the ledger")
+    });
+    setup::git(
         dir.path(),
         &["commit", "-qam", "edit a memory item by hand"],
     );
     std::fs::write(dir.path().join("mirror/queue.md"), "hand edit\n").unwrap();
-    git(dir.path(), &["commit", "-qam", "edit a page by hand"]);
+    setup::git(dir.path(), &["commit", "-qam", "edit a page by hand"]);
     assert!(!mirror::check(&store).unwrap().clean());
     let full = mirror::full_renders_on_this_thread();
     let patch =
@@ -409,7 +364,7 @@ fn the_write_after_hand_commits_catches_up_without_a_full_render() {
     assert_eq!(written, expected);
     // An index that cairn did not write is not trusted: the write renders everything.
     std::fs::write(dir.path().join("mirror/index.json"), "{}\n").unwrap();
-    git(dir.path(), &["commit", "-qam", "break the index"]);
+    setup::git(dir.path(), &["commit", "-qam", "break the index"]);
     let patch = json!({"_schema_version": "2.1", "expected_seq": 2, "set": {"next_action": "x"}});
     working_set::patch(&store, RUN, &patch, "p.json", None).unwrap();
     assert_eq!(mirror::full_renders_on_this_thread(), full + 1);
@@ -424,16 +379,7 @@ fn check_reports_a_hand_edited_page_and_regenerate_repairs_it() {
     // A hand commit through git that edits a page.
     let page = dir.path().join("mirror/queue.md");
     std::fs::write(&page, "hand edit\n").unwrap();
-    let git = |args: &[&str]| {
-        let st = std::process::Command::new("git")
-            .current_dir(dir.path())
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
-    git(&["commit", "-qam", "edit a page"]);
+    setup::git(dir.path(), &["commit", "-qam", "edit a page"]);
     let report = mirror::check(&store).unwrap();
     assert!(report.differ.contains(&"mirror/queue.md".to_string()));
     let done = mirror::regenerate(&store).unwrap();
@@ -453,7 +399,7 @@ fn check_reports_a_hand_edited_page_and_regenerate_repairs_it() {
 fn the_mirror_can_be_switched_off_or_untracked() {
     let dir = tempfile::TempDir::new().unwrap();
     let store = Store::init(dir.path(), false, opts()).unwrap();
-    let cfg = String::from_utf8(std::fs::read(dir.path().join("cairn.yaml")).unwrap()).unwrap();
+    let cfg = setup::read(dir.path().join("cairn.yaml"));
     let untracked = cfg.replace("  tracked: true", "  tracked: false");
     let set = |text: &str| {
         let text = text.to_string();
@@ -474,14 +420,9 @@ fn the_mirror_can_be_switched_off_or_untracked() {
     };
     set(&untracked);
     assert!(pages(&store).is_empty());
-    let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    let ignore = setup::read(dir.path().join(".gitignore"));
     assert!(ignore.lines().any(|l| l == "mirror/"));
-    let req = BootRequest {
-        objective: "untracked".into(),
-        run_id: Some(RUN.into()),
-        ..Default::default()
-    };
-    working_set::boot(&store, &req, None).unwrap();
+    setup::boot(&store, "untracked", Some(RUN));
     assert!(pages(&store).is_empty());
     assert!(dir.path().join(mirror::run_page(RUN)).is_file());
     assert!(mirror::check(&store).unwrap().clean());

@@ -36,10 +36,10 @@ fn pack_files(git_dir: &Path) -> Vec<String> {
 fn writes_leave_a_few_packs_and_no_loose_objects() {
     let dir = tempfile::TempDir::new().unwrap();
     let home = tempfile::TempDir::new().unwrap();
-    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let store = common::workers::init_store_with_run(dir.path(), true, "run_packs");
     let writes = 150;
     for i in 0..writes {
-        common::patch_until_landed(&store, "run_packs", &format!("item{i}"), "pack test");
+        common::workers::patch_until_landed(&store, "run_packs", &format!("item{i}"), "pack test");
     }
     assert_eq!(loose_objects(dir.path()), Vec::<String>::new());
     let files = pack_files(dir.path());
@@ -56,7 +56,7 @@ fn writes_leave_a_few_packs_and_no_loose_objects() {
         !files.iter().any(|f| f.starts_with("tmp_")),
         "no temp files: {files:?}"
     );
-    common::assert_git_fsck_clean(dir.path(), home.path(), "after the writes");
+    common::workers::assert_git_fsck_clean(dir.path(), home.path(), "after the writes");
     // Every write is readable from a fresh handle.
     let reopened = cairn::Store::open(dir.path(), Default::default()).unwrap();
     let events = ledger::query(&reopened, &LogQuery::default()).unwrap();
@@ -68,10 +68,10 @@ fn writes_leave_a_few_packs_and_no_loose_objects() {
 #[test]
 fn a_killed_writers_temp_pack_is_cleared_by_the_next_write() {
     let dir = tempfile::TempDir::new().unwrap();
-    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let store = common::workers::init_store_with_run(dir.path(), true, "run_packs");
     let stale = dir.path().join("objects/pack/tmp_pack_cairn_1_01DEAD");
     fs::write(&stale, b"PACK half written").unwrap();
-    common::patch_until_landed(&store, "run_packs", "after-crash", "temp pack test");
+    common::workers::patch_until_landed(&store, "run_packs", "after-crash", "temp pack test");
     assert!(!stale.exists(), "the stale temp pack is gone");
 }
 
@@ -80,7 +80,7 @@ fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
     use cairn::store::{Changes, Mutation};
     let dir = tempfile::TempDir::new().unwrap();
     let home = tempfile::TempDir::new().unwrap();
-    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let store = common::workers::init_store_with_run(dir.path(), true, "run_packs");
     // '-' (0x2d) and '.' (0x2e) sort before '/' (0x2f), '0' after it: a
     // folder `a` sorts as `a/`, between them.
     let paths = [
@@ -107,8 +107,8 @@ fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
             .map(|p| (p.to_string(), Some(format!("{p}\n").into_bytes())))
             .collect(),
     );
-    common::assert_git_fsck_clean(dir.path(), home.path(), "after adding");
-    let listed = common::git(
+    common::workers::assert_git_fsck_clean(dir.path(), home.path(), "after adding");
+    let listed = common::workers::git(
         dir.path(),
         home.path(),
         &["ls-tree", "-r", "--name-only", "main", "notes"],
@@ -124,8 +124,8 @@ fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
             .map(|p| (p.to_string(), None))
             .collect(),
     );
-    common::assert_git_fsck_clean(dir.path(), home.path(), "after deleting");
-    let listed = common::git(
+    common::workers::assert_git_fsck_clean(dir.path(), home.path(), "after deleting");
+    let listed = common::workers::git(
         dir.path(),
         home.path(),
         &["ls-tree", "-r", "-t", "--name-only", "main", "notes"],
@@ -141,9 +141,9 @@ fn trees_are_in_git_order_and_deletes_prune_empty_folders() {
 #[test]
 fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
     let dir = tempfile::TempDir::new().unwrap();
-    let writer = common::init_store_with_run(dir.path(), true, "run_packs");
+    let writer = common::workers::init_store_with_run(dir.path(), true, "run_packs");
     for i in 0..5 {
-        common::patch_until_landed(&writer, "run_packs", &format!("early{i}"), "before");
+        common::workers::patch_until_landed(&writer, "run_packs", &format!("early{i}"), "before");
     }
     // A second handle (as another process would hold), which has read from
     // the packs that exist now.
@@ -152,7 +152,7 @@ fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
     assert_eq!(before.update_seq, 5);
     let packs_before = pack_files(dir.path());
     for i in 0..40 {
-        common::patch_until_landed(&writer, "run_packs", &format!("late{i}"), "after");
+        common::workers::patch_until_landed(&writer, "run_packs", &format!("late{i}"), "after");
     }
     let gone = packs_before
         .iter()
@@ -180,12 +180,12 @@ fn a_reader_opened_before_packs_are_merged_still_reads_everything() {
 fn packs_git_made_with_deltas_are_merged_too() {
     let dir = tempfile::TempDir::new().unwrap();
     let home = tempfile::TempDir::new().unwrap();
-    let store = common::init_store_with_run(dir.path(), true, "run_packs");
+    let store = common::workers::init_store_with_run(dir.path(), true, "run_packs");
     for i in 0..10 {
-        common::patch_until_landed(&store, "run_packs", &format!("a{i}"), "before repack");
+        common::workers::patch_until_landed(&store, "run_packs", &format!("a{i}"), "before repack");
     }
     // git's own repack: one pack, successive working sets stored as deltas.
-    let out = common::git(dir.path(), home.path(), &["repack", "-a", "-d", "-f", "-q"]);
+    let out = common::workers::git(dir.path(), home.path(), &["repack", "-a", "-d", "-f", "-q"]);
     assert!(
         out.status.success(),
         "{}",
@@ -200,7 +200,7 @@ fn packs_git_made_with_deltas_are_merged_too() {
         .path()
         .join("objects/pack")
         .join(git_pack[0].replace(".pack", ".idx"));
-    let verify = common::git(
+    let verify = common::workers::git(
         dir.path(),
         home.path(),
         &["verify-pack", "-v", idx.to_str().unwrap()],
@@ -210,13 +210,13 @@ fn packs_git_made_with_deltas_are_merged_too() {
         "git stored some objects as deltas"
     );
     for i in 0..60 {
-        common::patch_until_landed(&store, "run_packs", &format!("b{i}"), "after repack");
+        common::workers::patch_until_landed(&store, "run_packs", &format!("b{i}"), "after repack");
     }
     assert!(
         !dir.path().join("objects/pack").join(&git_pack[0]).exists(),
         "git's pack was merged"
     );
-    common::assert_git_fsck_clean(dir.path(), home.path(), "after merging git's pack");
+    common::workers::assert_git_fsck_clean(dir.path(), home.path(), "after merging git's pack");
     let reopened = cairn::Store::open(dir.path(), Default::default()).unwrap();
     for seq in [1u64, 10, 70] {
         let at = cairn::working_set::At::Seq(seq);

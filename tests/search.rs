@@ -1,10 +1,12 @@
 //! Memory search: incremental catch-up, rebuild equivalence, identifiers,
 //! filters, scope weights, deterministic ties, corrupt-index recovery.
 
+mod common;
+
 use cairn::memory::{self, ScopeFilter};
 use cairn::search::{self, Ranking, SearchQuery};
-use cairn::working_set::{self, BootRequest};
 use cairn::{Store, StoreOptions};
+use common::setup;
 use serde_json::json;
 
 fn quiet(_: u64, _: u64) {}
@@ -17,20 +19,11 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::TempDir::new().unwrap();
-    let store = Store::init(dir.path(), false, StoreOptions::default()).unwrap();
-    let (ws, _) = working_set::boot(
-        &store,
-        &BootRequest {
-            objective: "search".into(),
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    let (store, run) = setup::booted(dir.path(), false, StoreOptions::default(), "search", None);
     Fixture {
         _dir: dir,
         store,
-        run: ws.run_id,
+        run,
     }
 }
 
@@ -380,28 +373,10 @@ fn hand_commits_are_seen_by_the_next_search() {
             .unwrap()
             .unwrap(),
     );
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("original wording", "hand edited wording");
-    std::fs::write(&path, text).unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(f.store.workdir().unwrap())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "h")
-            .env("GIT_AUTHOR_EMAIL", "h@x")
-            .env("GIT_COMMITTER_NAME", "h")
-            .env("GIT_COMMITTER_EMAIL", "h@x")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    git(&["commit", "-qam", "hand edit"]);
+    setup::edit(&path, |t| {
+        t.replace("original wording", "hand edited wording")
+    });
+    setup::git(f.store.workdir().unwrap(), &["commit", "-qam", "hand edit"]);
     assert!(f.search("original").is_empty());
     assert_eq!(f.search("hand edited"), ids);
 }

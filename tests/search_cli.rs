@@ -1,15 +1,13 @@
 //! `cairn search`, `cairn index`, `cairn brief` and `cairn memory import`
 //! through the binary, including the bad queries the search issue names.
 
-mod harness;
+mod common;
 
-use harness::{refused, write, Env};
+use common::cli::{refused, write, Env};
 use serde_json::json;
 
 fn seeded() -> (Env, String) {
-    let env = Env::new();
-    env.init();
-    let run = env.boot();
+    let (env, run) = Env::with_run();
     let lines = [
         json!({"id": "t1", "content": "deploy uteke-cloud-dev on Tuesdays", "type": "fact", "tags": ["ops"]}),
         json!({"id": "t2", "content": "the p05-interferometer needs weekly alignment", "type": "knowledge"}),
@@ -86,7 +84,7 @@ fn bad_queries_are_validation_errors_with_a_position() {
 fn a_corrupt_index_never_fails_a_search() {
     let (env, _run) = seeded();
     env.ok(&["search", "uteke"]);
-    std::fs::write(env.root().join(".cairn/index/meta.json"), "garbage").unwrap();
+    env.put(".cairn/index/meta.json", "garbage");
     let r = env.ok(&["search", "uteke"]);
     assert_eq!(r["hits"].as_array().unwrap().len(), 1);
     assert!(r["rebuilt"].is_string());

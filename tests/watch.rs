@@ -1,5 +1,7 @@
 //! `cairn watch`: the work-tree mirror follows hand edits (issue 5).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,27 +10,14 @@ use std::time::{Duration, Instant};
 
 use cairn::mirror::{self, WorkTreeSource};
 use cairn::watch::{self, WatchOptions};
-use cairn::working_set::{self, BootRequest};
-use cairn::{layout, Store, StoreOptions};
+use cairn::{layout, Store};
+use common::setup::{self, opts};
 
 const RUN: &str = "run_w";
 
-fn opts() -> StoreOptions {
-    StoreOptions {
-        now: cairn::store::parse_rfc3339("2026-01-18T10:00:00Z"),
-        ..Default::default()
-    }
-}
-
-fn setup(dir: &Path) -> Store {
-    let store = Store::init(dir, false, opts()).unwrap();
-    let req = BootRequest {
-        objective: "watch me".into(),
-        run_id: Some(RUN.into()),
-        ..Default::default()
-    };
-    working_set::boot(&store, &req, None).unwrap();
-    store
+/// A work-tree store at `dir` with run `RUN` booted.
+fn watched_store(dir: &Path) -> Store {
+    setup::booted(dir, false, opts(), "watch me", Some(RUN)).0
 }
 
 /// The work tree's pages.
@@ -36,20 +25,14 @@ fn work_pages(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     // The watcher may be replacing a page (temp file + rename) right now: a
     // file that vanishes between listing and reading is skipped.
-    for e in walkdir::WalkDir::new(root.join("mirror"))
-        .into_iter()
-        .flatten()
-    {
-        if e.file_type().is_file() {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
-            if let Ok(bytes) = std::fs::read(e.path()) {
-                out.insert(rel, bytes);
-            }
+    for path in setup::files_under(&root.join("mirror")) {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if let Ok(bytes) = std::fs::read(&path) {
+            out.insert(rel, bytes);
         }
     }
     out
@@ -70,7 +53,7 @@ fn ws_path(root: &Path) -> std::path::PathBuf {
 /// Edits the working set's objective the way editors save: temp file, rename.
 fn atomic_save(root: &Path, objective: &str) {
     let p = ws_path(root);
-    let text = std::fs::read_to_string(&p).unwrap();
+    let text = setup::read(&p);
     let start = text.find("objective:").unwrap();
     let end = start + text[start..].find('\n').unwrap();
     let new = format!("{}objective: {objective}{}", &text[..start], &text[end..]);
@@ -144,7 +127,7 @@ fn run_page(root: &Path) -> String {
 fn atomic_saves_invalid_files_and_deletes() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path();
-    let store = setup(root);
+    let store = watched_store(root);
     let _w = start(root);
     // An editor's atomic save.
     atomic_save(root, "edited by hand");
@@ -155,14 +138,11 @@ fn atomic_saves_invalid_files_and_deletes() {
     // An invalid file: the last good page stays, the problem is reported.
     let good = run_page(root);
     let p = ws_path(root);
-    let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("status: IDLE", "status: SLEEPY")).unwrap();
+    setup::edit(&p, |t| t.replace("status: IDLE", "status: SLEEPY"));
     wait_for("the problem", || {
-        std::fs::read_to_string(root.join("mirror/README.md"))
-            .unwrap()
-            .contains("SLEEPY")
+        setup::read(root.join("mirror/README.md")).contains("SLEEPY")
     });
-    let readme = std::fs::read_to_string(root.join("mirror/README.md")).unwrap();
+    let readme = setup::read(root.join("mirror/README.md"));
     assert!(
         readme.contains("working_set.yaml` field `/status` (rule: enum)"),
         "{readme}"
@@ -170,18 +150,10 @@ fn atomic_saves_invalid_files_and_deletes() {
     assert_eq!(run_page(root), good);
     // Fixed again: the problem goes away.
     atomic_save(root, "fixed");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("SLEEPY", "IDLE"),
-    )
-    .unwrap();
+    setup::edit(&p, |t| t.replace("SLEEPY", "IDLE"));
     wait_for("the fix", || run_page(root).contains("fixed"));
     wait_for("the problem to clear", || {
-        !std::fs::read_to_string(root.join("mirror/README.md"))
-            .unwrap()
-            .contains("SLEEPY")
+        !setup::read(root.join("mirror/README.md")).contains("SLEEPY")
     });
     // A delete: the run page goes.
     std::fs::remove_file(&p).unwrap();
@@ -197,7 +169,7 @@ fn atomic_saves_invalid_files_and_deletes() {
 fn its_own_reads_and_writes_start_no_pass() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path();
-    let _store = setup(root);
+    let _store = watched_store(root);
     let w = start(root);
     let quiet = Duration::from_millis(800);
     // The first pass read every file and wrote every page: nothing follows.
@@ -216,7 +188,7 @@ fn its_own_reads_and_writes_start_no_pass() {
 fn a_burst_of_5000_files_is_one_pass_and_ends_like_a_fresh_render() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path();
-    let store = setup(root);
+    let store = watched_store(root);
     let _w = start(root);
     // What a checkout of thousands of memory files looks like.
     for i in 0..5000 {
@@ -232,9 +204,7 @@ fn a_burst_of_5000_files_is_one_pass_and_ends_like_a_fresh_render() {
         std::fs::write(&path, cairn::schema::to_yaml(&item)).unwrap();
     }
     wait_for("the burst", || {
-        std::fs::read_to_string(root.join("mirror/queue.md"))
-            .unwrap()
-            .contains("500 candidate(s)")
+        setup::read(root.join("mirror/queue.md")).contains("500 candidate(s)")
     });
     wait_for("a settled mirror", || {
         work_pages(root) == fresh(&store, root)
@@ -253,16 +223,15 @@ fn a_burst_of_5000_files_is_one_pass_and_ends_like_a_fresh_render() {
 fn once_does_one_pass_and_the_cli_reports_problems() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path();
-    let _store = setup(root);
+    let _store = watched_store(root);
     let p = ws_path(root);
-    let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("status: IDLE", "status: 7")).unwrap();
+    setup::edit(&p, |t| t.replace("status: IDLE", "status: 7"));
     let out = assert_cmd::Command::cargo_bin("cairn")
         .unwrap()
         .args(["--store"])
         .arg(root)
         .args(["watch", "--once"])
-        .env("CAIRN_NOW", "2026-01-18T10:00:00Z")
+        .env("CAIRN_NOW", setup::CLOCK)
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -271,7 +240,7 @@ fn once_does_one_pass_and_the_cli_reports_problems() {
         stderr.contains("working_set.yaml field /status"),
         "{stderr}"
     );
-    let readme = std::fs::read_to_string(root.join("mirror/README.md")).unwrap();
+    let readme = setup::read(root.join("mirror/README.md"));
     assert!(readme.contains("## Problems"));
     assert!(readme.contains("/status"));
 }

@@ -1,32 +1,77 @@
-//! Small helpers the benchmarks share: settings from the environment and
-//! percentile reports.
+//! Small helpers the benchmarks share: settings from the environment,
+//! percentiles and one-line reports.
 
 #![allow(dead_code)]
 
-/// A numeric setting from the environment, else `default`.
-pub fn num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
+/// A numeric setting from the environment: `default` when unset or blank,
+/// an error naming the variable when it is not a number.
+pub fn try_num(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse().map_err(|e| format!("{name}={s:?}: {e}")),
+        _ => Ok(default),
+    }
 }
 
-/// The `p` quantile (0..=1) of sorted samples.
+/// A numeric setting from the environment, else `default`.
+pub fn num(name: &str, default: usize) -> usize {
+    try_num(name, default).unwrap_or(default)
+}
+
+/// Samples sorted ascending.
+pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The `p` quantile (0..=1) of sorted samples, at the rounded linear index;
+/// 0 when there are none.
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Prints one row (milliseconds) and returns its median.
-pub fn report(name: &str, mut ms: Vec<f64>) -> f64 {
-    ms.sort_by(|a, b| a.total_cmp(b));
+/// The nearest-rank `p` percentile (0..=100) of sorted, non-empty samples.
+pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    sorted[rank.clamp(1, n) - 1]
+}
+
+/// Prints one row (milliseconds, name 28 wide, 2 decimals) and returns its median.
+pub fn report(name: &str, ms: Vec<f64>) -> f64 {
+    report_as(name, ms, 28, 2)
+}
+
+/// Prints one row (milliseconds) with the name `width` wide and `decimals`
+/// decimals, and returns its median.
+pub fn report_as(name: &str, ms: Vec<f64>, width: usize, decimals: usize) -> f64 {
+    let ms = sorted(ms);
     let p50 = pct(&ms, 0.5);
     println!(
-        "{name:<28} n={:<5} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+        "{name:<width$} n={:<5} p50 {:>8.decimals$} ms   p99 {:>8.decimals$} ms   max {:>8.decimals$} ms",
         ms.len(),
         p50,
         pct(&ms, 0.99),
         ms[ms.len() - 1]
     );
     p50
+}
+
+/// Prints the header of a table of [`table_row`]s.
+pub fn table_header() {
+    println!("{:<44} {:>6} {:>10} {:>10}", "row", "n", "p50 ms", "p99 ms");
+}
+
+/// Prints one table row (milliseconds): name, n, p50 and p99 with `decimals` decimals.
+pub fn table_row(name: &str, ms: Vec<f64>, decimals: usize) {
+    let ms = sorted(ms);
+    println!(
+        "{name:<44} {:>6} {:>10.decimals$} {:>10.decimals$}",
+        ms.len(),
+        pct(&ms, 0.5),
+        pct(&ms, 0.99)
+    );
 }

@@ -3,42 +3,61 @@
 //! clock; plus the check every refused command must pass (its category, its
 //! exit code, and an unchanged HEAD, git status and work tree).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+/// The fixed clock (`CAIRN_NOW`) of every CLI run.
 pub const NOW: &str = "2026-01-18T00:00:00Z";
 
+/// The cairn binary with a cleared environment (see [`super::hermetic`]).
+pub fn cairn(home: &Path) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+    super::hermetic(&mut c, home);
+    c
+}
+
+/// A temporary HOME; the store, once made, is its `store` folder.
 pub struct Env {
+    /// The temporary HOME (removed on drop).
     pub home: TempDir,
 }
 
 impl Env {
+    /// A fresh HOME and no store yet.
     pub fn new() -> Env {
         Env {
             home: TempDir::new().unwrap(),
         }
     }
 
+    /// A fresh HOME with a store made by `cairn init`.
+    pub fn store() -> Env {
+        let env = Env::new();
+        env.init();
+        env
+    }
+
+    /// A fresh store with one booted run; returns the run id too.
+    pub fn with_run() -> (Env, String) {
+        let env = Env::store();
+        let run = env.boot();
+        (env, run)
+    }
+
+    /// The store's folder.
     pub fn root(&self) -> PathBuf {
         self.home.path().join("store")
     }
 
+    /// The cairn binary at the fixed clock, run from HOME.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("cairn").unwrap();
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", self.home.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("CAIRN_NOW", NOW)
-            .current_dir(self.home.path());
-        c
+        let mut c = cairn(self.home.path());
+        c.env("CAIRN_NOW", NOW).current_dir(self.home.path());
+        assert_cmd::Command::from_std(c)
     }
 
     /// Runs cairn against the store with `--json` and returns (exit code, envelope).
@@ -46,6 +65,7 @@ impl Env {
         self.json_stdin(args, None)
     }
 
+    /// Runs with `--json`, feeding `stdin` if given.
     pub fn json_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> (i32, Value) {
         self.json_full(args, stdin, NOW)
     }
@@ -73,6 +93,7 @@ impl Env {
         (out.status.code().unwrap(), env)
     }
 
+    /// Runs with `--json`, asserts success and returns the envelope's data.
     pub fn ok(&self, args: &[&str]) -> Value {
         let (code, env) = self.json(args);
         assert_eq!(code, 0, "cairn {args:?} failed: {env}");
@@ -80,10 +101,12 @@ impl Env {
         env["data"].clone()
     }
 
+    /// Makes the store with `cairn init`.
     pub fn init(&self) {
         self.ok(&["init", self.root().to_str().unwrap()]);
     }
 
+    /// Boots a run ("Ship it", one criterion); returns its id.
     pub fn boot(&self) -> String {
         let data = self.ok(&[
             "run",
@@ -96,32 +119,47 @@ impl Env {
         data["run_id"].as_str().unwrap().to_string()
     }
 
-    pub fn git(&self, args: &[&str]) -> String {
-        let out = self.git_output(args);
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
     /// Runs git in the store as a hand editor would (hooks run; the search
     /// index catch-up of post-* hooks runs in the foreground).
+    pub fn git_cmd(&self) -> Command {
+        let mut c = super::setup::git_cmd(&self.root());
+        c.env("CAIRN_HOOK_FOREGROUND", "1");
+        c
+    }
+
+    /// Runs [`Env::git_cmd`] with `args`; asserts success, returns stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        super::setup::run_ok(self.git_cmd().args(args))
+    }
+
+    /// Runs [`Env::git_cmd`] with `args`, whatever its exit status.
     pub fn git_output(&self, args: &[&str]) -> Output {
-        std::process::Command::new("git")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Hand")
-            .env("GIT_AUTHOR_EMAIL", "hand@example.com")
-            .env("GIT_COMMITTER_NAME", "Hand")
-            .env("GIT_COMMITTER_EMAIL", "hand@example.com")
-            .env("CAIRN_HOOK_FOREGROUND", "1")
-            .arg("-C")
-            .arg(self.root())
-            .args(args)
-            .output()
-            .unwrap()
+        self.git_cmd().args(args).output().unwrap()
+    }
+
+    /// The commit id HEAD points at.
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// A path in the store.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// The text of a file in the store.
+    pub fn read(&self, rel: &str) -> String {
+        super::setup::read(self.path(rel))
+    }
+
+    /// Writes a file in the store.
+    pub fn put(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).unwrap();
+    }
+
+    /// Rewrites a file in the store with `f` of its text; returns the new text.
+    pub fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) -> String {
+        super::setup::edit(self.path(rel), f)
     }
 
     /// HEAD, `git status`, and every work-tree file's bytes (outside .git and .cairn).
@@ -151,6 +189,7 @@ impl Env {
             .clone()
     }
 
+    /// The work-tree file of run `run`'s working set.
     pub fn ws_file(&self, run: &str) -> PathBuf {
         self.root().join(cairn::layout::working_set(run))
     }
@@ -167,6 +206,7 @@ pub fn refused(env: &Env, args: &[&str], stdin: Option<&[u8]>, category: &str, e
     out["error"].clone()
 }
 
+/// Writes `text` to `dir/name`; returns the path as a string (for `--file`).
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
