@@ -264,6 +264,21 @@ pub enum Error {
     /// An external `git` command failed.
     #[error("`git {args}` failed: {stderr}")]
     GitCommand { args: String, stderr: String },
+    /// Talking to a remote failed (network, credentials, a remote that
+    /// keeps moving): retryable.
+    #[error("{action} {remote}: {stderr}")]
+    Remote {
+        remote: String,
+        action: &'static str,
+        stderr: String,
+    },
+    /// A git merge, rebase, cherry-pick or revert is in progress in the work
+    /// tree: cairn writes nothing until it is finished or aborted.
+    #[error("a git {state} is in progress{}", if .conflicted.is_empty() { String::new() } else { format!("; conflict markers in {}", .conflicted.join(", ")) })]
+    MergeInProgress {
+        state: &'static str,
+        conflicted: Vec<String>,
+    },
 }
 
 fn summarize(violations: &[Violation]) -> String {
@@ -301,12 +316,13 @@ impl Error {
             | Error::HandEdited { .. }
             | Error::BranchUnstable { .. }
             | Error::Conflict { .. }
+            | Error::MergeInProgress { .. }
             | Error::DetachedHead => Category::Conflict,
             Error::RunNotFound { .. } | Error::NotFound { .. } | Error::NotAStore { .. } => {
                 Category::NotFound
             }
             Error::Policy { .. } => Category::Policy,
-            Error::LockBusy { .. } => Category::Transient,
+            Error::LockBusy { .. } | Error::Remote { .. } => Category::Transient,
             Error::Integrity { .. } | Error::FsckFailed { .. } | Error::TipInvalid { .. } => {
                 Category::Integrity
             }
@@ -340,6 +356,8 @@ impl Error {
             Error::Git { .. } => "GIT_ERROR",
             Error::Io { .. } => "IO_ERROR",
             Error::GitCommand { .. } => "GIT_COMMAND_FAILED",
+            Error::Remote { .. } => "REMOTE_FAILED",
+            Error::MergeInProgress { .. } => "MERGE_IN_PROGRESS",
         }
     }
 
@@ -347,7 +365,10 @@ impl Error {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Error::SeqConflict { .. } | Error::LockBusy { .. } | Error::BranchUnstable { .. }
+            Error::SeqConflict { .. }
+                | Error::LockBusy { .. }
+                | Error::BranchUnstable { .. }
+                | Error::Remote { .. }
         )
     }
 
@@ -372,6 +393,14 @@ impl Error {
             Error::RunNotFound { .. } => Some("`cairn run list` shows the runs".into()),
             Error::TipInvalid { .. } => Some(
                 "`cairn fsck` lists the problems and the commits that made them; `cairn fsck --repair` commits the mechanical fixes, or fix the files by hand and `git commit` them"
+                    .into(),
+            ),
+            Error::MergeInProgress { state, .. } => Some(format!(
+                "finish the {state} first: `cairn sync --resolve` merges the conflicted cairn files by their schemas (or edit them, `git add` and `git commit`), or abort it (`git {} --abort`)",
+                if *state == "rebase" { "rebase" } else if *state == "cherry-pick" { "cherry-pick" } else if *state == "revert" { "revert" } else { "merge" }
+            )),
+            Error::Remote { .. } => Some(
+                "check the remote's URL and your credentials (`git remote -v`, `git fetch`), then run `cairn sync` again"
                     .into(),
             ),
             _ => None,
@@ -431,6 +460,10 @@ impl Error {
                 json!({"commit": commit, "findings": findings})
             }
             Error::Io { path, .. } => json!({"path": path}),
+            Error::Remote { remote, action, .. } => json!({"remote": remote, "action": action}),
+            Error::MergeInProgress { state, conflicted } => {
+                json!({"state": state, "conflicted": conflicted})
+            }
             _ => json!({}),
         }
     }

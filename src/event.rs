@@ -71,6 +71,7 @@ pub enum EventType {
     ConfigChanged,
     FsckRepair,
     MirrorRegenerated,
+    ConflictResolved,
 }
 
 impl EventType {
@@ -98,6 +99,7 @@ impl EventType {
             EventType::ConfigChanged => "CONFIG_CHANGED",
             EventType::FsckRepair => "FSCK_REPAIR",
             EventType::MirrorRegenerated => "MIRROR_REGENERATED",
+            EventType::ConflictResolved => "CONFLICT_RESOLVED",
         }
     }
 
@@ -208,7 +210,7 @@ pub(crate) fn compose(
     key: Option<&str>,
     actor: &str,
     now: OffsetDateTime,
-    parent: Option<Oid>,
+    parents: &[Oid],
     paths: Vec<String>,
 ) -> (String, Event) {
     let event = Event {
@@ -220,7 +222,7 @@ pub(crate) fn compose(
         timestamp: rfc3339(now),
         actor: actor.to_string(),
         commit: String::new(),
-        parents: parent.iter().map(|p| p.to_string()).collect(),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
         paths,
         payload: draft.payload.clone(),
         idempotency_key: key.map(str::to_string),
@@ -385,7 +387,7 @@ mod tests {
         .run("run_1", Some(3))
         .payload(serde_json::json!({"evicted": [], "note": "a\n\nb"}));
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let (msg, event) = compose(&draft, Some("key-1"), "agent", now, None, vec!["x".into()]);
+        let (msg, event) = compose(&draft, Some("key-1"), "agent", now, &[], vec!["x".into()]);
         let parsed = parse_message(&msg);
         assert_eq!(parsed.subject, "ws run_1: seq 3");
         assert_eq!(parsed.trailer("Cairn-Event"), Some("WS_UPDATE_APPLIED"));

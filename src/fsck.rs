@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use git2::Oid;
 
 use crate::error::{Finding, Result};
-use crate::ledger::{parse_message, EventDraft, EventType};
+use crate::ledger::{self, parse_message, EventDraft, EventType};
 use crate::store::Store;
 use crate::{layout, rules, schema};
 
@@ -80,6 +80,11 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
                     .or_default()
                     .push((seq, id.to_string()));
             }
+        }
+        // A sync merge replays the other side's patches: the seqs they took
+        // on the merged line are in its payload.
+        for (run, seq) in ledger::replayed_seqs(&parsed) {
+            seqs.entry(run).or_default().push((seq, id.to_string()));
         }
     }
     for (run, mut list) in seqs {

@@ -29,7 +29,8 @@ use crate::error::{Error, Finding, Result};
 use crate::ledger::{self, parse_message};
 use crate::rules::{self, SeqRule};
 use crate::store::{write_atomic, Changes, PathChange, Store};
-use crate::{layout, mirror, schema};
+use crate::sync::driver;
+use crate::{layout, mirror, schema, sync};
 
 /// The hooks cairn installs, with their shim blocks.
 pub const HOOKS: [(&str, &str); 6] = [
@@ -186,7 +187,74 @@ pub fn install(store: &Store, exe: &Path) -> Result<Vec<HookState>> {
         };
         write_hook(&path, &text)?;
     }
+    // Plain `git pull` merges cairn's files by their schemas too: the
+    // drivers live in this repository's config, the routing in the tracked
+    // .gitattributes (committed if an older store lacks it).
+    driver::register(store, exe)?;
+    ensure_attributes(store)?;
     status(store, exe)
+}
+
+/// Adds the merge-driver lines to `.gitattributes` in one commit when they
+/// are missing (stores made before sync existed).
+fn ensure_attributes(store: &Store) -> Result<()> {
+    let tip = store.require_tip()?;
+    let current = store.read_file(tip, layout::GITATTRIBUTES)?;
+    let text = current
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .into_owned();
+    if driver::ATTRIBUTES
+        .iter()
+        .all(|l| text.lines().any(|have| have.trim() == *l))
+    {
+        return Ok(());
+    }
+    store.transact(None, |snap| {
+        let mut changes = Changes::new();
+        changes.insert(
+            layout::GITATTRIBUTES.into(),
+            Some(crate::open::with_lines(
+                snap.read(layout::GITATTRIBUTES)?,
+                driver::ATTRIBUTES,
+            )),
+        );
+        Ok(crate::store::Mutation {
+            changes,
+            event: crate::event::EventDraft::new(
+                crate::event::EventType::ConfigChanged,
+                "route cairn files to cairn's merge drivers (.gitattributes)",
+            ),
+            tags: Vec::new(),
+        })
+    })?;
+    Ok(())
+}
+
+/// After git made a merge or rebase: commits the conflict records cairn's
+/// merge driver left, and renders the mirror again when the merge left it
+/// stale (at most one commit each). Returns what it did, for the user.
+pub fn after_merge(store: &Store) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    if let Some(c) = sync::commit_pending(store)? {
+        let n = c.event.payload["conflicts"].as_array().map_or(0, Vec::len);
+        notes.push(format!(
+            "recorded {n} merge conflict(s) in {}: `cairn conflicts list`",
+            c.commit
+        ));
+    }
+    if mirror_current(store)? == Some(false) {
+        let done = mirror::regenerate(store)?;
+        if let Some(c) = done.commit {
+            notes.push(format!(
+                "regenerated {} mirror page(s) for the merged files in {}",
+                done.pages.len(),
+                c.commit
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Removes cairn's blocks and restores hooks that were moved aside.
@@ -221,6 +289,7 @@ pub fn uninstall(store: &Store) -> Result<Vec<HookState>> {
             chained: false,
         });
     }
+    driver::unregister(store)?;
     Ok(out)
 }
 

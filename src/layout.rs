@@ -19,6 +19,8 @@ pub const GITIGNORE: &str = ".gitignore";
 pub const RUNS: &str = "runs";
 /// The folder of long-term memory.
 pub const MEMORY: &str = "memory";
+/// The folder of merge conflict records.
+pub const CONFLICTS: &str = "conflicts";
 /// The folder of the generated markdown views (the mirror).
 pub const MIRROR: &str = "mirror";
 
@@ -93,6 +95,11 @@ pub fn episode_of_path(path: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// A merge conflict record: `conflicts/<shard>/<conflict_id>.yaml`.
+pub fn conflict(conflict_id: &str) -> String {
+    format!("{CONFLICTS}/{}/{conflict_id}.yaml", shard(conflict_id))
+}
+
 /// A project's trusted state file.
 pub fn project_state(project: &str) -> String {
     format!("state/{project}.yaml")
@@ -110,6 +117,7 @@ pub fn schema_for(path: &str) -> Option<&'static str> {
         [RUNS, _, _, "episodes", f] if f.ends_with(".yaml") => Some("episode"),
         [RUNS, _, _, "interactions", _, f] if f.ends_with(".yaml") => Some("interaction"),
         [MEMORY, ..] if path.ends_with(".yaml") => Some("memory_item"),
+        [CONFLICTS, _, f] if f.ends_with(".yaml") => Some("conflict_record"),
         _ => None,
     }
 }

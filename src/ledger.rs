@@ -21,6 +21,31 @@ pub fn event_of(store: &Store, commit: Oid) -> Result<Event> {
     store.event_of(commit)
 }
 
+/// The (run, seq) pairs a SYNC_MERGE commit gave the patches it replayed
+/// (its payload's `replayed`: run → [(their commit, new seq)]).
+pub fn replayed_seqs(parsed: &Parsed) -> Vec<(String, u64)> {
+    if parsed.trailer("Cairn-Event") != Some(EventType::SyncMerge.as_str()) {
+        return Vec::new();
+    }
+    let Some(replayed) = parsed
+        .payload
+        .as_ref()
+        .and_then(|p| p.get("replayed"))
+        .and_then(serde_json::Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (run, list) in replayed {
+        for pair in list.as_array().into_iter().flatten() {
+            if let Some(seq) = pair.get(1).and_then(serde_json::Value::as_u64) {
+                out.push((run.clone(), seq));
+            }
+        }
+    }
+    out
+}
+
 /// Filters for [`query`].
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
@@ -126,6 +151,11 @@ pub fn find_seq(store: &Store, run_id: &str, seq: u64) -> Result<Oid> {
                 .and_then(|s| s.parse::<u64>().ok())
                 == Some(seq)
         {
+            return Ok(id);
+        }
+        // A replayed patch's state is the merge commit's (the state after
+        // all the patches it replayed).
+        if replayed_seqs(&parsed).contains(&(run_id.to_string(), seq)) {
             return Ok(id);
         }
     }

@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod layout;
 pub mod ledger;
 pub mod memory;
+pub mod merge;
 pub mod mirror;
 pub mod open;
 mod pack;
@@ -32,6 +33,7 @@ pub mod rules;
 pub mod schema;
 pub mod search;
 pub mod store;
+pub mod sync;
 pub mod watch;
 pub mod working_set;
 

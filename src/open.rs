@@ -18,6 +18,7 @@ use crate::config::StoreConfig;
 use crate::error::{Finding, Result};
 use crate::event::{EventDraft, EventType};
 use crate::store::{Changes, Mutation, Snapshot, Steps, Store, StoreOptions};
+use crate::sync::driver;
 use crate::{layout, mirror, rules, schema};
 
 /// What every cairn write adds to the bare transaction: a tip broken by a
@@ -57,7 +58,7 @@ impl Store {
     /// records STORE_INIT as its first commit: the default `cairn.yaml`, and
     /// `.gitignore` / `.gitattributes` lines added to any already there.
     pub fn init(path: &Path, bare: bool, options: StoreOptions) -> Result<Store> {
-        Store::init_with(path, bare, options, cairn_steps(), |snap| {
+        let store = Store::init_with(path, bare, options, cairn_steps(), |snap| {
             let mut changes = Changes::new();
             changes.insert(
                 layout::CONFIG.into(),
@@ -71,7 +72,11 @@ impl Store {
                 layout::GITATTRIBUTES.into(),
                 Some(with_lines(
                     snap.read(layout::GITATTRIBUTES)?,
-                    &["*.yaml text eol=lf", "mirror/** linguist-generated=true"],
+                    &[
+                        &["*.yaml text eol=lf", "mirror/** linguist-generated=true"],
+                        driver::ATTRIBUTES,
+                    ]
+                    .concat(),
                 )),
             );
             Ok(Mutation {
@@ -80,7 +85,10 @@ impl Store {
                 event: EventDraft::new(EventType::StoreInit, "init cairn store")
                     .payload(serde_json::json!({"bare": bare})),
             })
-        })
+        })?;
+        // Milestone tags travel with a plain `git push` too.
+        store.set_config("push.followTags", "true")?;
+        Ok(store)
     }
 
     /// Opens the store at exactly `path` (a work tree or a bare repository).
@@ -95,7 +103,7 @@ impl Store {
 }
 
 /// `existing` with each of `lines` appended unless already present.
-fn with_lines(existing: Option<Vec<u8>>, lines: &[&str]) -> Vec<u8> {
+pub(crate) fn with_lines(existing: Option<Vec<u8>>, lines: &[&str]) -> Vec<u8> {
     let mut text = existing
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();

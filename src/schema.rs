@@ -22,6 +22,10 @@ const BASE_URI: &str = "https://cairn.invalid/schemas/";
 /// Every schema name with its embedded text, in a stable order.
 pub const SCHEMAS: &[(&str, &str)] = &[
     (
+        "conflict_record",
+        include_str!("../schemas/conflict_record.v2.1.schema.json"),
+    ),
+    (
         "episode",
         include_str!("../schemas/episode.v2.1.schema.json"),
     ),
@@ -199,6 +203,7 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
             setting: "max_input_bytes",
         });
     }
+    check_conflict_markers(file, bytes)?;
     check_bracket_depth(file, bytes, limits.max_depth)?;
     let text = std::str::from_utf8(bytes).map_err(|e| Error::Parse {
         file: file.to_string(),
@@ -348,6 +353,26 @@ pub fn load<T: serde::de::DeserializeOwned>(name: &str, file: &str, bytes: &[u8]
         subject: file.to_string(),
         message: e.to_string(),
     })
+}
+
+/// Refuses a file holding git's conflict markers (a merge left it half
+/// done) with an error that says so, instead of a YAML parse error.
+fn check_conflict_markers(file: &str, bytes: &[u8]) -> Result<()> {
+    let marker = bytes.split(|b| *b == b'\n').position(|line| {
+        line.starts_with(b"<<<<<<< ") || line == b"<<<<<<<" || line.starts_with(b">>>>>>> ")
+    });
+    match marker {
+        Some(line) => Err(Error::Invalid {
+            file: file.to_string(),
+            pointer: String::new(),
+            rule: "conflict_markers",
+            message: format!(
+                "holds git conflict markers (<<<<<<< ... >>>>>>>, first at line {}): a merge left it unresolved; `cairn sync --resolve` merges it by its schema",
+                line + 1
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Renders a value as canonical YAML (key order as given, block style).

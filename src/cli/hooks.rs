@@ -106,7 +106,8 @@ pub fn cmd_hook(ctx: &Ctx, a: HookArgs) -> CmdResult {
     match a.name.as_str() {
         "pre-commit" => pre_commit(ctx),
         "commit-msg" => Ok(fail_open("commit-msg", commit_msg(ctx, &a.args))),
-        "post-commit" | "post-merge" | "post-rewrite" => Ok(fail_open(&a.name, after(ctx))),
+        "post-merge" | "post-rewrite" => Ok(fail_open(&a.name, after_merge(ctx))),
+        "post-commit" => Ok(fail_open(&a.name, after(ctx))),
         "post-checkout" => {
             // The third argument is 1 for a branch checkout, 0 for files.
             if a.args.get(2).map(String::as_str) == Some("0") {
@@ -203,6 +204,18 @@ fn after(ctx: &Ctx) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// After git made a merge or rebase: record what cairn's merge driver could
+/// not decide, render the mirror again, then what every post-* hook does.
+fn after_merge(ctx: &Ctx) -> Result<(), Error> {
+    let Some(store) = hook_store(ctx)? else {
+        return Ok(());
+    };
+    for note in hooks::after_merge(&store)? {
+        eprintln!("cairn: {note}");
+    }
+    after(ctx)
 }
 
 /// Post-* hooks and commit-msg never fail the user's git command.

@@ -17,6 +17,7 @@ mod project;
 mod run;
 mod schema;
 mod search;
+mod sync;
 mod watch;
 mod ws;
 
@@ -80,6 +81,12 @@ enum Command {
     Demo(demo::DemoArgs),
     Mirror(mirror::MirrorArgs),
     Watch(watch::WatchArgs),
+    Sync(sync::SyncArgs),
+    #[command(subcommand)]
+    Conflicts(sync::ConflictsCommand),
+    /// git's merge driver for cairn files (what `.git/config` calls).
+    #[command(hide = true)]
+    MergeDriver(sync::MergeDriverArgs),
 }
 
 /// What a command produced: a human text and the JSON `data`.
@@ -201,6 +208,9 @@ pub fn main() -> i32 {
         Command::Demo(a) => demo::cmd_demo(&ctx, a),
         Command::Mirror(a) => mirror::cmd_mirror(&ctx, a),
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
+        Command::Sync(a) => sync::cmd_sync(&ctx, a),
+        Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
+        Command::MergeDriver(a) => return sync::cmd_merge_driver(&ctx, a),
     };
     finish(&ctx, result)
 }

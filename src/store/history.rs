@@ -51,6 +51,12 @@ impl Store {
             .map_err(|e| Error::git("revwalk", e))
     }
 
+    /// The best common ancestor of two commits, if they share history.
+    pub fn merge_base(&self, a: Oid, b: Oid) -> Result<Option<Oid>> {
+        not_found_to_none(self.repo.merge_base(a, b))
+            .map_err(|e| Error::git(format!("merge base of {a} and {b}"), e))
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Result<bool> {
         if ancestor == descendant {

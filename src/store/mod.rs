@@ -54,6 +54,7 @@ mod journal;
 pub mod lock;
 mod objects;
 pub mod read;
+pub mod remote;
 pub mod transaction;
 mod worktree;
 
@@ -61,6 +62,7 @@ pub use crate::event::{parse_rfc3339, rfc3339, CommitInfo};
 pub use history::PathChange;
 pub use lock::{write_atomic, StoreLock};
 pub use read::{parse_yaml, Snapshot};
+pub use remote::Pushed;
 pub use transaction::{Committed, Mutation, NoSteps, Steps};
 
 /// How a store is opened: clock, actor and lock settings chosen by the caller.
@@ -352,6 +354,39 @@ impl Store {
             path: self.repo.path().to_path_buf(),
             source: None,
         })
+    }
+
+    /// A value of the repository's own git config (`.git/config`).
+    pub fn get_config(&self, key: &str) -> Result<Option<String>> {
+        let cfg = self
+            .repo
+            .config()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+            .map_err(|e| Error::git("read config", e))?;
+        not_found_to_none(cfg.get_string(key)).map_err(|e| Error::git(format!("read {key}"), e))
+    }
+
+    /// Sets a value in the repository's own git config (never global).
+    pub fn set_config(&self, key: &str, value: &str) -> Result<()> {
+        self.repo
+            .config()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+            .and_then(|mut c| c.set_str(key, value))
+            .map_err(|e| Error::git(format!("set {key}"), e))
+    }
+
+    /// Removes a key from the repository's own git config, if set.
+    pub fn unset_config(&self, key: &str) -> Result<()> {
+        let mut cfg = self
+            .repo
+            .config()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+            .map_err(|e| Error::git("open config", e))?;
+        match cfg.remove(key) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(Error::git(format!("unset {key}"), e)),
+        }
     }
 
     /// The store configuration at the tip.

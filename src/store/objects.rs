@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::pack;
 
 impl Store {
-    /// Writes the commit for `changes` on top of `base` as one pack (see
+    /// Writes the commit for `changes` on top of `base` (with `merged` as
+    /// further parents: a merge commit) as one pack (see
     /// [`crate::pack`]): the new blobs, the trees along the changed paths and
     /// the commit are serialized and hashed here, from the base trees, and
     /// written as one `.pack` + `.idx`. Loose objects would cost a new file
@@ -22,6 +23,7 @@ impl Store {
     pub(super) fn write_commit_packed(
         &self,
         base: Option<Oid>,
+        merged: &[Oid],
         changes: &Changes,
         message: &str,
         sig: &git2::Signature<'_>,
@@ -41,7 +43,7 @@ impl Store {
             None => new_object(pack::Kind::Tree, Vec::new(), &mut objects),
         };
         let mut text = format!("tree {}\n", pack::hex(&tree));
-        if let Some(p) = base {
+        for p in base.iter().chain(merged) {
             text.push_str(&format!("parent {p}\n"));
         }
         let who = signature_line(sig);

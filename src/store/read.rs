@@ -28,6 +28,11 @@ impl Snapshot<'_> {
         self.commit
     }
 
+    /// The store this snapshot reads.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
     /// The store configuration at this commit.
     pub fn config(&self) -> &StoreConfig {
         &self.config

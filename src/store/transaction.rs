@@ -114,7 +114,7 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        self.transact_with(key, true, build)
+        self.transact_with(key, true, &[], build)
     }
 
     /// [`Store::transact`] for repairs: builds on the tip even when it fails
@@ -123,13 +123,25 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        self.transact_with(None, false, build)
+        self.transact_with(None, false, &[], build)
+    }
+
+    /// [`Store::transact`] for a merge: the commit gets `theirs` as its
+    /// second parent. `build` plans, against a snapshot of the tip (ours),
+    /// the changes that make the merged tree; if the branch moves meanwhile
+    /// it plans again on the new tip.
+    pub fn transact_merge<F>(&self, theirs: Oid, build: F) -> Result<Committed>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        self.transact_with(None, true, &[theirs], build)
     }
 
     pub(super) fn transact_with<F>(
         &self,
         key: Option<&str>,
         verify_tip: bool,
+        merged: &[Oid],
         mut build: F,
     ) -> Result<Committed>
     where
@@ -140,6 +152,7 @@ impl Store {
             None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
         };
         let _lock = StoreLock::acquire(&self.local_dir, timeout)?;
+        self.refuse_mid_merge()?;
         self.recover_worktree()?;
         const MAX_ATTEMPTS: u32 = 32;
         for _ in 0..MAX_ATTEMPTS {
@@ -188,12 +201,13 @@ impl Store {
             self.check_hand_edits(base_tree.as_ref(), &mutation.changes)?;
             drop(base_tree);
             let now = self.now();
+            let parents: Vec<Oid> = snap.commit.iter().chain(merged).copied().collect();
             let (message, event) = event::compose(
                 &mutation.event,
                 key,
                 &self.actor.name,
                 now,
-                snap.commit,
+                &parents,
                 mutation.changes.keys().cloned().collect(),
             );
             let sig = git2::Signature::new(
@@ -203,7 +217,7 @@ impl Store {
             )
             .map_err(|e| Error::git("make signature", e))?;
             let commit =
-                self.write_commit_packed(snap.commit, &mutation.changes, &message, &sig)?;
+                self.write_commit_packed(snap.commit, merged, &mutation.changes, &message, &sig)?;
             self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
             fail::fail_point!("store::before_cas");
             let moved = match snap.commit {
@@ -273,6 +287,75 @@ impl Store {
             branch: self.branch.clone(),
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Moves the branch forward to `to`, a descendant of the tip (a
+    /// fast-forward after a fetch), and brings the work tree and index up to
+    /// date for the paths that differ. Nothing new is committed: `to` and its
+    /// ancestors are already in the object database. Refused (CONFLICT) when
+    /// `to` does not descend from the tip, and when a path about to change
+    /// holds hand edits. Returns the previous tip.
+    pub fn fast_forward(&self, to: Oid) -> Result<Option<Oid>> {
+        let timeout = match self.options.lock_timeout {
+            Some(t) => t,
+            None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
+        };
+        let _lock = StoreLock::acquire(&self.local_dir, timeout)?;
+        self.refuse_mid_merge()?;
+        self.recover_worktree()?;
+        let tip = self.tip()?;
+        if tip == Some(to) {
+            return Ok(tip);
+        }
+        if let Some(old) = tip {
+            if !self.is_ancestor(old, to)? {
+                return Err(Error::Conflict {
+                    rule: "NOT_A_FAST_FORWARD",
+                    subject: self.branch.clone(),
+                    message: format!("{to} does not descend from the tip {old}; merge instead"),
+                });
+            }
+        }
+        let mut changes = Changes::new();
+        for change in self.tree_changes(tip, to)? {
+            let content = match change.new {
+                Some((id, _)) => Some(self.read_blob(id)?),
+                None => None,
+            };
+            changes.insert(change.path, content);
+        }
+        let base_tree = match tip {
+            Some(c) => Some(self.tree_of(c)?),
+            None => None,
+        };
+        self.check_hand_edits(base_tree.as_ref(), &changes)?;
+        drop(base_tree);
+        self.write_journal(tip, to, &changes, &[])?;
+        let moved = match tip {
+            Some(old) => {
+                self.repo
+                    .reference_matching(&self.branch, to, true, old, "cairn: fast-forward")
+            }
+            None => self
+                .repo
+                .reference(&self.branch, to, false, "cairn: fast-forward"),
+        };
+        if let Err(e) = moved {
+            self.clear_journal();
+            return Err(match e.code() {
+                ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked => Error::LockBusy {
+                    path: self.repo.path().join(format!("{}.lock", self.branch)),
+                    holder: "a git process".into(),
+                    waited_ms: 0,
+                },
+                _ => Error::git(format!("update {}", self.branch), e),
+            });
+        }
+        // The ref moved; the work tree follows, or the next write finishes it.
+        if self.sync_worktree(&changes).is_ok() {
+            self.clear_journal();
+        }
+        Ok(tip)
     }
 
     /// Checks each changed file (path, size, episode immutability, schema)

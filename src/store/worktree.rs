@@ -286,6 +286,153 @@ impl Store {
         Ok(())
     }
 
+    /// The git operation in progress in the work tree (`merge`, `rebase`,
+    /// `cherry-pick`, `revert`, `am`), if any, and the paths with conflicted
+    /// index entries (also reported alone, as `conflicts`, when the index
+    /// holds conflicts without an operation, e.g. after `git stash pop`).
+    /// A bare store has no work tree, so nothing is ever in progress.
+    pub fn merge_state(&self) -> Result<Option<(&'static str, Vec<String>)>> {
+        use git2::RepositoryState as S;
+        if self.repo.workdir().is_none() {
+            return Ok(None);
+        }
+        let state = match self.repo.state() {
+            S::Merge => Some("merge"),
+            S::Revert | S::RevertSequence => Some("revert"),
+            S::CherryPick | S::CherryPickSequence => Some("cherry-pick"),
+            S::Rebase | S::RebaseInteractive | S::RebaseMerge => Some("rebase"),
+            S::ApplyMailbox | S::ApplyMailboxOrRebase => Some("am"),
+            S::Clean | S::Bisect => None,
+        };
+        let mut conflicted = Vec::new();
+        let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
+        index.read(false).map_err(|e| Error::git("read index", e))?;
+        if index.has_conflicts() {
+            let conflicts = index
+                .conflicts()
+                .map_err(|e| Error::git("read index conflicts", e))?;
+            for c in conflicts.flatten() {
+                let entry = c.our.or(c.their).or(c.ancestor);
+                if let Some(e) = entry {
+                    conflicted.push(String::from_utf8_lossy(&e.path).into_owned());
+                }
+            }
+        }
+        conflicted.sort();
+        conflicted.dedup();
+        // git runs post-merge before it removes MERGE_HEAD: a merge whose
+        // commit is made (HEAD has MERGE_HEAD as a parent) is over.
+        let state = match state {
+            Some("merge") if conflicted.is_empty() && self.merge_concluded() => None,
+            other => other,
+        };
+        Ok(match (state, conflicted.is_empty()) {
+            (Some(s), _) => Some((s, conflicted)),
+            (None, false) => Some(("conflict resolution", conflicted)),
+            (None, true) => None,
+        })
+    }
+
+    /// Whether the tip is the merge commit of the MERGE_HEAD git still has.
+    fn merge_concluded(&self) -> bool {
+        let Some(merging) = fs::read_to_string(self.repo.path().join("MERGE_HEAD"))
+            .ok()
+            .and_then(|t| Oid::from_str(t.lines().next()?.trim()).ok())
+        else {
+            return false;
+        };
+        let Ok(Some(tip)) = self.tip() else {
+            return false;
+        };
+        self.repo
+            .find_commit(tip)
+            .is_ok_and(|c| c.parent_count() > 1 && c.parent_ids().any(|p| p == merging))
+    }
+
+    /// Refuses a write while [`Store::merge_state`] says an operation is
+    /// in progress: committing on HEAD now would hide the incoming side.
+    /// Only git's state files are looked at first (cheap); a conflicted
+    /// index entry without an operation shows as a hand edit of that path.
+    pub(super) fn refuse_mid_merge(&self) -> Result<()> {
+        use git2::RepositoryState as S;
+        if self.repo.workdir().is_none() || matches!(self.repo.state(), S::Clean | S::Bisect) {
+            return Ok(());
+        }
+        match self.merge_state()? {
+            Some((state, conflicted)) => Err(Error::MergeInProgress { state, conflicted }),
+            None => Ok(()),
+        }
+    }
+
+    /// The commit being merged in (`MERGE_HEAD`, or the rebase's upstream),
+    /// while a merge or rebase is in progress.
+    pub fn incoming_head(&self) -> Option<Oid> {
+        let git = self.repo.path();
+        [
+            "MERGE_HEAD",
+            "rebase-merge/onto",
+            "rebase-apply/onto",
+            "CHERRY_PICK_HEAD",
+            "REVERT_HEAD",
+        ]
+        .iter()
+        .find_map(|f| {
+            let text = fs::read_to_string(git.join(f)).ok()?;
+            Oid::from_str(text.lines().next()?.trim()).ok()
+        })
+    }
+
+    /// Abandons the operation in progress (`git merge --abort`, `git rebase
+    /// --abort`, ...), restoring the work tree and index to the tip.
+    pub fn abort_in_progress(&self) -> Result<()> {
+        let Some((state, _)) = self.merge_state()? else {
+            return Ok(());
+        };
+        let args: &[&str] = match state {
+            "rebase" => &["rebase", "--abort"],
+            "cherry-pick" => &["cherry-pick", "--abort"],
+            "revert" => &["revert", "--abort"],
+            "am" => &["am", "--abort"],
+            "merge" => &["merge", "--abort"],
+            _ => &["reset", "--merge"],
+        };
+        let mut c = self.git_index_command(None);
+        c.args(args);
+        self.run_git(c, &args.join(" "), None).map(|_| ())
+    }
+
+    /// git's three-way text merge of one file's contents (`git merge-file`):
+    /// the merged bytes, or `None` when the sides truly conflict.
+    pub fn merge_text(&self, base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<Option<Vec<u8>>> {
+        let dir = self.local_dir.join("merge-tmp");
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let stem = format!("{}-{}", std::process::id(), crate::event::rand_u128());
+        let files: Vec<PathBuf> = ["ours", "base", "theirs"]
+            .iter()
+            .map(|n| dir.join(format!("{stem}.{n}")))
+            .collect();
+        for (file, bytes) in files.iter().zip([ours, base, theirs]) {
+            fs::write(file, bytes).map_err(|e| Error::io("write", file, e))?;
+        }
+        let out = std::process::Command::new("git")
+            .args(["merge-file", "-p", "-q"])
+            .args(&files)
+            .stdin(std::process::Stdio::null())
+            .output();
+        for file in &files {
+            let _ = fs::remove_file(file);
+        }
+        let out = out.map_err(|e| Error::io("run git merge-file in", &dir, e))?;
+        match out.status.code() {
+            Some(0) => Ok(Some(out.stdout)),
+            Some(n) if n > 0 && n < 128 => Ok(None),
+            _ => Err(Error::GitCommand {
+                args: "merge-file".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
+    }
+
     /// git's effective hooks folder: `core.hooksPath` (relative to the work
     /// tree) if set, else `hooks/` in the common git folder.
     pub fn hooks_dir(&self) -> Result<PathBuf> {
