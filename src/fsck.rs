@@ -21,6 +21,24 @@ use crate::{layout, rules, schema};
 /// problem with a file names the commit that last changed the file.
 pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
+    // A merge git left half done: the work tree is neither side; say so
+    // first, with the files that hold conflict markers.
+    if let Some((state, conflicted)) = store.merge_state()? {
+        findings.push(Finding::new(
+            store.workdir().unwrap_or(store.git_dir()).display().to_string(),
+            "merge_in_progress",
+            format!(
+                "a git {state} is in progress; `cairn sync --resolve` (or `cairn fsck --repair`) redoes it by the schemas, keeping both sides"
+            ),
+        ));
+        for path in conflicted {
+            findings.push(Finding::new(
+                path,
+                "conflict_markers",
+                "conflicted in git's index: the work-tree file holds conflict markers",
+            ));
+        }
+    }
     let tip = store.require_tip()?;
     let config = store.config()?;
     let limits = schema::ParseLimits {
@@ -219,6 +237,16 @@ fn last_good_version(
 /// good version (or removed when they never had one — history keeps them);
 /// the mirror regenerated. Builds on an invalid tip, which is the point.
 pub fn repair(store: &Store) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    // A merge left half done is made again by the schemas, both sides kept.
+    let mut merged = crate::sync::SyncReport::default();
+    if crate::sync::resolve_in_progress(store, &mut merged)? {
+        report.actions.push(format!(
+            "redid the git merge by the schemas ({} conflict record(s))",
+            merged.conflicts.len()
+        ));
+        report.commits.extend(merged.merges);
+    }
     let tip = store.require_tip()?;
     let config = store.config()?;
     let limits = schema::ParseLimits {
@@ -234,7 +262,6 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
             Some((path, (name, message)))
         })
         .collect();
-    let mut report = RepairReport::default();
     let mut changes = crate::store::Changes::new();
     // Episodes first: their tags hold their exact content.
     let mut ordered: Vec<&Finding> = findings.iter().collect();
@@ -243,7 +270,23 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
         if changes.contains_key(&f.subject) {
             continue;
         }
-        if f.rule == "episode_immutable" {
+        if f.rule == "episode_tagged" {
+            // A clone that did not fetch the tag: put it back on the commit
+            // that wrote the episode, with the episode as its message.
+            if let (Some((run, ep)), Some(bytes)) = (
+                layout::episode_of_path(&f.subject),
+                store.read_file(tip, &f.subject)?,
+            ) {
+                let made = store
+                    .last_change(tip, &f.subject, 100_000)?
+                    .unwrap_or(tip);
+                let name = layout::episode_tag(run, ep);
+                store.create_tag(made, &name, &String::from_utf8_lossy(&bytes))?;
+                report
+                    .actions
+                    .push(format!("re-created tag {name} from {}", f.subject));
+            }
+        } else if f.rule == "episode_immutable" {
             if let Some((tag, message)) = tags.get(&f.subject) {
                 changes.insert(f.subject.clone(), Some(message.clone().into_bytes()));
                 report

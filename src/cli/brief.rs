@@ -28,7 +28,7 @@ pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
             a.format
         )));
     }
-    let store = ctx.open()?;
+    let store = ctx.open_reading()?;
     let b = brief::brief(
         &store,
         &BriefRequest {

@@ -63,7 +63,7 @@ fn line(e: &Event, jsonl: bool) -> String {
 }
 
 pub fn cmd_log(ctx: &Ctx, a: LogArgs) -> CmdResult {
-    let store = ctx.open()?;
+    let store = ctx.open_reading()?;
     let event_type = match &a.event_type {
         Some(t) => Some(
             EventType::parse(t)

@@ -206,7 +206,7 @@ fn query(store: &Store, f: FilterArgs) -> Result<ListQuery, CliError> {
 }
 
 pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
-    let store = ctx.open()?;
+    let store = ctx.open_reading()?;
     match cmd {
         MemoryCommand::Propose(a) => {
             let (label, doc) = read_doc(&store, &source(a.file.as_deref(), a.stdin.as_deref())?)?;

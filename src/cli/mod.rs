@@ -142,6 +142,25 @@ impl Ctx {
         Store::discover(&cwd, self.options.clone())
     }
 
+    /// Opens the store and, when git left a merge or rebase half done,
+    /// says so on stderr: reads show the tip, without the incoming side.
+    fn open_reading(&self) -> Result<Store, Error> {
+        let store = self.open()?;
+        if store.git_operation_started() {
+            if let Some((state, conflicted)) = store.merge_state()? {
+                eprintln!(
+                    "warning: a git {state} is in progress{}; what follows is the tip before it, without the incoming side. `cairn sync --resolve` finishes it by the schemas",
+                    if conflicted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (conflict markers in {})", conflicted.join(", "))
+                    }
+                );
+            }
+        }
+        Ok(store)
+    }
+
     fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }

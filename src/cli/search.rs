@@ -86,7 +86,7 @@ fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<time::OffsetDateTim
 }
 
 pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
-    let store = ctx.open()?;
+    let store = ctx.open_reading()?;
     let registry = Registry::at_tip(&store)?;
     let q = SearchQuery {
         text: a.query.join(" "),

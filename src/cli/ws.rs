@@ -50,7 +50,7 @@ pub struct EvictedArgs {
 }
 
 pub fn cmd_ws(ctx: &Ctx, cmd: WsCommand) -> CmdResult {
-    let store = ctx.open()?;
+    let store = ctx.open_reading()?;
     match cmd {
         WsCommand::Show(a) => {
             let at = a.at.map(|s| match s.parse::<u64>() {

@@ -120,6 +120,10 @@ impl Store {
     /// The newest commit reachable from `from` that changed `path` (against
     /// its first parent), looking at most `limit` commits back.
     pub fn last_change(&self, from: Oid, path: &str, limit: usize) -> Result<Option<Oid>> {
+        if path.is_empty() || Path::new(path).is_absolute() {
+            // Not a path in the tree (a finding about the repository itself).
+            return Ok(None);
+        }
         let mut walk = self.repo.revwalk().map_err(|e| Error::git("revwalk", e))?;
         walk.set_sorting(git2::Sort::TOPOLOGICAL)
             .map_err(|e| Error::git("revwalk", e))?;

@@ -256,6 +256,13 @@ impl Store {
         Ok(merged.len())
     }
 
+    /// Creates the annotated tag `name` (under `refs/tags/`) with `message`
+    /// on `commit`, unless a tag of that name exists (repairs use it to put
+    /// back an episode tag a clone lost).
+    pub fn create_tag(&self, commit: Oid, name: &str, message: &str) -> Result<()> {
+        self.create_tags(commit, &[(name.to_string(), message.to_string())])
+    }
+
     /// Creates annotated tags pointing at `commit`; an existing tag with the
     /// same target is left alone.
     pub(super) fn create_tags(&self, commit: Oid, tags: &[(String, String)]) -> Result<()> {

@@ -333,6 +333,14 @@ impl Store {
         })
     }
 
+    /// Whether git's state files say a merge, rebase, cherry-pick, revert or
+    /// am has started in the work tree (cheap: the index is not read; see
+    /// [`Store::merge_state`] for the whole answer).
+    pub fn git_operation_started(&self) -> bool {
+        use git2::RepositoryState as S;
+        self.repo.workdir().is_some() && !matches!(self.repo.state(), S::Clean | S::Bisect)
+    }
+
     /// Whether the tip is the merge commit of the MERGE_HEAD git still has.
     fn merge_concluded(&self) -> bool {
         let Some(merging) = fs::read_to_string(self.repo.path().join("MERGE_HEAD"))
@@ -354,8 +362,7 @@ impl Store {
     /// Only git's state files are looked at first (cheap); a conflicted
     /// index entry without an operation shows as a hand edit of that path.
     pub(super) fn refuse_mid_merge(&self) -> Result<()> {
-        use git2::RepositoryState as S;
-        if self.repo.workdir().is_none() || matches!(self.repo.state(), S::Clean | S::Bisect) {
+        if !self.git_operation_started() {
             return Ok(());
         }
         match self.merge_state()? {

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod net;
 pub mod setup;
 pub mod workers;
 

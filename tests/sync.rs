@@ -1,0 +1,216 @@
+//! Sync between clones through a real bare git remote (`file://`): `cairn
+//! sync`, plain `git pull` through cairn's merge drivers, conflicts kept as
+//! records, merges left half done by git, and milestone tags that travel.
+
+mod common;
+
+use common::net::Net;
+use serde_json::{json, Value};
+
+fn conflict_ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["conflict_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_clones_writing_different_runs_converge_to_one_tree() {
+    let (net, a) = Net::new();
+    let b = net.clone("b", true);
+    let run_a = a.boot("from a");
+    a.append(&run_a, "a1");
+    let run_b = b.boot("from b");
+    b.append(&run_b, "b1");
+
+    let first = a.ok(&["sync"]);
+    assert_eq!(first["pushed"], json!(true));
+    let merged = b.ok(&["sync"]);
+    assert_eq!(merged["merges"].as_array().unwrap().len(), 1, "{merged}");
+    assert_eq!(merged["conflicts"], json!([]));
+    let ff = a.ok(&["sync"]);
+    assert_eq!(ff["fast_forwarded"], json!(true), "{ff}");
+
+    assert_eq!(a.head(), b.head());
+    for c in [&a, &b] {
+        assert_eq!(c.sliding_ids(&run_a), vec!["a1"]);
+        assert_eq!(c.sliding_ids(&run_b), vec!["b1"]);
+        c.assert_healthy();
+    }
+    // The merge is one commit with both parents and a SYNC_MERGE event.
+    let parents = b.git(&["rev-list", "--parents", "-n", "1", &merged["merges"][0].as_str().unwrap()]);
+    assert_eq!(parents.split_whitespace().count(), 3, "{parents}");
+    let log = b.ok(&["log", "--type", "SYNC_MERGE"]);
+    assert!(log.to_string().contains("SYNC_MERGE"), "{log}");
+}
+
+#[test]
+fn one_run_patched_on_both_clones_replays_the_other_sides_patches() {
+    let (net, a) = Net::new();
+    let run = a.boot("shared run");
+    a.ok(&["sync"]);
+    let b = net.clone("b", true);
+    a.append(&run, "a1");
+    b.append(&run, "b1");
+    b.append(&run, "b2");
+    a.ok(&["sync"]);
+    let merged = b.ok(&["sync"]);
+    assert_eq!(merged["conflicts"], json!([]), "{merged}");
+    a.ok(&["sync"]);
+    for c in [&a, &b] {
+        let ws = c.ok(&["ws", "show", &run]);
+        // b's two patches, then a's one replayed on top: seqs stay gap-free.
+        assert_eq!(ws["_update_seq"], json!(3), "{ws}");
+        assert_eq!(c.sliding_ids(&run), vec!["b1", "b2", "a1"]);
+        c.assert_healthy();
+    }
+    // The run's state at the replayed seq is the merge's.
+    let at = b.ok(&["ws", "show", &run, "--at", "3"]);
+    assert_eq!(at["_update_seq"], json!(3));
+}
+
+#[test]
+fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
+    let (net, a) = Net::new();
+    let b = net.clone("b", true);
+    a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
+    b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
+    a.ok(&["sync"]);
+    let merged = b.ok(&["sync"]);
+    let ids: Vec<String> = merged["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "{merged}");
+    // No conflict markers anywhere; the canonical file is valid.
+    let state = std::fs::read_to_string(b.dir.join("state/proj.yaml")).unwrap();
+    assert!(!state.contains("<<<<<<<"), "{state}");
+    b.assert_healthy();
+
+    a.ok(&["sync"]);
+    let listed = a.ok(&["conflicts", "list"]);
+    assert_eq!(conflict_ids(&listed), ids);
+    let record = a.ok(&["conflicts", "show", &ids[0]]);
+    assert_eq!(record["path"], json!("state/proj.yaml"));
+    let sides = [record["ours"].clone(), record["theirs"].clone()];
+    assert!(sides.contains(&json!("eu-west")) && sides.contains(&json!("us-east")), "{record}");
+
+    // Resolved on a; the resolution travels to b.
+    let resolved = a.ok(&["conflicts", "resolve", &ids[0], "--take", "theirs"]);
+    assert_eq!(resolved["conflict"]["status"], json!("resolved"));
+    let took = record["theirs"].clone();
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    assert_eq!(b.ok(&["conflicts", "list"]), json!([]));
+    let all = b.ok(&["conflicts", "list", "--all"]);
+    assert_eq!(all[0]["status"], json!("resolved"));
+    let got = b.ok(&["state", "get", "proj"]);
+    assert!(got.to_string().contains(took.as_str().unwrap()), "{got}");
+    assert_eq!(a.head(), b.head());
+    a.assert_healthy();
+    b.assert_healthy();
+}
+
+#[test]
+fn plain_git_pull_merges_through_the_drivers_and_records_conflicts() {
+    let (net, a) = Net::new();
+    a.ok(&["hooks", "install"]);
+    let b = net.clone("b", true);
+    a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
+    b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
+    a.ok(&["sync"]);
+    let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // post-merge committed the driver's record and rendered the mirror.
+    let listed = b.ok(&["conflicts", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let state = std::fs::read_to_string(b.dir.join("state/proj.yaml")).unwrap();
+    assert!(!state.contains("<<<<<<<"), "{state}");
+    b.assert_healthy();
+}
+
+#[test]
+fn a_merge_left_half_done_blocks_writes_until_sync_resolve_redoes_it() {
+    let (net, a) = Net::new();
+    let run = a.boot("shared");
+    a.ok(&["sync"]);
+    // A clone where cairn's drivers were never installed: git's text merge.
+    let b = net.clone("b", false);
+    a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
+    b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
+    a.ok(&["sync"]);
+    let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
+    assert!(!out.status.success(), "the text merge was expected to conflict");
+    let head = b.head();
+
+    // Writes are refused, naming the merge and the conflicted files.
+    let (code, env2) = {
+        let patch = json!({"expected_seq": 0, "set": {"next_action": "x"}});
+        let mut c = assert_cmd::Command::from_std(common::cli::cairn(net.home.path()));
+        c.current_dir(&b.dir)
+            .env("CAIRN_NOW", common::cli::NOW)
+            .args(["--json", "ws", "patch", &run, "--file", "-"])
+            .write_stdin(patch.to_string());
+        let o = c.output().unwrap();
+        (o.status.code().unwrap(), serde_json::from_slice::<Value>(&o.stdout).unwrap())
+    };
+    assert_eq!(code, 4, "{env2}");
+    assert_eq!(env2["error"]["code"], json!("MERGE_IN_PROGRESS"));
+    assert!(env2["error"]["message"].as_str().unwrap().contains("state/proj.yaml"), "{env2}");
+    assert_eq!(b.head(), head, "nothing committed");
+
+    // fsck names the merge and the files.
+    let (code, env) = b.json(&["fsck"]);
+    assert_ne!(code, 0);
+    assert!(env.to_string().contains("merge_in_progress"), "{env}");
+
+    // sync --resolve aborts git's merge and makes it by the schemas.
+    let done = b.ok(&["sync", "--resolve"]);
+    assert_eq!(done["conflicts"].as_array().unwrap().len(), 1, "{done}");
+    b.assert_healthy();
+    a.ok(&["sync"]);
+    assert_eq!(a.head(), b.head());
+    a.assert_healthy();
+}
+
+#[test]
+fn milestone_tags_travel_with_sync_and_with_plain_git_push() {
+    let (net, a) = Net::new();
+    let run = a.boot("tagged");
+    a.ok(&["milestone", &run, "--reason", "first"]);
+    a.ok(&["sync"]);
+    let b = net.clone("b", true);
+    b.ok(&["sync"]);
+    let tags = b.git(&["tag", "-l", "cairn/*"]);
+    assert_eq!(tags.lines().count(), 1, "{tags}");
+    b.assert_healthy();
+
+    // A plain `git push` carries the next milestone's tag (push.followTags).
+    a.ok(&["milestone", &run, "--reason", "second"]);
+    a.git(&["push", "-q"]);
+    let c = net.clone("c", false);
+    assert_eq!(c.git(&["tag", "-l", "cairn/*"]).lines().count(), 2);
+    c.ok(&["fsck"]);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let (_net, a) = Net::new();
+    let head = a.head();
+    let (code, env) = a.json(&["sync", "nosuchremote"]);
+    assert_eq!(code, 7, "{env}");
+    assert_eq!(env["error"]["category"], json!("TRANSIENT"));
+    assert_eq!(env["error"]["code"], json!("REMOTE_FAILED"));
+    assert!(env["error"]["message"].as_str().unwrap().contains("nosuchremote"));
+    let (code, env) = a.json(&["conflicts", "resolve", "cf_01KF76FBK0M14QN9NF6YCRPWN2", "--take", "ours"]);
+    assert_eq!(code, 5, "{env}");
+    assert_eq!(env["error"]["category"], json!("NOT_FOUND"));
+    let (code, env) = a.json(&["conflicts", "show", "../etc"]);
+    assert_eq!(code, 3, "{env}");
+    assert_eq!(env["error"]["details"]["rule"], json!("conflict_id"));
+    assert_eq!(a.head(), head);
+    a.assert_healthy();
+}
