@@ -159,7 +159,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn to_yaml(&self) -> String {
+    pub(crate) fn to_yaml(&self) -> String {
         schema::to_yaml(&serde_json::to_value(self).expect("batches serialize"))
     }
 

@@ -82,7 +82,7 @@ impl Registry {
         }
     }
 
-    fn to_yaml(&self) -> String {
+    pub(crate) fn to_yaml(&self) -> String {
         schema::to_yaml(&serde_json::to_value(self).expect("registries serialize"))
     }
 }
@@ -323,7 +323,7 @@ pub fn state_set(
     Ok((entry, committed))
 }
 
-fn state_yaml(state: &ProjectState) -> String {
+pub(crate) fn state_yaml(state: &ProjectState) -> String {
     schema::to_yaml(&serde_json::to_value(state).expect("state serializes"))
 }
 
