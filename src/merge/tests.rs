@@ -1100,3 +1100,47 @@ fn store_config_merges_field_wise_in_schema_key_order() {
         ]
     );
 }
+
+// ---------------------------------------------------------------- add/add of shared files
+
+#[test]
+fn a_registry_created_on_both_sides_is_the_union() {
+    // Two clones of a store without projects each register one.
+    let path = layout::REGISTRY;
+    let o = registry(vec![project("cairn", &["store"])]);
+    let t = registry(vec![project("api", &["store"]), project("cairn", &["c"])]);
+    let (m, conflicts) = run_values(path, None, Some(&o), Some(&t));
+    assert_eq!(
+        m["projects"],
+        json!([project("api", &["store"]), project("cairn", &["c"])])
+    );
+    assert_eq!(
+        rules(&conflicts),
+        vec![("/projects/0/aliases/0", "alias_claimed_twice")]
+    );
+    assert_eq!(conflicts[0].kept, Some(json!("api")), "the smaller id");
+}
+
+#[test]
+fn a_state_file_created_on_both_sides_keeps_every_entry() {
+    let path = layout::project_state("cairn");
+    let o = state(vec![entry("phase", "build", "active", 2)]);
+    let t = state(vec![
+        entry("owner", "ana", "active", 1),
+        entry("phase", "ship", "active", 3),
+    ]);
+    let (m, conflicts) = run_values(&path, None, Some(&o), Some(&t));
+    assert_eq!(
+        m["entries"],
+        json!([
+            entry("owner", "ana", "active", 1),
+            retired(entry("phase", "build", "active", 2), "superseded", 3),
+            entry("phase", "ship", "active", 3),
+        ])
+    );
+    assert_eq!(
+        rules(&conflicts),
+        vec![("/entries/2/value", "state_key_set_twice")]
+    );
+    assert_eq!(conflicts[0].base, None);
+}
