@@ -162,6 +162,10 @@ pub(super) fn settled(
     None
 }
 
+/// How [`Merger::keyed`] merges one item: (merger, pointer, base, ours, theirs).
+pub(super) type ItemMerge<'f> = dyn FnMut(&mut Merger, &str, Option<&Value>, Option<&Value>, Option<&Value>) -> Option<Value>
+    + 'f;
+
 /// How a keyed list orders its merged items.
 pub(super) enum Order<'f> {
     /// Base order for what base had, then additions by this sort key
@@ -356,13 +360,7 @@ impl Merger {
         t: &[Value],
         key: &dyn Fn(&Value) -> String,
         order: Order<'_>,
-        item: &mut dyn FnMut(
-            &mut Merger,
-            &str,
-            Option<&Value>,
-            Option<&Value>,
-            Option<&Value>,
-        ) -> Option<Value>,
+        item: &mut ItemMerge<'_>,
     ) -> Vec<Value> {
         let index = |items: &[Value]| -> (Vec<String>, HashMap<String, Value>) {
             let mut seen: HashMap<String, usize> = HashMap::new();
@@ -381,36 +379,30 @@ impl Merger {
         let (b_keys, bm) = index(b);
         let (o_keys, om) = index(o);
         let (t_keys, tm) = index(t);
-        let mut keys: Vec<String> = Vec::new();
-        let mut added: BTreeMap<String, (String, String)> = BTreeMap::new();
+        // Added keys with their sort key, each once.
+        let mut added: BTreeMap<String, String> = BTreeMap::new();
         for k in o_keys.iter().chain(t_keys.iter()) {
             if bm.contains_key(k) || added.contains_key(k) {
                 continue;
             }
             let sort = match &order {
                 Order::BaseThenAdded(sort_key) => {
-                    let of = |m: &HashMap<String, Value>| m.get(k).map(|v| sort_key(v));
+                    let of = |m: &HashMap<String, Value>| m.get(k).map(sort_key);
                     match (of(&om), of(&tm)) {
                         (Some(x), Some(y)) => x.min(y),
                         (x, y) => x.or(y).unwrap_or_default(),
                     }
                 }
-                Order::ByKey => k.clone(),
+                Order::ByKey => String::new(),
             };
-            added.insert(k.clone(), (sort, k.clone()));
+            added.insert(k.clone(), sort);
         }
-        let mut added: Vec<(String, String)> = added.into_values().collect();
+        let mut added: Vec<(String, String)> = added.into_iter().map(|(k, s)| (s, k)).collect();
         added.sort();
-        match order {
-            Order::BaseThenAdded(_) => {
-                keys.extend(b_keys);
-                keys.extend(added.into_iter().map(|(_, k)| k));
-            }
-            Order::ByKey => {
-                keys.extend(b_keys);
-                keys.extend(added.into_iter().map(|(_, k)| k));
-                keys.sort();
-            }
+        let mut keys = b_keys;
+        keys.extend(added.into_iter().map(|(_, k)| k));
+        if matches!(order, Order::ByKey) {
+            keys.sort();
         }
         let mut out = Vec::new();
         for k in keys {

@@ -30,6 +30,28 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Drops the conflicts recorded inside sliding item `i`, which the merge
+/// removed (the `context_id_twice` record holds it), and renumbers the
+/// pointers of the items after it.
+fn forget_item(conflicts: &mut Vec<FieldConflict>, i: usize) {
+    let prefix = "/sliding_context/";
+    conflicts.retain_mut(|c| {
+        let Some(rest) = c.pointer.strip_prefix(prefix) else {
+            return true;
+        };
+        let (index, tail) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+        match index.parse::<usize>() {
+            Ok(j) if j == i => false,
+            Ok(j) if j > i => {
+                let sep = if tail.is_empty() { "" } else { "/" };
+                c.pointer = format!("{prefix}{}{sep}{tail}", j - 1);
+                true
+            }
+            _ => true,
+        }
+    });
+}
+
 /// Merges two versions of a working set.
 pub(super) fn merge(
     prefer: Prefer,
@@ -53,10 +75,17 @@ pub(super) fn merge(
         &["_update_seq", "updated_at", LISTS[0], LISTS[1]],
     );
     let (bs, os, ts) = get("_update_seq");
-    let seq = super::values::settled(bs, os, ts).unwrap_or_else(|| {
+    // Both moved the seq (even to the same number): the merge is a state
+    // neither side has seen, so it moves past both.
+    let both_moved = o != t && bs.is_some() && os != bs && ts != bs;
+    let past_both = || {
         let max = os.and_then(Value::as_u64).max(ts.and_then(Value::as_u64));
         Some(Value::from(max.unwrap_or(0) + 1))
-    });
+    };
+    let seq = match super::values::settled(bs, os, ts) {
+        Some(settled) if !both_moved => settled,
+        _ => past_both(),
+    };
     let (bu, ou, tu) = get("updated_at");
     let updated = m.latest("/updated_at", bu, ou, tu);
     let sort_key = |v: &Value| format!("{}\u{0}{}", str_of(v, "timestamp"), str_of(v, "id"));
@@ -109,6 +138,7 @@ pub(super) fn merge(
             Some(&pinned[p]),
         );
         sliding.remove(i);
+        forget_item(&mut m.conflicts, i);
     }
     if let Some(s) = seq {
         out.insert("_update_seq".into(), s);
