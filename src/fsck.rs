@@ -277,9 +277,7 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
                 layout::episode_of_path(&f.subject),
                 store.read_file(tip, &f.subject)?,
             ) {
-                let made = store
-                    .last_change(tip, &f.subject, 100_000)?
-                    .unwrap_or(tip);
+                let made = store.last_change(tip, &f.subject, 100_000)?.unwrap_or(tip);
                 let name = layout::episode_tag(run, ep);
                 store.create_tag(made, &name, &String::from_utf8_lossy(&bytes))?;
                 report

@@ -39,7 +39,13 @@ fn two_clones_writing_different_runs_converge_to_one_tree() {
         c.assert_healthy();
     }
     // The merge is one commit with both parents and a SYNC_MERGE event.
-    let parents = b.git(&["rev-list", "--parents", "-n", "1", &merged["merges"][0].as_str().unwrap()]);
+    let parents = b.git(&[
+        "rev-list",
+        "--parents",
+        "-n",
+        "1",
+        merged["merges"][0].as_str().unwrap(),
+    ]);
     assert_eq!(parents.split_whitespace().count(), 3, "{parents}");
     let log = b.ok(&["log", "--type", "SYNC_MERGE"]);
     assert!(log.to_string().contains("SYNC_MERGE"), "{log}");
@@ -96,7 +102,10 @@ fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
     let record = a.ok(&["conflicts", "show", &ids[0]]);
     assert_eq!(record["path"], json!("state/proj.yaml"));
     let sides = [record["ours"].clone(), record["theirs"].clone()];
-    assert!(sides.contains(&json!("eu-west")) && sides.contains(&json!("us-east")), "{record}");
+    assert!(
+        sides.contains(&json!("eu-west")) && sides.contains(&json!("us-east")),
+        "{record}"
+    );
 
     // Resolved on a; the resolution travels to b.
     let resolved = a.ok(&["conflicts", "resolve", &ids[0], "--take", "theirs"]);
@@ -123,7 +132,11 @@ fn plain_git_pull_merges_through_the_drivers_and_records_conflicts() {
     b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
     a.ok(&["sync"]);
     let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // post-merge committed the driver's record and rendered the mirror.
     let listed = b.ok(&["conflicts", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
@@ -143,7 +156,10 @@ fn a_merge_left_half_done_blocks_writes_until_sync_resolve_redoes_it() {
     b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
     a.ok(&["sync"]);
     let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
-    assert!(!out.status.success(), "the text merge was expected to conflict");
+    assert!(
+        !out.status.success(),
+        "the text merge was expected to conflict"
+    );
     let head = b.head();
 
     // Writes are refused, naming the merge and the conflicted files.
@@ -155,11 +171,20 @@ fn a_merge_left_half_done_blocks_writes_until_sync_resolve_redoes_it() {
             .args(["--json", "ws", "patch", &run, "--file", "-"])
             .write_stdin(patch.to_string());
         let o = c.output().unwrap();
-        (o.status.code().unwrap(), serde_json::from_slice::<Value>(&o.stdout).unwrap())
+        (
+            o.status.code().unwrap(),
+            serde_json::from_slice::<Value>(&o.stdout).unwrap(),
+        )
     };
     assert_eq!(code, 4, "{env2}");
     assert_eq!(env2["error"]["code"], json!("MERGE_IN_PROGRESS"));
-    assert!(env2["error"]["message"].as_str().unwrap().contains("state/proj.yaml"), "{env2}");
+    assert!(
+        env2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("state/proj.yaml"),
+        "{env2}"
+    );
     assert_eq!(b.head(), head, "nothing committed");
 
     // fsck names the merge and the files.
@@ -204,8 +229,17 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(code, 7, "{env}");
     assert_eq!(env["error"]["category"], json!("TRANSIENT"));
     assert_eq!(env["error"]["code"], json!("REMOTE_FAILED"));
-    assert!(env["error"]["message"].as_str().unwrap().contains("nosuchremote"));
-    let (code, env) = a.json(&["conflicts", "resolve", "cf_01KF76FBK0M14QN9NF6YCRPWN2", "--take", "ours"]);
+    assert!(env["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nosuchremote"));
+    let (code, env) = a.json(&[
+        "conflicts",
+        "resolve",
+        "cf_01KF76FBK0M14QN9NF6YCRPWN2",
+        "--take",
+        "ours",
+    ]);
     assert_eq!(code, 5, "{env}");
     assert_eq!(env["error"]["category"], json!("NOT_FOUND"));
     let (code, env) = a.json(&["conflicts", "show", "../etc"]);

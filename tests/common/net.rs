@@ -30,7 +30,10 @@ impl Net {
     /// with `cairn sync`.
     pub fn new() -> (Net, Clone) {
         let home = TempDir::new().unwrap();
-        setup::git(home.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        setup::git(
+            home.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
         let net = Net { home };
         let a = Clone {
             dir: net.home.path().join("a"),
@@ -146,7 +149,9 @@ impl Clone {
 
     /// Appends one sliding context item `id` to `run`'s working set.
     pub fn append(&self, run: &str, id: &str) -> Value {
-        let seq = self.ok(&["ws", "show", run])["_update_seq"].as_u64().unwrap();
+        let seq = self.ok(&["ws", "show", run])["_update_seq"]
+            .as_u64()
+            .unwrap();
         let patch = json!({"expected_seq": seq, "append": {"sliding_context": [{"id": id, "content": format!("note {id}")}]}});
         self.ok_stdin(&["ws", "patch", run, "--file", "-"], &patch.to_string())
     }
@@ -166,7 +171,16 @@ impl Clone {
     pub fn assert_healthy(&self) {
         self.ok(&["fsck"]);
         let out = self.git_output(&["fsck", "--strict", "--no-progress"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(self.git(&["status", "--porcelain"]), "", "dirty work tree in {}", self.dir.display());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            self.git(&["status", "--porcelain"]),
+            "",
+            "dirty work tree in {}",
+            self.dir.display()
+        );
     }
 }
