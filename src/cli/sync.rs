@@ -84,6 +84,9 @@ pub enum ConflictsCommand {
         /// Include resolved conflicts.
         #[arg(long)]
         all: bool,
+        /// Print the ids only, one a line (for scripts).
+        #[arg(long)]
+        ids: bool,
     },
     /// One conflict record.
     Show {
@@ -104,9 +107,14 @@ pub enum ConflictsCommand {
 pub fn cmd_conflicts(ctx: &Ctx, cmd: ConflictsCommand) -> CmdResult {
     let store = ctx.open()?;
     match cmd {
-        ConflictsCommand::List { all } => {
+        ConflictsCommand::List { all, ids } => {
             let list = conflicts::list(&store.snapshot()?, all)?;
-            let human = if list.is_empty() {
+            let human = if ids {
+                list.iter()
+                    .map(|c| c.conflict_id.clone())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else if list.is_empty() {
                 "no open conflicts".to_string()
             } else {
                 list.iter()
