@@ -91,6 +91,10 @@ pub struct Brief {
     pub query: String,
     /// Milliseconds spent: search, fit, render, total.
     pub timing_ms: BTreeMap<String, f64>,
+    /// What the agent should know before trusting the brief (open merge
+    /// conflicts on its run, its project's state or memory).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 struct Item {
@@ -300,7 +304,9 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     env.add_template_owned("brief", template)
         .map_err(|e| template_error(&e))?;
     let list = |s: &str| by_section.get(s).cloned().unwrap_or_default();
+    let warnings = conflict_warnings(store, &ws.run_id, project.as_deref())?;
     let ctx = json!({
+        "warnings": warnings,
         "run_id": ws.run_id,
         "project": project,
         "objective": ws.objective,
@@ -337,7 +343,37 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         dropped,
         query,
         timing_ms,
+        warnings,
     })
+}
+
+/// One line per open merge conflict that touches the run, its project's
+/// trusted state or memory, and a count of the others.
+fn conflict_warnings(store: &Store, run_id: &str, project: Option<&str>) -> Result<Vec<String>> {
+    let open = crate::sync::conflicts::list(&store.snapshot()?, false)?;
+    let state = project.map(crate::layout::project_state);
+    let mut out = Vec::new();
+    let mut others = 0;
+    for c in &open {
+        let mine = c.run_id.as_deref() == Some(run_id)
+            || Some(&c.path) == state.as_ref()
+            || c.kind == "memory_item";
+        if mine {
+            out.push(format!(
+                "merge conflict {} in {}{}: the file keeps one value, the other is in the record; `cairn conflicts show {}`",
+                c.conflict_id,
+                c.path,
+                if c.pointer.is_empty() { String::new() } else { format!(" at {}", c.pointer) },
+                c.conflict_id
+            ));
+        } else {
+            others += 1;
+        }
+    }
+    if others > 0 {
+        out.push(format!("{others} other open merge conflict(s) in the store: `cairn conflicts list`"));
+    }
+    Ok(out)
 }
 
 fn template_error(e: &minijinja::Error) -> Error {

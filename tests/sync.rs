@@ -96,6 +96,18 @@ fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
     assert!(!state.contains("<<<<<<<"), "{state}");
     b.assert_healthy();
 
+    // The brief of a run on that project warns before the agent trusts it.
+    let run = b.ok(&["run", "boot", "--objective", "deploy", "--project", "proj"])["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let brief = b.ok(&["brief", &run]);
+    assert!(
+        brief["markdown"].as_str().unwrap().contains("## Warnings"),
+        "{brief}"
+    );
+    assert!(brief["warnings"][0].as_str().unwrap().contains(&ids[0]));
+
     a.ok(&["sync"]);
     let listed = a.ok(&["conflicts", "list"]);
     assert_eq!(conflict_ids(&listed), ids);
@@ -118,6 +130,7 @@ fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
     assert_eq!(all[0]["status"], json!("resolved"));
     let got = b.ok(&["state", "get", "proj"]);
     assert!(got.to_string().contains(took.as_str().unwrap()), "{got}");
+    a.ok(&["sync"]);
     assert_eq!(a.head(), b.head());
     a.assert_healthy();
     b.assert_healthy();

@@ -198,14 +198,26 @@ pub fn list(snap: &Snapshot<'_>, all: bool) -> Result<Vec<Conflict>> {
     let Some(commit) = snap.commit() else {
         return Ok(Vec::new());
     };
+    let store = snap.store();
     let mut out = Vec::new();
-    for (path, blob, _) in snap.store().walk_files(commit, layout::CONFLICTS)? {
-        if layout::schema_for(&path) != Some("conflict_record") {
+    // Folder by folder: the rest of the store is never walked.
+    for (shard, is_dir) in store.list_dir(commit, layout::CONFLICTS)? {
+        if !is_dir {
             continue;
         }
-        let record = Conflict::from_bytes(&path, &snap.store().read_blob(blob)?)?;
-        if all || record.is_open() {
-            out.push(record);
+        let dir = format!("{}/{shard}", layout::CONFLICTS);
+        for (name, is_dir) in store.list_dir(commit, &dir)? {
+            let path = format!("{dir}/{name}");
+            if is_dir || layout::schema_for(&path) != Some("conflict_record") {
+                continue;
+            }
+            let Some(bytes) = store.read_file(commit, &path)? else {
+                continue;
+            };
+            let record = Conflict::from_bytes(&path, &bytes)?;
+            if all || record.is_open() {
+                out.push(record);
+            }
         }
     }
     out.sort_by(|a, b| a.conflict_id.cmp(&b.conflict_id));
