@@ -371,7 +371,9 @@ fn conflict_warnings(store: &Store, run_id: &str, project: Option<&str>) -> Resu
         }
     }
     if others > 0 {
-        out.push(format!("{others} other open merge conflict(s) in the store: `cairn conflicts list`"));
+        out.push(format!(
+            "{others} other open merge conflict(s) in the store: `cairn conflicts list`"
+        ));
     }
     Ok(out)
 }

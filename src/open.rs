@@ -58,37 +58,24 @@ impl Store {
     /// records STORE_INIT as its first commit: the default `cairn.yaml`, and
     /// `.gitignore` / `.gitattributes` lines added to any already there.
     pub fn init(path: &Path, bare: bool, options: StoreOptions) -> Result<Store> {
-        let store = Store::init_with(path, bare, options, cairn_steps(), |snap| {
-            let mut changes = Changes::new();
-            changes.insert(
-                layout::CONFIG.into(),
-                Some(StoreConfig::initial_yaml().into_bytes()),
-            );
-            changes.insert(
-                layout::GITIGNORE.into(),
-                Some(with_lines(snap.read(layout::GITIGNORE)?, &[".cairn/"])),
-            );
-            changes.insert(
-                layout::GITATTRIBUTES.into(),
-                Some(with_lines(
-                    snap.read(layout::GITATTRIBUTES)?,
-                    &[
-                        &["*.yaml text eol=lf", "mirror/** linguist-generated=true"],
-                        driver::ATTRIBUTES,
-                    ]
-                    .concat(),
-                )),
-            );
-            Ok(Mutation {
-                tags: Vec::new(),
-                changes,
-                event: EventDraft::new(EventType::StoreInit, "init cairn store")
-                    .payload(serde_json::json!({"bare": bare})),
-            })
-        })?;
+        let store = Store::init_with(path, bare, options, cairn_steps(), first_commit(bare))?;
         // Milestone tags travel with a plain `git push` too.
         store.set_config("push.followTags", "true")?;
         Ok(store)
+    }
+
+    /// Keeps a store on branch `branch` of the code repository around
+    /// `path` (see [`Store::init_on_branch_with`]); returns the store and
+    /// whether it was made (false: an existing store on that branch, or on a
+    /// remote's branch of that name, was attached).
+    pub fn init_on_branch(
+        path: &Path,
+        branch: &str,
+        options: StoreOptions,
+    ) -> Result<(Store, bool)> {
+        // push.followTags is left alone: it would change how the code's own
+        // tags travel. `cairn sync` pushes the milestone tags itself.
+        Store::init_on_branch_with(path, branch, options, cairn_steps(), first_commit(true))
     }
 
     /// Opens the store at exactly `path` (a work tree or a bare repository).
@@ -99,6 +86,40 @@ impl Store {
     /// Finds the store containing `start`, walking up like git does.
     pub fn discover(start: &Path, options: StoreOptions) -> Result<Store> {
         Store::discover_with(start, options, cairn_steps())
+    }
+}
+
+/// What a new store's first commit holds (STORE_INIT): the default
+/// `cairn.yaml`, and `.gitignore` / `.gitattributes` lines added to any
+/// already there.
+fn first_commit(bare: bool) -> impl FnMut(&Snapshot<'_>) -> Result<Mutation> {
+    move |snap| {
+        let mut changes = Changes::new();
+        changes.insert(
+            layout::CONFIG.into(),
+            Some(StoreConfig::initial_yaml().into_bytes()),
+        );
+        changes.insert(
+            layout::GITIGNORE.into(),
+            Some(with_lines(snap.read(layout::GITIGNORE)?, &[".cairn/"])),
+        );
+        changes.insert(
+            layout::GITATTRIBUTES.into(),
+            Some(with_lines(
+                snap.read(layout::GITATTRIBUTES)?,
+                &[
+                    &["*.yaml text eol=lf", "mirror/** linguist-generated=true"],
+                    driver::ATTRIBUTES,
+                ]
+                .concat(),
+            )),
+        );
+        Ok(Mutation {
+            tags: Vec::new(),
+            changes,
+            event: EventDraft::new(EventType::StoreInit, "init cairn store")
+                .payload(serde_json::json!({"bare": bare})),
+        })
     }
 }
 

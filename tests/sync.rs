@@ -261,3 +261,75 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(a.head(), head);
     a.assert_healthy();
 }
+
+#[test]
+fn a_store_on_a_dedicated_branch_of_a_code_repo_leaves_the_code_alone() {
+    let home = tempfile::TempDir::new().unwrap();
+    let root = home.path();
+    let git = |dir: &std::path::Path, args: &[&str]| common::setup::git(dir, args);
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(root, &["init", "-q", "-b", "main", "code"]);
+    let code = root.join("code");
+    std::fs::write(code.join("main.rs"), "fn main() {}\n").unwrap();
+    git(&code, &["add", "main.rs"]);
+    git(&code, &["commit", "-qm", "code"]);
+    let url = format!("file://{}", root.join("remote.git").display());
+    git(&code, &["remote", "add", "origin", &url]);
+    git(&code, &["push", "-q", "-u", "origin", "main"]);
+    let head = git(&code, &["rev-parse", "HEAD"]);
+    let index = std::fs::read(code.join(".git/index")).unwrap();
+
+    let cairn = |dir: &std::path::Path, args: &[&str]| -> Value {
+        let out = common::cli::cairn(root)
+            .current_dir(dir)
+            .env("CAIRN_NOW", common::cli::NOW)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {env}");
+        env["data"].clone()
+    };
+    let made = cairn(&code, &["init", "--branch", "cairn"]);
+    assert_eq!(made["made"], json!(true));
+    std::fs::create_dir(code.join("src")).unwrap();
+    // Found from anywhere inside the code repository.
+    let run = cairn(
+        &code.join("src"),
+        &["run", "boot", "--objective", "beside the code"],
+    )["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cairn(&code, &["sync"]);
+    assert_eq!(
+        git(&code, &["rev-parse", "HEAD"]),
+        head,
+        "the code branch moved"
+    );
+    assert_eq!(
+        std::fs::read(code.join(".git/index")).unwrap(),
+        index,
+        "the index changed"
+    );
+    assert_eq!(
+        git(&code, &["status", "--porcelain"]),
+        "",
+        "the work tree changed"
+    );
+    assert!(!code.join("cairn.yaml").exists() && !code.join("mirror").exists());
+    let remote_branches = git(&root.join("remote.git"), &["branch", "--list"]);
+    assert!(remote_branches.contains("cairn") && remote_branches.contains("main"));
+
+    // Another clone of the code repository reads the store.
+    git(root, &["clone", "-q", &url, "code2"]);
+    let code2 = root.join("code2");
+    git(&code2, &["fetch", "-q", "origin", "cairn"]);
+    let attached = cairn(&code2, &["init", "--branch", "cairn"]);
+    assert_eq!(attached["made"], json!(false));
+    let runs = cairn(&code2, &["run", "list"]);
+    assert!(runs.to_string().contains(&run), "{runs}");
+    cairn(&code2, &["fsck"]);
+    assert_eq!(git(&code2, &["status", "--porcelain"]), "");
+}

@@ -25,7 +25,7 @@ impl Store {
         changes: &Changes,
         tags: &[(String, String)],
     ) -> Result<()> {
-        let has_worktree = self.repo.workdir().is_some();
+        let has_worktree = self.workdir().is_some();
         let mut text = format!(
             "{} {}\n",
             old.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
@@ -105,7 +105,7 @@ impl Store {
         if landed {
             self.create_tags(new.expect("landed implies an id"), &tags)?;
         }
-        if let Some(workdir) = self.repo.workdir() {
+        if let Some(workdir) = self.workdir() {
             // Likewise the index lock of a writer killed while writing the
             // index, which its marker says. Any other index.lock belongs to a
             // live git command and is left alone.

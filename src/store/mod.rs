@@ -94,6 +94,9 @@ impl Default for Actor {
     }
 }
 
+/// The repository config key naming a store's dedicated branch.
+pub const DEDICATED_BRANCH_KEY: &str = "cairn.branch";
+
 /// One planned change: a file written (`Some`) or removed (`None`).
 pub type Changes = BTreeMap<String, Option<Vec<u8>>>;
 
@@ -101,6 +104,9 @@ pub type Changes = BTreeMap<String, Option<Vec<u8>>>;
 pub struct Store {
     repo: Repository,
     branch: String,
+    /// Whether the store's branch is checked out in `repo`'s work tree (a
+    /// store on a dedicated branch of a code repository works bare).
+    worktree: bool,
     local_dir: PathBuf,
     options: StoreOptions,
     actor: Actor,
@@ -225,6 +231,71 @@ impl Store {
         Ok(store)
     }
 
+    /// Keeps a store on branch `branch` of the git repository around `path`
+    /// (a code repository), beside the code: the branch is recorded as
+    /// `cairn.branch` in the repository's own config and the store works on
+    /// it as a bare store, never touching the code's work tree or index.
+    /// When the branch (or a remote's branch of that name, which becomes the
+    /// local branch) already holds a store, the repository is attached to it;
+    /// otherwise `first` makes the store's first commit, with no parent.
+    pub fn init_on_branch_with<F>(
+        path: &Path,
+        branch: &str,
+        options: StoreOptions,
+        steps: Arc<dyn Steps>,
+        first: F,
+    ) -> Result<(Store, bool)>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        init_libgit2();
+        if !crate::git_index::plain_path(branch) || branch.contains(['.', ' ', ':', '~', '^']) {
+            return Err(Error::Invalid {
+                file: "--branch".into(),
+                pointer: String::new(),
+                rule: "branch_name",
+                message: format!(
+                    "{branch:?} is not a plain branch name (letters, digits, '-', '_', '/')"
+                ),
+            });
+        }
+        let repo = Repository::discover(path).map_err(|e| Error::NotAStore {
+            path: path.to_path_buf(),
+            source: Some(e),
+        })?;
+        let full = format!("refs/heads/{branch}");
+        if not_found_to_none(repo.refname_to_id(&full))
+            .map_err(|e| Error::git(format!("read {full}"), e))?
+            .is_none()
+        {
+            // A clone of a repository whose store lives on `branch`.
+            let remote = repo
+                .references_glob(&format!("refs/remotes/*/{branch}"))
+                .map_err(|e| Error::git("list remote branches", e))?
+                .flatten()
+                .find_map(|r| r.target());
+            if let Some(id) = remote {
+                repo.reference(
+                    &full,
+                    id,
+                    false,
+                    "cairn: the store's branch from its remote",
+                )
+                .map_err(|e| Error::git(format!("create {full}"), e))?;
+            }
+        }
+        repo.config()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+            .and_then(|mut c| c.set_str(DEDICATED_BRANCH_KEY, branch))
+            .map_err(|e| Error::git(format!("set {DEDICATED_BRANCH_KEY}"), e))?;
+        let store = Store::from_repo(repo, options, steps)?;
+        if store.is_store()? {
+            return Ok((store, false));
+        }
+        store.transact(None, first)?;
+        Ok((store, true))
+    }
+
     /// Opens the store at exactly `path` (a work tree or a bare repository),
     /// its writes taking `steps`.
     pub fn open_with(path: &Path, options: StoreOptions, steps: Arc<dyn Steps>) -> Result<Store> {
@@ -271,13 +342,39 @@ impl Store {
         let head = repo
             .find_reference("HEAD")
             .map_err(|e| Error::git("read HEAD", e))?;
-        let branch = match head.symbolic_target() {
-            Ok(Some(t)) => t.to_string(),
-            _ => return Err(Error::DetachedHead),
+        let checked_out = match head.symbolic_target() {
+            Ok(Some(t)) => Some(t.to_string()),
+            _ => None,
         };
-        let local_dir = match repo.workdir() {
-            Some(w) => w.join(".cairn"),
-            None => repo.path().join(".cairn"),
+        // A store on a dedicated branch of a code repository (`cairn init
+        // --branch`): `cairn.branch` in the repository's config names it.
+        // Unless that branch is checked out here (a `git worktree` for
+        // editing it), the store works as a bare one: the code's work tree
+        // and index are never touched.
+        let dedicated = repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string(DEDICATED_BRANCH_KEY).ok())
+            .filter(|b| !b.is_empty());
+        let (branch, worktree) = match (dedicated, checked_out) {
+            (Some(b), head) => {
+                let full = format!("refs/heads/{b}");
+                let here = head.as_deref() == Some(full.as_str());
+                (full, here)
+            }
+            (None, Some(head)) => (head, true),
+            (None, None) => return Err(Error::DetachedHead),
+        };
+        let shared = repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string(DEDICATED_BRANCH_KEY).ok())
+            .is_some();
+        let local_dir = match (shared, repo.workdir()) {
+            // One lock and journal for every worktree of the repository.
+            (true, _) => repo.commondir().join("cairn"),
+            (false, Some(w)) => w.join(".cairn"),
+            (false, None) => repo.path().join(".cairn"),
         };
         let actor = match &options.actor {
             Some(a) => a.clone(),
@@ -296,6 +393,7 @@ impl Store {
         Ok(Store {
             repo,
             branch,
+            worktree,
             local_dir,
             options,
             actor,
@@ -318,6 +416,12 @@ impl Store {
 
     /// The work tree, or `None` for a bare store.
     pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir().filter(|_| self.worktree)
+    }
+
+    /// The repository's work tree, even when the store's branch is not
+    /// checked out in it (a dedicated branch of a code repository).
+    pub fn repo_workdir(&self) -> Option<&Path> {
         self.repo.workdir()
     }
 

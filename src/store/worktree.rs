@@ -28,7 +28,7 @@ impl Store {
         base: Option<&Tree<'_>>,
         changes: &Changes,
     ) -> Result<()> {
-        let Some(workdir) = self.repo.workdir() else {
+        let Some(workdir) = self.workdir() else {
             return Ok(());
         };
         // A git command is updating the index: writing now would commit but
@@ -93,7 +93,7 @@ impl Store {
     /// Brings the work tree and index up to date for `changes`, which the
     /// branch tip now holds.
     pub(super) fn sync_worktree(&self, changes: &Changes) -> Result<()> {
-        let Some(workdir) = self.repo.workdir() else {
+        let Some(workdir) = self.workdir() else {
             return Ok(());
         };
         for (path, content) in changes {
@@ -157,7 +157,7 @@ impl Store {
     pub(super) fn git_index_command(&self, index_file: Option<&Path>) -> std::process::Command {
         let mut c = std::process::Command::new("git");
         c.arg("--git-dir").arg(self.repo.path());
-        if let Some(w) = self.repo.workdir() {
+        if let Some(w) = self.workdir() {
             c.arg("--work-tree").arg(w).current_dir(w);
         }
         match index_file {
@@ -165,7 +165,7 @@ impl Store {
                 c.env("GIT_INDEX_FILE", p);
             }
             Some(p) => {
-                let base = self.repo.workdir().unwrap_or(self.repo.path());
+                let base = self.workdir().unwrap_or(self.repo.path());
                 c.env("GIT_INDEX_FILE", base.join(p));
             }
             None => {
@@ -293,7 +293,7 @@ impl Store {
     /// A bare store has no work tree, so nothing is ever in progress.
     pub fn merge_state(&self) -> Result<Option<(&'static str, Vec<String>)>> {
         use git2::RepositoryState as S;
-        if self.repo.workdir().is_none() {
+        if self.workdir().is_none() {
             return Ok(None);
         }
         let state = match self.repo.state() {
@@ -338,7 +338,7 @@ impl Store {
     /// [`Store::merge_state`] for the whole answer).
     pub fn git_operation_started(&self) -> bool {
         use git2::RepositoryState as S;
-        self.repo.workdir().is_some() && !matches!(self.repo.state(), S::Clean | S::Bisect)
+        self.workdir().is_some() && !matches!(self.repo.state(), S::Clean | S::Bisect)
     }
 
     /// Whether the tip is the merge commit of the MERGE_HEAD git still has.
@@ -449,7 +449,7 @@ impl Store {
             .map_err(|e| Error::git("read config", e))?;
         match cfg.get_path("core.hooksPath") {
             Ok(p) if p.is_absolute() => Ok(p),
-            Ok(p) => Ok(self.repo.workdir().unwrap_or(self.repo.path()).join(p)),
+            Ok(p) => Ok(self.workdir().unwrap_or(self.repo.path()).join(p)),
             Err(_) => Ok(self.repo.commondir().join("hooks")),
         }
     }
