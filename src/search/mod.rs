@@ -29,10 +29,6 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
     STORED, STRING,
 };
-use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-    Token, TokenStream, Tokenizer,
-};
 use tantivy::{doc, Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use time::OffsetDateTime;
 
@@ -44,6 +40,11 @@ use crate::ledger::{self, Event, LogQuery};
 use crate::memory::{ItemStatus, MemoryItem, ScopeFilter};
 use crate::store::{Store, StoreLock};
 
+mod analysis;
+
+pub use analysis::{IdentifierStream, IdentifierTokenizer};
+use analysis::{analyze, english, identifiers};
+
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
 const FORMAT: u64 = 2;
 /// The most query terms honoured; longer queries are cut with a warning.
@@ -52,150 +53,6 @@ pub const MAX_QUERY_TERMS: usize = 256;
 pub const QUERY_FIELDS: [&str; 9] = [
     "content", "tags", "type", "scope", "scope_id", "status", "project", "run", "id",
 ];
-
-/// Splits identifiers so they are found whole and by their parts:
-/// `uteke-cloud-dev` gives `uteke-cloud-dev`, `uteke`, `cloud`, `dev`;
-/// `CamelCase` gives `camelcase`, `camel`, `case`; `v1.2.3` gives `v1.2.3`, `v1`, `2`, `3`.
-#[derive(Clone, Default)]
-pub struct IdentifierTokenizer;
-
-/// The token stream of [`IdentifierTokenizer`].
-pub struct IdentifierStream {
-    tokens: Vec<Token>,
-    at: usize,
-}
-
-impl TokenStream for IdentifierStream {
-    fn advance(&mut self) -> bool {
-        if self.at < self.tokens.len() {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
-    }
-    fn token(&self) -> &Token {
-        &self.tokens[self.at - 1]
-    }
-    fn token_mut(&mut self) -> &mut Token {
-        &mut self.tokens[self.at - 1]
-    }
-}
-
-fn push_token(tokens: &mut Vec<Token>, text: &str, from: usize, to: usize, position: usize) {
-    let lower = text.to_lowercase();
-    if lower.is_empty() || lower.len() > 64 {
-        return;
-    }
-    tokens.push(Token {
-        offset_from: from,
-        offset_to: to,
-        position,
-        text: lower,
-        position_length: 1,
-    });
-}
-
-/// Splits a word at lower→upper case changes (`CamelCase` → `Camel`, `Case`).
-fn camel_parts(word: &str) -> Vec<(usize, usize)> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let chars: Vec<(usize, char)> = word.char_indices().collect();
-    for w in 1..chars.len() {
-        let (i, c) = chars[w];
-        let prev = chars[w - 1].1;
-        if c.is_uppercase() && prev.is_lowercase() {
-            parts.push((start, i));
-            start = i;
-        }
-    }
-    parts.push((start, word.len()));
-    parts
-}
-
-impl Tokenizer for IdentifierTokenizer {
-    type TokenStream<'a> = IdentifierStream;
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> IdentifierStream {
-        let mut tokens = Vec::new();
-        let mut position = 0;
-        for (start, chunk) in split_whitespace_indices(text) {
-            let chunk_trim = chunk.trim_matches(|c: char| !c.is_alphanumeric());
-            if chunk_trim.is_empty() {
-                continue;
-            }
-            let lead = chunk.find(chunk_trim).unwrap_or(0);
-            let base = start + lead;
-            let parts: Vec<(usize, &str)> = chunk_trim
-                .match_indices(|c: char| c.is_alphanumeric())
-                .fold(Vec::<(usize, usize)>::new(), |mut acc, (i, s)| {
-                    match acc.last_mut() {
-                        Some(last) if last.1 == i => last.1 = i + s.len(),
-                        _ => acc.push((i, i + s.len())),
-                    }
-                    acc
-                })
-                .into_iter()
-                .map(|(a, b)| (a, &chunk_trim[a..b]))
-                .collect();
-            let mut emitted = BTreeSet::new();
-            let mut emit = |tokens: &mut Vec<Token>, s: &str, from: usize, to: usize| {
-                if emitted.insert(s.to_lowercase()) {
-                    push_token(tokens, s, base + from, base + to, position);
-                }
-            };
-            emit(&mut tokens, chunk_trim, 0, chunk_trim.len());
-            for (off, part) in &parts {
-                emit(&mut tokens, part, *off, off + part.len());
-                for (a, b) in camel_parts(part) {
-                    emit(&mut tokens, &part[a..b], off + a, off + b);
-                }
-            }
-            position += 1;
-        }
-        IdentifierStream { tokens, at: 0 }
-    }
-}
-
-fn split_whitespace_indices(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split_whitespace()
-        .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
-}
-
-/// English function words that carry no topic (pronouns, articles,
-/// auxiliaries, question words, common prepositions).
-const STOPWORDS: &str = "a an the and or but if of to in on at by for with from as is are was were be \
-    been being i you he she it we they me my your his her its our their this that these those do does \
-    did have has had what when where who whom which why how not no so than then there here about into \
-    over after before up down out just also can could would should will shall may might must";
-
-fn stopwords() -> StopWordFilter {
-    StopWordFilter::remove(STOPWORDS.split_whitespace().map(str::to_string))
-}
-
-fn english() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(stopwords())
-        .filter(Stemmer::new(Language::English))
-        .build()
-}
-
-fn identifiers() -> TextAnalyzer {
-    TextAnalyzer::builder(IdentifierTokenizer)
-        .filter(stopwords())
-        .build()
-}
-
-/// The analyzed terms of `text` under an analyzer.
-fn analyze(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stream = analyzer.token_stream(text);
-    while stream.advance() {
-        out.push(stream.token().text.clone());
-    }
-    out
-}
 
 #[derive(Clone, Copy)]
 struct Fields {
