@@ -333,3 +333,23 @@ fn a_store_on_a_dedicated_branch_of_a_code_repo_leaves_the_code_alone() {
     cairn(&code2, &["fsck"]);
     assert_eq!(git(&code2, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn a_hand_commit_holding_conflict_markers_is_refused_naming_them() {
+    let (_net, a) = Net::new();
+    a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
+    let head = a.head();
+    let path = a.dir.join("state/proj.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let marked = text.replace(
+        "  value: eu-west\n",
+        "<<<<<<< HEAD\n  value: eu-west\n=======\n  value: us-east\n>>>>>>> theirs\n",
+    );
+    assert_ne!(marked, text);
+    std::fs::write(&path, &marked).unwrap();
+    let out = a.git_output(&["commit", "-qam", "resolve by hand"]);
+    assert!(!out.status.success(), "a commit with markers went in");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state/proj.yaml") && err.contains("conflict markers"), "{err}");
+    assert_eq!(a.head(), head, "nothing committed");
+}
