@@ -95,6 +95,17 @@ fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
     let state = std::fs::read_to_string(b.dir.join("state/proj.yaml")).unwrap();
     assert!(!state.contains("<<<<<<<"), "{state}");
     b.assert_healthy();
+    // The mirror's overview and review queue list it.
+    let readme = std::fs::read_to_string(b.dir.join("mirror/README.md")).unwrap();
+    assert!(
+        readme.contains("## Merge conflicts") && readme.contains(&ids[0]),
+        "{readme}"
+    );
+    let queue = std::fs::read_to_string(b.dir.join("mirror/queue.md")).unwrap();
+    assert!(
+        queue.contains(&format!("cairn conflicts resolve {}", ids[0])),
+        "{queue}"
+    );
 
     // The brief of a run on that project warns before the agent trusts it.
     let run = b.ok(&["run", "boot", "--objective", "deploy", "--project", "proj"])["run_id"]
@@ -134,6 +145,8 @@ fn the_same_key_set_differently_is_a_conflict_record_resolved_on_either_side() {
     assert_eq!(a.head(), b.head());
     a.assert_healthy();
     b.assert_healthy();
+    let readme = std::fs::read_to_string(a.dir.join("mirror/README.md")).unwrap();
+    assert!(!readme.contains("## Merge conflicts"), "{readme}");
 }
 
 #[test]
@@ -350,6 +363,9 @@ fn a_hand_commit_holding_conflict_markers_is_refused_naming_them() {
     let out = a.git_output(&["commit", "-qam", "resolve by hand"]);
     assert!(!out.status.success(), "a commit with markers went in");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("state/proj.yaml") && err.contains("conflict markers"), "{err}");
+    assert!(
+        err.contains("state/proj.yaml") && err.contains("conflict markers"),
+        "{err}"
+    );
     assert_eq!(a.head(), head, "nothing committed");
 }

@@ -158,10 +158,43 @@ pub(super) struct Index {
     pub(super) milestones: Vec<MilestoneRow>,
     pub(super) events: Vec<EventRow>,
     pub(super) run_events: BTreeMap<String, Vec<EventRow>>,
+    /// Open merge conflicts by id (absent from older indexes, which had none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) conflicts: BTreeMap<String, ConflictRow>,
     /// Whether the groups' shard counts are in memory (a full scan, a format
     /// 2 index, or [`Index::load_shards`]); only then is [`SHARDS`] written.
     #[serde(skip)]
     pub(super) shards_loaded: bool,
+}
+
+/// One open merge conflict as the pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ConflictRow {
+    pub(super) path: String,
+    pub(super) pointer: String,
+    pub(super) rule: String,
+}
+
+impl Index {
+    /// Notes a conflict record's state: open ones are listed, resolved or
+    /// removed ones leave the list.
+    pub(super) fn apply_conflict(&mut self, id: &str, record: Option<&crate::sync::Conflict>) {
+        match record.filter(|c| c.is_open()) {
+            Some(c) => {
+                self.conflicts.insert(
+                    id.to_string(),
+                    ConflictRow {
+                        path: c.path.clone(),
+                        pointer: c.pointer.clone(),
+                        rule: c.rule.clone(),
+                    },
+                );
+            }
+            None => {
+                self.conflicts.remove(id);
+            }
+        }
+    }
 }
 
 pub(super) fn group_key(scope: &str, scope_id: Option<&str>, kind: &str) -> String {

@@ -80,6 +80,19 @@ fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Res
         let name = path["state/".len()..].trim_end_matches(".yaml").to_string();
         idx.states.insert(name);
     }
+    let mut files = Vec::new();
+    walk(src, layout::CONFLICTS, &mut files)?;
+    for path in files {
+        if layout::schema_for(&path) != Some("conflict_record") {
+            continue;
+        }
+        let r = read_typed::<crate::sync::Conflict>(src, &path).map(|c| {
+            if let Some(c) = c {
+                idx.apply_conflict(&c.conflict_id.clone(), Some(&c));
+            }
+        });
+        keep(&path, r)?;
+    }
     Ok(idx)
 }
 
@@ -248,6 +261,18 @@ pub(super) fn apply_changes(
                 }
                 dirty.projects.insert(name);
                 dirty.readme = true;
+            }
+            Some("conflict_record") => {
+                let id = path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(".yaml")
+                    .to_string();
+                let record: Option<crate::sync::Conflict> = read_typed(new, path)?;
+                idx.apply_conflict(&id, record.as_ref());
+                dirty.readme = true;
+                dirty.queue = true;
             }
             _ => {}
         }

@@ -297,6 +297,12 @@ impl Renderer<'_> {
             "events": self.idx.events,
             "problems": self.problems,
         });
+        let mut ctx = ctx;
+        if !self.idx.conflicts.is_empty() {
+            // Only present when there are some: pages of stores without
+            // conflicts keep their bytes and checksums.
+            ctx["conflicts"] = conflict_rows(&self.idx);
+        }
         pass.emit(
             README,
             "readme.md.j2",
@@ -524,6 +530,10 @@ impl Renderer<'_> {
             }
         }
         items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let mut ctx = json!({"items": items});
+        if !self.idx.conflicts.is_empty() {
+            ctx["conflicts"] = conflict_rows(&self.idx);
+        }
         pass.emit(
             QUEUE,
             "queue.md.j2",
@@ -531,9 +541,19 @@ impl Renderer<'_> {
                 "memory/**/*.yaml  (cairn memory promote ID | cairn memory reject ID --reason ...)"
                     .into(),
             ],
-            json!({"items": items}),
+            ctx,
         )
     }
+}
+
+/// The open conflicts for a page's context, by id.
+fn conflict_rows(idx: &Index) -> Value {
+    Value::Array(
+        idx.conflicts
+            .iter()
+            .map(|(id, c)| json!({"id": id, "path": c.path, "pointer": c.pointer, "rule": c.rule}))
+            .collect(),
+    )
 }
 
 /// The memory items parsed by a pass, by path.

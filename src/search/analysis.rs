@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer, Token,
-    TokenStream, Tokenizer,
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    Token, TokenStream, Tokenizer,
 };
 
 /// Splits identifiers so they are found whole and by their parts:
@@ -153,4 +153,3 @@ pub(super) fn analyze(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     }
     out
 }
-

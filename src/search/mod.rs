@@ -42,8 +42,8 @@ use crate::store::{Store, StoreLock};
 
 mod analysis;
 
-pub use analysis::{IdentifierStream, IdentifierTokenizer};
 use analysis::{analyze, english, identifiers};
+pub use analysis::{IdentifierStream, IdentifierTokenizer};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
 const FORMAT: u64 = 2;
