@@ -301,7 +301,7 @@ impl Renderer<'_> {
         if !self.idx.conflicts.is_empty() {
             // Only present when there are some: pages of stores without
             // conflicts keep their bytes and checksums.
-            ctx["conflicts"] = conflict_rows(&self.idx);
+            ctx["conflicts"] = conflict_rows(self.idx);
         }
         pass.emit(
             README,
@@ -532,7 +532,7 @@ impl Renderer<'_> {
         items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         let mut ctx = json!({"items": items});
         if !self.idx.conflicts.is_empty() {
-            ctx["conflicts"] = conflict_rows(&self.idx);
+            ctx["conflicts"] = conflict_rows(self.idx);
         }
         pass.emit(
             QUEUE,
