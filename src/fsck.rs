@@ -132,6 +132,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         }
     }
     findings.extend(crate::episode::check(store)?);
+    findings.extend(merges_keep_both_sides(store, tip)?);
     // What the commits since the last validated one changed (seqs going back).
     for f in rules::check_tip(store, tip, limits)? {
         if !findings
@@ -174,6 +175,139 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
     Ok(findings)
 }
 
+/// Kinds of file cairn never deletes: a merge that loses one lost an
+/// acknowledged write.
+const KEPT_KINDS: [&str; 6] = [
+    "memory_item",
+    "episode",
+    "mcr_batch",
+    "interaction",
+    "working_set",
+    "conflict_record",
+];
+
+/// Checks every merge in history against both of its parents: a file of a
+/// kind cairn never deletes that a parent added (or kept) and the merge
+/// dropped, or a context item a parent appended to a working set that the
+/// merge dropped (and did not record as evicted), is a lost acknowledged
+/// write. cairn's own merges keep both sides; this catches merges made by
+/// hand, or by git without cairn's drivers.
+fn merges_keep_both_sides(store: &Store, tip: Oid) -> Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    for id in store.history(tip, None)? {
+        let info = store.commit_info(id)?;
+        if info.parents.len() < 2 {
+            continue;
+        }
+        let base = store.merge_base(info.parents[0], info.parents[1])?;
+        let evicted: Vec<String> = store
+            .event_of(id)?
+            .payload
+            .get("evicted")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, parent) in info.parents.iter().enumerate() {
+            let others: Vec<Oid> = info
+                .parents
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| *p)
+                .collect();
+            for change in store.tree_changes(Some(*parent), id)? {
+                let Some(kind) = layout::schema_for(&change.path) else {
+                    continue;
+                };
+                if !KEPT_KINDS.contains(&kind) {
+                    continue;
+                }
+                let in_base = match base {
+                    Some(b) => store.blob_id(b, &change.path)?.is_some(),
+                    None => false,
+                };
+                if change.new.is_none() {
+                    // Deleted by the merge: fine only if another side deleted
+                    // what the base had.
+                    let mut deleted_elsewhere = false;
+                    for o in &others {
+                        deleted_elsewhere |= in_base && store.blob_id(*o, &change.path)?.is_none();
+                    }
+                    // Put back since (by hand or `fsck --repair`): nothing lost.
+                    let restored = store.blob_id(tip, &change.path)?.is_some();
+                    if !deleted_elsewhere && !restored {
+                        findings.push(lost(
+                            id,
+                            *parent,
+                            &change.path,
+                            "the merge dropped the file",
+                        ));
+                    }
+                    continue;
+                }
+                if kind != "working_set" || change.old.is_none() {
+                    continue;
+                }
+                let ids = |commit: Option<Oid>| -> Result<Vec<String>> {
+                    let Some(c) = commit else {
+                        return Ok(Vec::new());
+                    };
+                    let Some(bytes) = store.read_file(c, &change.path)? else {
+                        return Ok(Vec::new());
+                    };
+                    let v = crate::store::parse_yaml(&change.path, &bytes)?;
+                    Ok(["pinned_context", "sliding_context"]
+                        .iter()
+                        .flat_map(|l| {
+                            v.get(*l)
+                                .and_then(|a| a.as_array())
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .filter_map(|it| it.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                        .collect())
+                };
+                let (at_parent, at_base, at_merge) =
+                    (ids(Some(*parent))?, ids(base)?, ids(Some(id))?);
+                let at_tip = ids(Some(tip))?;
+                for item in at_parent {
+                    if !at_base.contains(&item)
+                        && !at_merge.contains(&item)
+                        && !at_tip.contains(&item)
+                        && !evicted.contains(&item)
+                    {
+                        findings.push(lost(
+                            id,
+                            *parent,
+                            &change.path,
+                            &format!(
+                                "the merge dropped context item {item:?} that this side appended"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(findings)
+}
+
+fn lost(merge: Oid, parent: Oid, path: &str, what: &str) -> Finding {
+    let mut f = Finding::new(
+        path,
+        "merge_kept_both_sides",
+        format!(
+            "{what} (merge {merge}, parent {parent}); its last version is in the parent's history"
+        ),
+    );
+    f.commit = Some(merge.to_string());
+    f
+}
+
 /// What [`repair`] did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairReport {
@@ -197,6 +331,7 @@ fn is_content_rule(rule: &str) -> bool {
             | "git_connectivity"
             | "mirror_current"
             | "required_file"
+            | "merge_kept_both_sides"
     )
 }
 
@@ -270,7 +405,25 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
         if changes.contains_key(&f.subject) {
             continue;
         }
-        if f.rule == "episode_tagged" {
+        if f.rule == "merge_kept_both_sides" && store.entry(tip, &f.subject)?.is_none() {
+            // A file a merge dropped: its parent's version comes back.
+            let parent = f
+                .message
+                .rsplit("parent ")
+                .next()
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|id| Oid::from_str(id).ok());
+            if let Some(bytes) = parent
+                .map(|p| store.read_file(p, &f.subject))
+                .transpose()?
+                .flatten()
+            {
+                changes.insert(f.subject.clone(), Some(bytes));
+                report
+                    .actions
+                    .push(format!("restored {} that a merge dropped", f.subject));
+            }
+        } else if f.rule == "episode_tagged" {
             // A clone that did not fetch the tag: put it back on the commit
             // that wrote the episode, with the episode as its message.
             if let (Some((run, ep)), Some(bytes)) = (

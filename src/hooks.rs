@@ -192,6 +192,10 @@ pub fn install(store: &Store, exe: &Path) -> Result<Vec<HookState>> {
     // .gitattributes (committed if an older store lacks it).
     driver::register(store, exe)?;
     ensure_attributes(store)?;
+    // A plain `git pull` merges unless the user chose otherwise.
+    if store.get_config("pull.rebase")?.is_none() {
+        store.set_config("pull.rebase", "false")?;
+    }
     status(store, exe)
 }
 

@@ -59,8 +59,13 @@ impl Store {
     /// `.gitignore` / `.gitattributes` lines added to any already there.
     pub fn init(path: &Path, bare: bool, options: StoreOptions) -> Result<Store> {
         let store = Store::init_with(path, bare, options, cairn_steps(), first_commit(bare))?;
-        // Milestone tags travel with a plain `git push` too.
+        // Milestone tags travel with a plain `git push` too, and a plain
+        // `git pull` merges (cairn's drivers keep both sides; a rebase
+        // replays commits whose seq trailers cannot change).
         store.set_config("push.followTags", "true")?;
+        if store.get_config("pull.rebase")?.is_none() {
+            store.set_config("pull.rebase", "false")?;
+        }
         Ok(store)
     }
 

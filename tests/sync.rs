@@ -369,3 +369,60 @@ fn a_hand_commit_holding_conflict_markers_is_refused_naming_them() {
     );
     assert_eq!(a.head(), head, "nothing committed");
 }
+
+#[test]
+fn a_hand_merge_that_drops_the_other_sides_run_is_found_and_repaired() {
+    let (net, a) = Net::new();
+    let b = net.clone("b", true);
+    let run_b = b.boot("from b");
+    b.ok(&["sync"]);
+    a.boot("from a");
+    // `-s ours` keeps a's tree whole: b's run is silently dropped.
+    let out = a.git_output(&["pull", "--no-rebase", "--no-edit", "-s", "ours"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, env) = a.json(&["fsck"]);
+    assert_eq!(code, 8, "{env}");
+    let text = env.to_string();
+    assert!(
+        text.contains("merge_kept_both_sides") && text.contains(&run_b),
+        "{text}"
+    );
+    a.ok(&["fsck", "--repair"]);
+    a.assert_healthy();
+    assert!(a.ok(&["run", "list"]).to_string().contains(&run_b));
+}
+
+#[test]
+fn git_pull_rebase_goes_through_the_same_drivers() {
+    let (net, a) = Net::new();
+    let run = a.boot("shared");
+    a.ok(&["sync"]);
+    let b = net.clone("b", true);
+    a.append(&run, "a1");
+    a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
+    a.ok(&["sync"]);
+    b.append(&run, "b1");
+    b.ok(&["state", "set", "proj", "deploy", "region", "us-east"]);
+    let out = b.git_output(&["pull", "--rebase"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = b.sliding_ids(&run);
+    assert!(
+        ids.contains(&"a1".to_string()) && ids.contains(&"b1".to_string()),
+        "{ids:?}"
+    );
+    assert_eq!(b.ok(&["conflicts", "list"]).as_array().unwrap().len(), 1);
+    b.assert_healthy();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    assert_eq!(a.head(), b.head());
+    a.assert_healthy();
+}

@@ -344,7 +344,14 @@ impl Store {
             .map_err(|e| Error::git("read HEAD", e))?;
         let checked_out = match head.symbolic_target() {
             Ok(Some(t)) => Some(t.to_string()),
-            _ => None,
+            // A rebase detaches HEAD while it replays commits: the branch
+            // being rebased is the store's (writes wait for the rebase to
+            // finish; git's merge driver needs the store meanwhile).
+            _ => ["rebase-merge/head-name", "rebase-apply/head-name"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(repo.path().join(f)).ok())
+                .map(|name| name.trim().to_string())
+                .filter(|name| name.starts_with("refs/heads/")),
         };
         // A store on a dedicated branch of a code repository (`cairn init
         // --branch`): `cairn.branch` in the repository's config names it.

@@ -324,6 +324,7 @@ impl Store {
         // commit is made (HEAD has MERGE_HEAD as a parent) is over.
         let state = match state {
             Some("merge") if conflicted.is_empty() && self.merge_concluded() => None,
+            Some("rebase") if conflicted.is_empty() && self.rebase_concluded() => None,
             other => other,
         };
         Ok(match (state, conflicted.is_empty()) {
@@ -339,6 +340,18 @@ impl Store {
     pub fn git_operation_started(&self) -> bool {
         use git2::RepositoryState as S;
         self.workdir().is_some() && !matches!(self.repo.state(), S::Clean | S::Bisect)
+    }
+
+    /// Whether a rebase has put the branch back: git runs post-rewrite
+    /// after it re-attaches HEAD to the rebased branch and before it
+    /// removes its state folder.
+    fn rebase_concluded(&self) -> bool {
+        let attached = self
+            .repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string));
+        attached.as_deref() == Some(self.branch.as_str())
     }
 
     /// Whether the tip is the merge commit of the MERGE_HEAD git still has.

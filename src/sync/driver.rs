@@ -131,7 +131,10 @@ pub fn run(store: &Store, base: &Path, ours: &Path, theirs: &Path, path: &str) -
         Some(their_bytes.as_slice()),
         &mut out,
     )?;
-    let merged = merged.unwrap_or_default();
+    let mut merged = merged.unwrap_or_default();
+    if !merging && layout::schema_for(path) == Some("working_set") {
+        merged = keep_commit_seq(path, &merged, &our_bytes, &their_bytes)?;
+    }
     fs::write(ours, &merged).map_err(|e| Error::io("write", ours, e))?;
     if !out.conflicts.is_empty() {
         let dir = pending_dir(store);
@@ -145,6 +148,29 @@ pub fn run(store: &Store, base: &Path, ours: &Path, theirs: &Path, path: &str) -
         merged,
         conflicts: out.conflicts,
     })
+}
+
+/// In a rebase (or cherry-pick) the commit being replayed keeps its
+/// message, `Cairn-Seq` trailer and all: the merged working set takes the
+/// higher of the two seqs instead of a new one, so the ledger still ends
+/// at the file's seq.
+fn keep_commit_seq(path: &str, merged: &[u8], ours: &[u8], theirs: &[u8]) -> Result<Vec<u8>> {
+    let seq = |b: &[u8]| -> Result<u64> {
+        Ok(crate::store::parse_yaml(path, b)?
+            .get("_update_seq")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0))
+    };
+    let mut doc = crate::store::parse_yaml(path, merged)?;
+    doc["_update_seq"] = serde_json::json!(seq(ours)?.max(seq(theirs)?));
+    let ws: crate::working_set::WorkingSet =
+        serde_json::from_value(doc).map_err(|e| Error::Invalid {
+            file: path.to_string(),
+            pointer: "/_update_seq".into(),
+            rule: "working_set",
+            message: e.to_string(),
+        })?;
+    Ok(ws.to_yaml().into_bytes())
 }
 
 /// The conflict records drivers left, read and validated (a torn one is

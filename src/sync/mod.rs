@@ -260,6 +260,7 @@ pub fn integrate(store: &Store, theirs: Oid, report: &mut SyncReport) -> Result<
             "base": base.map(|b| b.to_string()),
             "conflicts": merged.conflicts.iter().map(|c| &c.conflict_id).collect::<Vec<_>>(),
             "replayed": merged.replayed,
+            "evicted": merged.evicted,
         }));
         Ok(Mutation {
             changes,
@@ -286,6 +287,8 @@ pub struct Merged {
     pub conflicts: Vec<Conflict>,
     /// Working-set patches replayed, by run: (their commit, new seq).
     pub replayed: BTreeMap<String, Vec<(String, u64)>>,
+    /// Context items the token budget evicted while replaying.
+    pub evicted: Vec<Value>,
 }
 
 /// Merges `theirs` into the snapshot's commit (ours) over `base`, kind by
@@ -463,6 +466,7 @@ fn replay_working_set(
             snap.now(),
         ));
     }
+    out.evicted.extend(done.evicted.iter().cloned());
     out.replayed.insert(
         run,
         done.applied
