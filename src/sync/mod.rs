@@ -138,11 +138,13 @@ pub fn sync(store: &Store, opts: &SyncOptions) -> Result<SyncReport> {
                 return Ok(report);
             }
             Pushed::Rejected => {
-                // Someone pushed meanwhile: back off a little, with jitter so
-                // that writers racing for the remote do not stay in step.
-                let spread = 20u64 << attempt.min(6);
+                // Someone pushed meanwhile: back off a little, with full
+                // jitter so that writers racing for the remote fall out of
+                // step; growing linearly and capped, so a writer that lost
+                // a few rounds is not starved by one that keeps winning.
+                let spread = (25 * u64::from(attempt)).min(250);
                 let jitter = (crate::event::rand_u128() % u128::from(spread)) as u64;
-                std::thread::sleep(Duration::from_millis(spread / 2 + jitter));
+                std::thread::sleep(Duration::from_millis(jitter));
             }
         }
     }
