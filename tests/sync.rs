@@ -245,6 +245,17 @@ fn milestone_tags_travel_with_sync_and_with_plain_git_push() {
     let c = net.clone("c", false);
     assert_eq!(c.git(&["tag", "-l", "cairn/*"]).lines().count(), 2);
     c.ok(&["fsck"]);
+
+    // A clone that lost a tag: fsck names the episode, --repair puts the
+    // tag back from the episode file.
+    let tag = c.git(&["tag", "-l", "cairn/*"]).lines().next().unwrap().to_string();
+    c.git(&["tag", "-d", &tag]);
+    let (code, env) = c.json(&["fsck"]);
+    assert_eq!(code, 8, "{env}");
+    assert!(env.to_string().contains("episode_tagged"), "{env}");
+    c.ok(&["fsck", "--repair"]);
+    c.ok(&["fsck"]);
+    assert_eq!(c.git(&["tag", "-l", &tag]).trim(), tag);
 }
 
 #[test]
