@@ -375,6 +375,20 @@ fn check_conflict_markers(file: &str, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// The strings of the array at `key` of an object (others skipped; none
+/// when it is missing or not an array).
+pub fn strings_at(value: &Value, key: &str) -> Vec<String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Renders a value as canonical YAML (key order as given, block style).
 ///
 /// Long lines are never folded (a folded scalar is harder to diff and to

@@ -361,17 +361,7 @@ impl BootRequest {
     pub fn from_value(file: &str, value: &Value) -> Result<BootRequest> {
         schema::validate("run_boot", file, value)?;
         let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
-        let list = |k: &str| -> Vec<String> {
-            value
-                .get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let list = |k: &str| schema::strings_at(value, k);
         Ok(BootRequest {
             objective: text("objective").unwrap_or_default(),
             acceptance_criteria: list("acceptance_criteria"),

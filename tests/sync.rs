@@ -248,7 +248,12 @@ fn milestone_tags_travel_with_sync_and_with_plain_git_push() {
 
     // A clone that lost a tag: fsck names the episode, --repair puts the
     // tag back from the episode file.
-    let tag = c.git(&["tag", "-l", "cairn/*"]).lines().next().unwrap().to_string();
+    let tag = c
+        .git(&["tag", "-l", "cairn/*"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     c.git(&["tag", "-d", &tag]);
     let (code, env) = c.json(&["fsck"]);
     assert_eq!(code, 8, "{env}");

@@ -147,13 +147,7 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        let timeout = match self.options.lock_timeout {
-            Some(t) => t,
-            None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
-        };
-        let _lock = StoreLock::acquire(&self.local_dir, timeout)?;
-        self.refuse_mid_merge()?;
-        self.recover_worktree()?;
+        let _lock = self.lock_for_writing()?;
         const MAX_ATTEMPTS: u32 = 32;
         for _ in 0..MAX_ATTEMPTS {
             let snap = self.snapshot()?;
@@ -289,6 +283,20 @@ impl Store {
         })
     }
 
+    /// Takes the store lock for a write (waiting up to the configured
+    /// timeout), refuses while git has a merge or rebase half done, and
+    /// finishes what a crashed writer left in the journal.
+    fn lock_for_writing(&self) -> Result<StoreLock> {
+        let timeout = match self.options.lock_timeout {
+            Some(t) => t,
+            None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
+        };
+        let lock = StoreLock::acquire(&self.local_dir, timeout)?;
+        self.refuse_mid_merge()?;
+        self.recover_worktree()?;
+        Ok(lock)
+    }
+
     /// Moves the branch forward to `to`, a descendant of the tip (a
     /// fast-forward after a fetch), and brings the work tree and index up to
     /// date for the paths that differ. Nothing new is committed: `to` and its
@@ -296,13 +304,7 @@ impl Store {
     /// `to` does not descend from the tip, and when a path about to change
     /// holds hand edits. Returns the previous tip.
     pub fn fast_forward(&self, to: Oid) -> Result<Option<Oid>> {
-        let timeout = match self.options.lock_timeout {
-            Some(t) => t,
-            None => Duration::from_millis(self.config()?.limits.lock_timeout_ms),
-        };
-        let _lock = StoreLock::acquire(&self.local_dir, timeout)?;
-        self.refuse_mid_merge()?;
-        self.recover_worktree()?;
+        let _lock = self.lock_for_writing()?;
         let tip = self.tip()?;
         if tip == Some(to) {
             return Ok(tip);

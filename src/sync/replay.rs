@@ -71,17 +71,7 @@ pub fn patch_of(store: &Store, commit: Oid, path: &str, expected_seq: u64) -> Re
         None => Value::Null,
     };
     let payload = &event.payload;
-    let names = |key: &str| -> Vec<String> {
-        payload
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let names = |key: &str| crate::schema::strings_at(payload, key);
     let mut patch = Map::new();
     patch.insert("_schema_version".into(), json!("2.1"));
     patch.insert("expected_seq".into(), json!(expected_seq));
