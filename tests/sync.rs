@@ -442,3 +442,71 @@ fn git_pull_rebase_goes_through_the_same_drivers() {
     assert_eq!(a.head(), b.head());
     a.assert_healthy();
 }
+
+#[test]
+fn one_memory_item_edited_differently_on_two_clones_merges_field_by_field() {
+    let (net, a) = Net::new();
+    let run = a.boot("memory");
+    let mcrs = json!({"mcrs": [{"op": "add", "type": "fact", "scope": "global",
+        "content": "the api lives on port 8080", "confidence": 0.8}]});
+    let p = a.ok_stdin(
+        &["memory", "propose", &run, "--file", "-"],
+        &mcrs.to_string(),
+    );
+    let batch = p["batch_id"].as_str().unwrap().to_string();
+    let id = p["batch"]["item_ids"][0].as_str().unwrap().to_string();
+    a.ok(&["memory", "commit", &batch, "--allow-outside-milestone"]);
+    a.ok(&["sync"]);
+    let b = net.clone("b", true);
+    let path = a.ok(&["memory", "show", &id]).to_string();
+    assert!(path.contains(&id));
+    let file = b
+        .git(&["ls-files", "memory"])
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap()
+        .to_string();
+
+    // a edits the content by hand; b edits the content and the confidence.
+    common::setup::edit(a.dir.join(&file), |t| t.replace("port 8080", "port 9090"));
+    a.git(&["commit", "-qam", "api moved"]);
+    common::setup::edit(b.dir.join(&file), |t| {
+        t.replace("port 8080", "port 7070")
+            .replace("confidence: 0.8", "confidence: 0.9")
+    });
+    b.git(&["commit", "-qam", "api moved elsewhere"]);
+    a.ok(&["sync"]);
+    let merged = b.ok(&["sync"]);
+    assert_eq!(merged["conflicts"].as_array().unwrap().len(), 1, "{merged}");
+    let text = std::fs::read_to_string(b.dir.join(&file)).unwrap();
+    assert!(!text.contains("<<<<<<<"), "{text}");
+    // b's confidence (changed on one side only) is taken; the content
+    // conflict keeps one value in the file and both in the record.
+    let item = b.ok(&["memory", "show", &id]);
+    assert_eq!(
+        item["item"]["confidence"]
+            .as_f64()
+            .or(item["confidence"].as_f64()),
+        Some(0.9),
+        "{item}"
+    );
+    let cid = merged["conflicts"][0].as_str().unwrap().to_string();
+    let record = b.ok(&["conflicts", "show", &cid]);
+    assert_eq!(record["pointer"], json!("/content"));
+    let sides = [
+        record["ours"].as_str().unwrap(),
+        record["theirs"].as_str().unwrap(),
+    ];
+    assert!(sides.iter().any(|s| s.contains("9090")) && sides.iter().any(|s| s.contains("7070")));
+    b.assert_healthy();
+
+    // Resolved on b, the resolution reaches a.
+    b.ok(&["conflicts", "resolve", &cid, "--take", "ours"]);
+    let kept = record["ours"].as_str().unwrap().to_string();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let shown = a.ok(&["memory", "show", &id]).to_string();
+    assert!(shown.contains(&kept), "{shown}");
+    assert_eq!(a.ok(&["conflicts", "list"]), json!([]));
+    a.assert_healthy();
+}
