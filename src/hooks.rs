@@ -460,6 +460,11 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         max_depth: config.limits.max_depth,
     };
     let now = crate::event::rfc3339(store.now());
+    // Concluding a merge by hand (`git commit` after resolving): the staged
+    // tree brings the other side's runs and seqs. Its files must validate,
+    // and seqs may only grow; the one-run-per-commit and one-step rules of a
+    // hand edit do not apply, and no seq is bumped.
+    let merging = store.git_operation_started() && store.incoming_head().is_some();
 
     // Working sets edited by hand get their seq bumped (staged only if all is well).
     let mut rewritten = Changes::new();
@@ -473,7 +478,7 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
                 runs.insert(run.to_string());
             }
         }
-        if let (Some(old), Some((new, true))) = (c.old, c.new) {
+        if let (false, Some(old), Some((new, true))) = (merging, c.old, c.new) {
             if store.blob_size(new)? > limits.max_bytes {
                 continue;
             }
@@ -490,8 +495,13 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
             None => read_new(c),
         }
     };
-    let mut findings = rules::check_changes(store, &changes, &read_final, limits, SeqRule::Step)?;
-    if runs.len() > 1 {
+    let seq_rule = if merging {
+        SeqRule::Monotonic
+    } else {
+        SeqRule::Step
+    };
+    let mut findings = rules::check_changes(store, &changes, &read_final, limits, seq_rule)?;
+    if runs.len() > 1 && !merging {
         findings.push(
             Finding::new(
                 runs.iter().cloned().collect::<Vec<_>>().join(", "),
@@ -528,7 +538,9 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
     // Pages an earlier run of this hook staged (for a commit that was then
     // aborted) are cairn's own, not hand edits: they are simply re-rendered.
     let ours = staged_record(store);
-    if mirror_on {
+    // In a merge, pages come from both sides as git merged them: they are
+    // rendered again from the merged files (above), never refused.
+    if mirror_on && !merging {
         for c in changes
             .iter()
             .filter(|c| c.path.starts_with("mirror/"))

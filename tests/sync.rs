@@ -510,3 +510,34 @@ fn one_memory_item_edited_differently_on_two_clones_merges_field_by_field() {
     assert_eq!(a.ok(&["conflicts", "list"]), json!([]));
     a.assert_healthy();
 }
+
+#[test]
+fn a_merge_concluded_by_hand_is_accepted_when_its_files_validate() {
+    let (net, a) = Net::new();
+    a.ok(&["hooks", "install"]);
+    let b = net.clone("b", true);
+    let runs = [a.boot("one"), a.boot("two")];
+    std::fs::write(a.dir.join("notes.txt"), "from a\n").unwrap();
+    a.git(&["add", "notes.txt"]);
+    a.git(&["commit", "-qm", "notes a"]);
+    a.ok(&["sync"]);
+    b.boot("three");
+    std::fs::write(b.dir.join("notes.txt"), "from b\n").unwrap();
+    b.git(&["add", "notes.txt"]);
+    b.git(&["commit", "-qm", "notes b"]);
+    // Only the user's own file conflicts; cairn's files merge by the drivers.
+    let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
+    assert!(!out.status.success());
+    std::fs::write(b.dir.join("notes.txt"), "from a\nfrom b\n").unwrap();
+    b.git(&["add", "notes.txt"]);
+    let out = b.git_output(&["commit", "--no-edit"]);
+    assert!(
+        out.status.success(),
+        "the merge commit was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for run in &runs {
+        b.ok(&["ws", "show", run]);
+    }
+    b.assert_healthy();
+}

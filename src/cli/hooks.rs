@@ -107,6 +107,8 @@ pub fn cmd_hook(ctx: &Ctx, a: HookArgs) -> CmdResult {
         "pre-commit" => pre_commit(ctx),
         "commit-msg" => Ok(fail_open("commit-msg", commit_msg(ctx, &a.args))),
         "post-merge" | "post-rewrite" => Ok(fail_open(&a.name, after_merge(ctx))),
+        // A merge concluded by hand ends with `git commit`, not post-merge.
+        "post-commit" if tip_is_merge(ctx) => Ok(fail_open(&a.name, after_merge(ctx))),
         "post-commit" => Ok(fail_open(&a.name, after(ctx))),
         "post-checkout" => {
             // The third argument is 1 for a branch checkout, 0 for files.
@@ -204,6 +206,19 @@ fn after(ctx: &Ctx) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether the commit just made is a merge.
+fn tip_is_merge(ctx: &Ctx) -> bool {
+    let Ok(Some(store)) = hook_store(ctx) else {
+        return false;
+    };
+    store
+        .tip()
+        .ok()
+        .flatten()
+        .and_then(|t| store.commit_info(t).ok())
+        .is_some_and(|c| c.parents.len() > 1)
 }
 
 /// After git made a merge or rebase: record what cairn's merge driver could
