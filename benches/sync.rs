@@ -13,7 +13,8 @@
 //!
 //! Rows: `merge-N` times `sync::integrate` of their side into ours (the
 //! merge planned kind by kind, conflict records for the items both sides
-//! changed, the mirror derived, one commit); `sync-N` times `cairn sync` in
+//! changed, the mirror derived, one commit), once with the mirror on and
+//! once in a store whose mirror is off; `sync-N` times `cairn sync` in
 //! a clone that has one new commit to fetch and fast-forward to, and
 //! `git-pull-push-N` the same through plain git clones of the same files;
 //! `loop` runs writers that each patch their own run and sync, then checks
@@ -68,13 +69,27 @@ fn item_path(i: usize) -> String {
     layout::memory_item("global", None, &format!("mem_{:026}", i))
 }
 
-/// A store of `n` items, written in one commit.
-fn populate(dir: &Path, bare: bool, n: usize) -> Store {
+/// A store of `n` items, written in one commit; with `mirror` false the
+/// store's mirror is switched off (to tell the merge from the rendering).
+fn populate(dir: &Path, bare: bool, n: usize, mirror: bool) -> Store {
     let store = Store::init(dir, bare, StoreOptions::default()).expect("init");
+    let cfg = String::from_utf8(
+        store
+            .read_file(store.require_tip().unwrap(), layout::CONFIG)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let cfg = if mirror {
+        cfg
+    } else {
+        cfg.replace("  enabled: true", "  enabled: false")
+    };
     let t = Instant::now();
     store
         .transact(None, |_| {
             let mut changes = Changes::new();
+            changes.insert(layout::CONFIG.into(), Some(cfg.clone().into_bytes()));
             for i in 0..n {
                 changes.insert(item_path(i), Some(item_yaml(i, 0)));
             }
@@ -108,9 +123,9 @@ fn change(store: &Store, items: impl Iterator<Item = usize>, round: usize) -> gi
         .commit
 }
 
-fn merge_row(root: &Path, n: usize, changed: usize, ops: usize) {
-    let dir = root.join("merge");
-    let store = populate(&dir, true, n);
+fn merge_row(root: &Path, n: usize, changed: usize, ops: usize, mirror: bool) {
+    let dir = root.join(if mirror { "merge" } else { "merge-nomirror" });
+    let store = populate(&dir, true, n, mirror);
     let branch = store.branch().to_string();
     let base = store.require_tip().unwrap();
     // Theirs: items [0, changed); ours: [changed/2, changed/2 + changed):
@@ -128,7 +143,8 @@ fn merge_row(root: &Path, n: usize, changed: usize, ops: usize) {
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         conflicts = report_.conflicts.len();
     }
-    report(&format!("merge-{n} ({changed} each)"), ms);
+    let label = if mirror { "" } else { ", mirror off" };
+    report(&format!("merge-{n} ({changed} each{label})"), ms);
     println!("    conflict records per merge: {conflicts}");
 }
 
@@ -147,7 +163,7 @@ fn sync_rows(root: &Path, n: usize, ops: usize) {
     );
     let url = format!("file://{}", remote.display());
     let a_dir = root.join("sync-a");
-    let a = populate(&a_dir, false, n);
+    let a = populate(&a_dir, false, n, true);
     let run = working_set::boot(
         &a,
         &BootRequest {
@@ -211,12 +227,14 @@ fn worker(dir: &Path, run: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut acked = 0u64;
     let mut failed = 0u64;
+    let mut written = 0u64;
     while Instant::now() < deadline {
+        written += 1;
         let tip = store.require_tip().unwrap();
         let seq = working_set::show_at_commit(&store, run, tip)
             .unwrap()
             .update_seq;
-        let patch = json!({"expected_seq": seq, "append": {"sliding_context": [{"id": format!("w{acked}"), "content": "x"}]}});
+        let patch = json!({"expected_seq": seq, "append": {"sliding_context": [{"id": format!("w{written}"), "content": "x"}]}});
         working_set::patch(&store, run, &patch, "bench", None).expect("patch");
         match sync::sync(
             &store,
@@ -347,7 +365,8 @@ fn main() {
     let tmp = tempfile::TempDir::new().unwrap();
     println!("sync benchmark: {n} items, {changed} changed per side, {ops} ops, {writers} writers for {secs} s");
     if only.is_empty() || only == "merge" {
-        merge_row(tmp.path(), n, changed, ops);
+        merge_row(tmp.path(), n, changed, ops, true);
+        merge_row(tmp.path(), n, changed, ops, false);
     }
     if only.is_empty() || only == "sync" {
         sync_rows(tmp.path(), n, ops);

@@ -86,31 +86,25 @@ impl Store {
         let tracking = Self::tracking_ref(remote, branch);
         let heads = format!("+refs/heads/{branch}:{tracking}");
         let tags = format!("{TAG_REFS}:{TAG_REFS}");
-        // A missing branch on the remote is not an error: ls-remote tells.
-        let listed = self.remote_git(
-            remote,
-            "ls-remote",
-            &[
-                "ls-remote",
-                "--heads",
-                remote,
-                &format!("refs/heads/{branch}"),
-            ],
-        )?;
-        if listed.trim().is_empty() {
-            // Tags may still be there (a fresh remote has none either way).
-            self.remote_git(
-                remote,
-                "fetch",
-                &["fetch", "--quiet", "--no-tags", remote, &tags],
-            )?;
-            return Ok(None);
-        }
-        self.remote_git(
+        // One fetch; a remote without the branch yet (a first push will
+        // make it) answers "couldn't find remote ref", which is no error.
+        let fetched = self.remote_git(
             remote,
             "fetch",
             &["fetch", "--quiet", "--no-tags", remote, &heads, &tags],
-        )?;
+        );
+        if let Err(Error::Remote { stderr, .. }) = &fetched {
+            if stderr.contains("couldn't find remote ref") {
+                // Tags may still be there (a fresh remote has none either way).
+                self.remote_git(
+                    remote,
+                    "fetch",
+                    &["fetch", "--quiet", "--no-tags", remote, &tags],
+                )?;
+                return Ok(None);
+            }
+        }
+        fetched?;
         self.repo
             .odb()
             .and_then(|o| o.refresh())
