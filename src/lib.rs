@@ -29,6 +29,7 @@ pub mod mirror;
 pub mod open;
 mod pack;
 pub mod project;
+pub mod resume;
 pub mod rules;
 pub mod schema;
 pub mod search;

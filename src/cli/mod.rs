@@ -14,6 +14,7 @@ mod memory;
 mod milestone;
 mod mirror;
 mod project;
+mod resume;
 mod run;
 mod schema;
 mod search;
@@ -82,6 +83,9 @@ enum Command {
     Mirror(mirror::MirrorArgs),
     Watch(watch::WatchArgs),
     Sync(sync::SyncArgs),
+    Snapshot(resume::SnapshotArgs),
+    #[command(subcommand)]
+    Resume(resume::ResumeCommand),
     #[command(subcommand)]
     Conflicts(sync::ConflictsCommand),
     /// git's merge driver for cairn files (what `.git/config` calls).
@@ -228,6 +232,8 @@ pub fn main() -> i32 {
         Command::Mirror(a) => mirror::cmd_mirror(&ctx, a),
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
         Command::Sync(a) => sync::cmd_sync(&ctx, a),
+        Command::Snapshot(a) => resume::cmd_snapshot(&ctx, a),
+        Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
         Command::MergeDriver(a) => return sync::cmd_merge_driver(&ctx, a),
     };
