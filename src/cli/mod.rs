@@ -4,6 +4,7 @@
 //! `CAIRN_NOW`, `CAIRN_ACTOR`), talks to the terminal, and maps library errors
 //! to the `--json` envelope and exit codes of SPEC §5. One file per command.
 
+mod backup;
 mod brief;
 mod demo;
 mod fsck;
@@ -84,6 +85,8 @@ enum Command {
     Watch(watch::WatchArgs),
     Sync(sync::SyncArgs),
     Snapshot(resume::SnapshotArgs),
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     #[command(subcommand)]
     Resume(resume::ResumeCommand),
     #[command(subcommand)]
@@ -233,6 +236,7 @@ pub fn main() -> i32 {
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
         Command::Sync(a) => sync::cmd_sync(&ctx, a),
         Command::Snapshot(a) => resume::cmd_snapshot(&ctx, a),
+        Command::Backup(c) => backup::cmd_backup(&ctx, c),
         Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
         Command::MergeDriver(a) => return sync::cmd_merge_driver(&ctx, a),
