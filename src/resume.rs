@@ -947,7 +947,8 @@ pub struct Loaded {
     pub memory_added: Vec<String>,
     /// Memory items the store already held (left alone).
     pub memory_skipped: Vec<String>,
-    /// The status new memory arrived with.
+    /// The status new memory arrived with: `candidate`, or under `trust`
+    /// `active` (each item keeps the status it had in the pack).
     pub memory_status: ItemStatus,
     /// Episodes written (re-tagged under the run).
     pub episodes: usize,

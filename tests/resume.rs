@@ -81,6 +81,8 @@ fn snapshot_then_load_into_a_fresh_store_continues_the_run() {
     let source_ws = src.ok(&["ws", "show", &run]);
 
     let dst = Env::store();
+    let checked = dst.ok(&["resume", "verify", pack.to_str().unwrap()]);
+    assert_eq!(checked["manifest"]["pack_id"], snap["pack_id"]);
     let loaded = dst.ok(&[
         "resume",
         "load",
@@ -407,6 +409,15 @@ fn hostile_packs_are_refused_before_anything_is_written() {
     copy_dir(&pack, &linked);
     std::os::unix::fs::symlink("/etc/passwd", linked.join("evil")).unwrap();
     load_refused(&dst, &linked, "pack_symlink");
+    // A fifo (a device-like entry) in a folder.
+    let piped = dir.join("piped");
+    copy_dir(&pack, &piped);
+    let made = std::process::Command::new("mkfifo")
+        .arg(piped.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    load_refused(&dst, &piped, "pack_file_type");
     // A manifest naming a path outside the pack.
     let escaping = dir.join("escaping");
     copy_dir(&pack, &escaping);
