@@ -23,13 +23,15 @@
 //!   declared size); every listed file exists with its hash, nothing else is
 //!   there, the manifest is canonical and its pack id matches its content;
 //!   every file validates against its schema.
-//! - [`load`] writes the new run, its episodes (re-tagged), the interactions
-//!   and the memory in one commit (RESUME_LOADED) whose payload says where it
-//!   came from (`resumed_from`: pack id, source store and store id, run,
-//!   commit and seq). The new run's working set is the source's, under the
-//!   new id, at seq 0 (a run's ledger seqs start at 0 and have no gaps). Memory arrives as `candidate` unless the
-//!   caller trusts the pack; items whose id the store already holds are left
-//!   alone; trusted project state is written only when trusted and absent.
+//! - [`load`] writes the new run, its episodes (each under a new episode
+//!   id, re-tagged), the interactions and the memory in one commit
+//!   (RESUME_LOADED) whose payload says where it came from (`resumed_from`:
+//!   pack id, source store and store id, run, commit and seq). The new
+//!   run's working set is the source's, under the new id, at seq 0 (a run's
+//!   ledger seqs start at 0 and have no gaps). Memory arrives as
+//!   `candidate` unless the caller trusts the pack; items whose id the store
+//!   already holds are left alone; trusted project state is written only
+//!   when trusted and absent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1036,12 +1038,17 @@ fn load_contents(
             Some(ws.to_yaml().into_bytes()),
         );
         let mut episodes = 0;
+        let mut renamed = serde_json::Map::new();
         for ep in &c.episodes {
-            let path = layout::episode(&run_id, &ep.episode_id);
-            if snap.read(&path)?.is_some() {
-                continue;
-            }
+            // Episode ids are unique across a store (the mirror lists them by
+            // id): each loaded episode gets a new one, stamped with its own
+            // time; the payload maps old to new.
+            let at = parse_rfc3339(&ep.created_at).unwrap_or(now);
+            let new_id = ledger::new_id("ep", at);
+            renamed.insert(ep.episode_id.clone(), json!(new_id));
+            let path = layout::episode(&run_id, &new_id);
             let mut ep = ep.clone();
+            ep.episode_id = new_id;
             ep.run_id = run_id.clone();
             ep.working_set.run_id = run_id.clone();
             ep.tag = layout::episode_tag(&run_id, &ep.episode_id);
@@ -1145,7 +1152,7 @@ fn load_contents(
                     "resumed_from": resumed_from,
                     "into_existing_run": opts.into_run.is_some(),
                     "trusted": opts.trust,
-                    "episodes": episodes,
+                    "episodes": renamed,
                     "interactions": interactions,
                     "memory_skipped": skipped,
                     "state_written": state_written,

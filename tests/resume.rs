@@ -538,3 +538,32 @@ fn zip_bomb_is_refused_fast_with_little_memory() {
     assert!(micros < 100_000, "refused in {micros} µs");
     assert!(hwm_kb < 64 * 1024, "peak RSS {hwm_kb} kB");
 }
+
+#[test]
+fn a_pack_loads_back_into_its_own_store_and_into_an_existing_run() {
+    let (env, run) = source();
+    let pack = env.home.path().join("pack");
+    snapshot(&env, &run, &pack, &[]);
+    let p = pack.to_str().unwrap();
+    // Into the source store: a new run; the memory is already here.
+    let again = env.ok(&["resume", "load", p, "--new-run-id", "run_again"]);
+    assert_eq!(again["memory_added"], json!([]));
+    assert_eq!(again["memory_skipped"].as_array().unwrap().len(), 3);
+    // Into an existing run: its working set becomes the pack's, at its next seq.
+    let other = env.boot();
+    let into = env.ok(&["resume", "load", p, "--into-run", &other]);
+    assert_eq!(into["run_id"], json!(other));
+    let ws = env.ok(&["ws", "show", &other]);
+    assert_eq!(ws["_update_seq"], json!(1));
+    assert_eq!(ws["current_stage"], json!("BUILD"));
+    assert_eq!(ws["objective"], json!("Ship it"));
+    // Taken twice, the same run id is refused, and nothing changes.
+    refused(
+        &env,
+        &["resume", "load", p, "--new-run-id", "run_again"],
+        None,
+        "CONFLICT",
+        4,
+    );
+    env.ok(&["fsck"]);
+}
