@@ -5,14 +5,17 @@
 //! [`schema`], [`config`] and [`event`] at the bottom; [`store`] (the only
 //! module that touches git2, and the one transaction path) above them; the
 //! domain modules ([`ledger`], [`project`], [`working_set`], [`memory`],
-//! [`episode`], [`rules`], and [`merge`], sync's three-way merge rules); the derived views ([`mirror`], [`search`],
+//! [`episode`], [`rules`], [`resume`] (resume packs), and [`merge`], sync's
+//! three-way merge rules); the derived views ([`mirror`], [`search`],
 //! [`brief`], [`watch`]); and [`open`], which hands the store the steps every
-//! write takes (`Store::open`, `Store::init`). Nothing here prints or reads the
+//! write takes (`Store::open`, `Store::init`), with the tools built on it
+//! ([`fsck`], [`hooks`], [`backup`]). Nothing here prints or reads the
 //! environment: callers pass the clock, the actor and the store path in
 //! [`store::StoreOptions`].
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod brief;
 pub mod config;
 pub mod episode;
@@ -29,6 +32,7 @@ pub mod mirror;
 pub mod open;
 mod pack;
 pub mod project;
+pub mod resume;
 pub mod rules;
 pub mod schema;
 pub mod search;

@@ -4,6 +4,7 @@
 //! `CAIRN_NOW`, `CAIRN_ACTOR`), talks to the terminal, and maps library errors
 //! to the `--json` envelope and exit codes of SPEC §5. One file per command.
 
+mod backup;
 mod brief;
 mod demo;
 mod fsck;
@@ -14,6 +15,7 @@ mod memory;
 mod milestone;
 mod mirror;
 mod project;
+mod resume;
 mod run;
 mod schema;
 mod search;
@@ -82,6 +84,11 @@ enum Command {
     Mirror(mirror::MirrorArgs),
     Watch(watch::WatchArgs),
     Sync(sync::SyncArgs),
+    Snapshot(resume::SnapshotArgs),
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    #[command(subcommand)]
+    Resume(resume::ResumeCommand),
     #[command(subcommand)]
     Conflicts(sync::ConflictsCommand),
     /// git's merge driver for cairn files (what `.git/config` calls).
@@ -228,6 +235,9 @@ pub fn main() -> i32 {
         Command::Mirror(a) => mirror::cmd_mirror(&ctx, a),
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
         Command::Sync(a) => sync::cmd_sync(&ctx, a),
+        Command::Snapshot(a) => resume::cmd_snapshot(&ctx, a),
+        Command::Backup(c) => backup::cmd_backup(&ctx, c),
+        Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
         Command::MergeDriver(a) => return sync::cmd_merge_driver(&ctx, a),
     };

@@ -51,6 +51,20 @@ impl Store {
             .map_err(|e| Error::git("revwalk", e))
     }
 
+    /// The first commit of the history behind `from` (following first
+    /// parents): the store's root, which every clone shares.
+    pub fn root_commit(&self, from: Oid) -> Result<Oid> {
+        let mut walk = self.repo.revwalk().map_err(|e| Error::git("revwalk", e))?;
+        walk.push(from).map_err(|e| Error::git("revwalk", e))?;
+        walk.simplify_first_parent()
+            .map_err(|e| Error::git("revwalk", e))?;
+        let mut last = from;
+        for id in walk {
+            last = id.map_err(|e| Error::git("revwalk", e))?;
+        }
+        Ok(last)
+    }
+
     /// The best common ancestor of two commits, if they share history.
     pub fn merge_base(&self, a: Oid, b: Oid) -> Result<Option<Oid>> {
         not_found_to_none(self.repo.merge_base(a, b))

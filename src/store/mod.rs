@@ -16,6 +16,8 @@
 //! - [`worktree`]: the work tree and git's index, and git plumbing for hand
 //!   commits.
 //! - [`lock`]: the store lock and atomic file writes.
+//! - [`remote`] and [`bundle`]: fetch, push and git bundles through the
+//!   user's `git` binary.
 //! - [`idempotency`]: idempotency keys.
 //!
 //! Invariants kept here:
@@ -48,6 +50,7 @@ use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::{layout, schema};
 
+pub mod bundle;
 pub mod history;
 pub mod idempotency;
 mod journal;
