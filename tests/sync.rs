@@ -541,3 +541,31 @@ fn a_merge_concluded_by_hand_is_accepted_when_its_files_validate() {
     }
     b.assert_healthy();
 }
+
+#[test]
+fn a_clone_without_drivers_is_repaired_by_fsck_repair() {
+    let (net, a) = Net::new();
+    a.ok(&["sync"]);
+    let b = net.clone("b", false);
+    a.ok(&["state", "set", "proj", "owner", "team", "alpha"]);
+    b.ok(&["state", "set", "proj", "owner", "team", "beta"]);
+    a.ok(&["sync"]);
+    let out = b.git_output(&["pull", "--no-rebase", "--no-edit"]);
+    assert!(
+        !out.status.success(),
+        "git's text merge was expected to stop"
+    );
+    let (code, env) = b.json(&["fsck"]);
+    assert_eq!(code, 8, "{env}");
+    assert!(env.to_string().contains("conflict_markers"), "{env}");
+    let repaired = b.ok(&["fsck", "--repair"]);
+    assert!(
+        repaired.to_string().contains("redid the git merge"),
+        "{repaired}"
+    );
+    b.assert_healthy();
+    assert_eq!(b.ok(&["conflicts", "list"]).as_array().unwrap().len(), 1);
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    assert_eq!(a.head(), b.head());
+}
