@@ -166,6 +166,67 @@ impl Clone {
             .collect()
     }
 
+    /// The clone's name (its folder's).
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Runs cairn with `--json` in this clone at clock `now` (RFC 3339),
+    /// feeding `stdin` when given; returns (exit code, envelope). Output
+    /// that is not an envelope (a crash) panics naming stdout and stderr.
+    pub fn json_at(&self, now: &str, args: &[&str], stdin: Option<&str>) -> (i32, Value) {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = cairn(&self.home)
+            .current_dir(&self.dir)
+            .env("CAIRN_NOW", now)
+            .env("CAIRN_HOOK_FOREGROUND", "1")
+            .arg("--json")
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let env: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "cairn {args:?} in {}: not a JSON envelope ({e}): {}\nstderr: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), env)
+    }
+
+    /// git in this clone at clock `now` (RFC 3339): cairn's hooks and merge
+    /// drivers see it as `CAIRN_NOW`, and the commits git makes carry it as
+    /// their dates. Whatever the exit status.
+    pub fn git_at(&self, now: &str, args: &[&str]) -> Output {
+        let secs = cairn::event::parse_rfc3339(now)
+            .unwrap_or_else(|| panic!("{now:?} is not RFC 3339"))
+            .unix_timestamp();
+        let date = format!("{secs} +0000");
+        let mut c = self.git_cmd();
+        c.env("CAIRN_NOW", now)
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .args(args);
+        c.output().unwrap()
+    }
+
     /// Asserts `cairn fsck` and `git fsck --strict` find nothing and the
     /// work tree is clean.
     pub fn assert_healthy(&self) {
