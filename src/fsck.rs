@@ -106,8 +106,13 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         }
     }
     for (run, mut list) in seqs {
-        list.reverse();
-        // Several events may carry one seq (a milestone records the seq it saw).
+        // Seqs from every line of history: the two sides of a merge both
+        // count from their base, and a sync merge's replayed patches take
+        // the next ones. Together they must be 0, 1, 2, ... with no gap
+        // (several events may carry one seq: a milestone records the seq
+        // it saw). That each commit only moves a run's seq forward is
+        // checked per commit (the tip check's monotonic rule).
+        list.sort();
         list.dedup_by_key(|(s, _)| *s);
         for (i, (seq, commit)) in list.iter().enumerate() {
             if *seq != i as u64 {

@@ -192,9 +192,13 @@ pub fn install(store: &Store, exe: &Path) -> Result<Vec<HookState>> {
     // .gitattributes (committed if an older store lacks it).
     driver::register(store, exe)?;
     ensure_attributes(store)?;
-    // A plain `git pull` merges unless the user chose otherwise.
-    if store.get_config("pull.rebase")?.is_none() {
-        store.set_config("pull.rebase", "false")?;
+    // A plain `git pull` merges unless the user chose otherwise, and a
+    // plain `git push` carries the milestone tags (as `cairn init` sets up;
+    // a clone brings no config).
+    for (key, value) in [("pull.rebase", "false"), ("push.followTags", "true")] {
+        if store.get_config(key)?.is_none() {
+            store.set_config(key, value)?;
+        }
     }
     status(store, exe)
 }

@@ -268,6 +268,9 @@ pub fn resolve(
         };
         let mut changes = Changes::new();
         let current = snap.read(&record.path)?;
+        if !matches!(take, Take::Value(_)) {
+            refuse_if_stale(&record, current.as_deref())?;
+        }
         let content = write_back(snap, &record, current, chosen)?;
         changes.insert(record.path.clone(), content);
         record.status = "resolved".into();
@@ -283,7 +286,15 @@ pub fn resolve(
         )
         .payload(json!({"conflict_id": id, "path": record.path, "pointer": record.pointer, "took": took}));
         if let Some(run) = &record.run_id {
-            draft = draft.run(run, None);
+            // A working set resolved is one more step of its run: the event
+            // carries the seq the file now has, as patches do.
+            let seq = match (record.kind.as_str(), changes.get(&record.path)) {
+                ("working_set", Some(Some(bytes))) => crate::store::parse_yaml(&record.path, bytes)?
+                    .get("_update_seq")
+                    .and_then(Value::as_u64),
+                _ => None,
+            };
+            draft = draft.run(run, seq);
         }
         resolved = Some(record);
         Ok(Mutation {
@@ -297,6 +308,45 @@ pub fn resolve(
         None => show(&store.snapshot()?, id)?,
     };
     Ok((record, committed))
+}
+
+/// Refuses to write a side's value over a field that changed since the
+/// merge kept its value: that later write would be lost without a trace.
+/// A value the user supplies (`--take FILE`) is their decision and goes in.
+fn refuse_if_stale(record: &Conflict, current: Option<&[u8]>) -> Result<()> {
+    if record.kind == "file"
+        || record.pointer.is_empty()
+        || record.rule == "patch_no_longer_applies"
+    {
+        return Ok(());
+    }
+    let doc = match current {
+        Some(bytes) => crate::store::parse_yaml(&record.path, bytes)?,
+        None => Value::Null,
+    };
+    let now = doc.pointer(&record.pointer).cloned().unwrap_or(Value::Null);
+    // A trusted-state value stays current only while its entry is active.
+    let superseded = record.kind == "project_state"
+        && record
+            .pointer
+            .strip_suffix("/value")
+            .and_then(|entry| doc.pointer(&format!("{entry}/status")))
+            .is_some_and(|s| s != "active");
+    if now != record.kept || superseded {
+        return Err(Error::Conflict {
+            subject: record.conflict_id.clone(),
+            rule: "CONFLICT_STALE",
+            message: format!(
+                "{}{} changed since the merge kept {} (it now holds {}{}): taking a side would overwrite that later write; edit the file, or resolve with --take FILE holding the value to keep",
+                record.path,
+                record.pointer,
+                record.kept,
+                now,
+                if superseded { ", in an entry superseded since" } else { "" }
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The value a user-supplied file means for this record: the file's text

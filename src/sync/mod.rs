@@ -125,10 +125,12 @@ pub fn sync(store: &Store, opts: &SyncOptions) -> Result<SyncReport> {
         }
         let tip = store.require_tip()?;
         report.after = Some(tip.to_string());
-        if opts.no_push || theirs == Some(tip) {
+        if opts.no_push {
             report.pushed = theirs == Some(tip);
             return Ok(report);
         }
+        // Pushed even when the remote branch is at our tip: milestone tags
+        // made since (or pushed by a plain `git push` without them) travel.
         match store.push(&remote, &branch, tip)? {
             Pushed::Accepted => {
                 report.pushed = true;
@@ -373,6 +375,9 @@ pub(crate) fn merge_path(
     }
     if merge::handles(path) {
         let file = merge::merge_file(path, base_bytes, our_bytes, their_bytes)?;
+        if kind == Some("working_set") {
+            note_new_seqs(path, our_bytes, their_bytes, file.merged.as_deref(), out)?;
+        }
         for c in file.conflicts {
             out.conflicts.push(conflicts::record(
                 conflicts::Found {
@@ -424,6 +429,55 @@ pub(crate) fn merge_path(
     Ok(our_bytes.or(their_bytes).map(<[u8]>::to_vec))
 }
 
+/// A working set merged field by field takes a seq past both sides': the
+/// SYNC_MERGE payload names the seqs it took (as replays do), so the run's
+/// ledger still ends at the file's seq.
+fn note_new_seqs(
+    path: &str,
+    ours: Option<&[u8]>,
+    theirs: Option<&[u8]>,
+    merged: Option<&[u8]>,
+    out: &mut Merged,
+) -> Result<()> {
+    let seq_of = |b: Option<&[u8]>| -> Result<Option<(String, u64)>> {
+        let Some(b) = b else { return Ok(None) };
+        let v = crate::store::parse_yaml(path, b)?;
+        Ok(Some((
+            v.get("run_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            v.get("_update_seq").and_then(Value::as_u64).unwrap_or(0),
+        )))
+    };
+    let (Some((run, merged_seq)), ours, theirs) = (seq_of(merged)?, seq_of(ours)?, seq_of(theirs)?)
+    else {
+        return Ok(());
+    };
+    let sides = ours.map_or(0, |o| o.1).max(theirs.map_or(0, |t| t.1));
+    let taken = out.replayed.entry(run).or_default();
+    for seq in sides + 1..=merged_seq {
+        taken.push(("field-wise merge".into(), seq));
+    }
+    Ok(())
+}
+
+/// The working-set fields a patch can set (the `ws_patch` schema's `set`).
+const REPLAYED_FIELDS: [&str; 12] = [
+    "objective",
+    "status",
+    "task_id",
+    "thread_id",
+    "project",
+    "acceptance_criteria",
+    "constraints",
+    "current_stage",
+    "next_action",
+    "pinned_context",
+    "sliding_context",
+    "budget",
+];
+
 /// Replays their patches of one run onto our working set; `None` when their
 /// side holds more than plain patches (the caller merges field by field).
 fn replay_working_set(
@@ -467,6 +521,70 @@ fn replay_working_set(
             theirs,
             snap.now(),
         ));
+    }
+    // Their patches replayed last win a field both sides set since the
+    // base; ours is then kept in a record, never silently replaced. A list
+    // their patch replaced keeps ours' appended items only in the record too.
+    let base_ws = match base {
+        Some(b) => store
+            .read_file(b, path)?
+            .map(|bytes| crate::store::parse_yaml(path, &bytes))
+            .transpose()?,
+        None => None,
+    }
+    .unwrap_or(Value::Null);
+    let ours_v = serde_json::to_value(&ours_ws).expect("working sets serialize");
+    let merged_v = serde_json::to_value(&done.working_set).expect("working sets serialize");
+    let evicted: Vec<&str> = done
+        .evicted
+        .iter()
+        .filter_map(|i| i.get("id").and_then(Value::as_str))
+        .collect();
+    for field in REPLAYED_FIELDS {
+        let (b, o, m) = (base_ws.get(field), ours_v.get(field), merged_v.get(field));
+        if o == b || m == o {
+            continue;
+        }
+        let lost = match field {
+            "pinned_context" | "sliding_context" => {
+                let ids = |v: Option<&Value>| -> Vec<String> {
+                    v.and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|i| {
+                                    i.get("id").and_then(Value::as_str).map(str::to_string)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let (base_ids, merged_ids) = (ids(b), ids(m));
+                ids(o).iter().any(|id| {
+                    !base_ids.contains(id)
+                        && !merged_ids.contains(id)
+                        && !evicted.contains(&id.as_str())
+                })
+            }
+            _ => true,
+        };
+        if lost {
+            out.conflicts.push(conflicts::record(
+                conflicts::Found {
+                    kind: "working_set".into(),
+                    path: path.to_string(),
+                    pointer: format!("/{field}"),
+                    rule: "both_changed".into(),
+                    base: b.cloned(),
+                    ours: o.cloned(),
+                    theirs: m.cloned(),
+                    kept: m.cloned(),
+                },
+                base,
+                our_commit,
+                theirs,
+                snap.now(),
+            ));
+        }
     }
     out.evicted.extend(done.evicted.iter().cloned());
     out.replayed.insert(
