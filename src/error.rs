@@ -171,7 +171,7 @@ pub enum Error {
         limit: usize,
     },
     /// A semantic rule (not expressible in the schema) was broken by input.
-    #[error("{file}: {pointer}: {message} (rule: {rule})")]
+    #[error("{file}{}: {message} (rule: {rule})", if .pointer.is_empty() { String::new() } else { format!(": {}", .pointer) })]
     Invalid {
         file: String,
         pointer: String,
