@@ -1,12 +1,16 @@
 //! The derived index: the aggregates the pages need (run rows, memory
-//! groups and their counts, candidates, disputed items, milestones, recent
-//! events), kept in `mirror/index.json` and updated by deltas, and the
-//! groups' active counts by id shard in `mirror/shards.json`.
+//! groups and their counts, candidate counts, disputed items, milestones,
+//! recent events), kept in `mirror/index.json` and updated by deltas; the
+//! groups' active counts by id shard in `mirror/shards.json`; and the
+//! candidates themselves, one file an id shard, in
+//! `mirror/candidates/<shard>.json`.
 //!
 //! Invariants: applying a change as a delta gives the same index as a scan
 //! from scratch; the shard counts are read and written only when a memory
-//! item changes (`shards_loaded`); the events are those of the commits up to
-//! the index's horizon, newest first.
+//! item changes (`shards_loaded`); a candidate shard's list is read only when
+//! a change or a page needs it, and written only when it changed, so no
+//! derived file grows with the whole review queue; the events are those of
+//! the commits up to the index's horizon, newest first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +18,7 @@ use git2::Oid;
 use serde::{Deserialize, Serialize};
 
 use super::source::Source;
-use super::{DIR, INDEX, INDEX_VERSION, MILESTONES, SHARDS};
+use super::{CANDIDATES, DIR, INDEX, INDEX_VERSION, MILESTONES, QUEUE, SHARDS};
 use crate::episode::Episode;
 use crate::error::Result;
 use crate::layout;
@@ -71,8 +75,8 @@ pub(super) struct Group {
     /// Items by status.
     pub(super) counts: BTreeMap<String, u64>,
     /// Active items by the shard of their id. Stored in [`SHARDS`], not in
-    /// the index (format 2 indexes had them here, and are still read).
-    #[serde(default, skip_serializing)]
+    /// the index.
+    #[serde(skip)]
     shards: Shards,
 }
 
@@ -96,6 +100,18 @@ impl Shards {
         if self.0.iter().all(|n| *n == 0) {
             self.0.clear();
         }
+    }
+
+    /// The count of one shard.
+    fn get(&self, shard: &str) -> u64 {
+        usize::from_str_radix(shard, 16)
+            .ok()
+            .and_then(|i| self.0.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().sum()
     }
 
     /// Non-empty shards by name, in order.
@@ -152,7 +168,18 @@ pub(super) struct Index {
     pub(super) horizon: Option<String>,
     pub(super) runs: BTreeMap<String, RunRow>,
     pub(super) groups: BTreeMap<String, Group>,
-    pub(super) candidates: BTreeMap<String, String>,
+    /// Candidates by the shard of their id (`shard:count` pairs).
+    #[serde(default)]
+    candidate_counts: Shards,
+    /// The candidates (id → item path) of the shards read so far, by shard:
+    /// all of them after a scan, those a change or a page needed otherwise.
+    /// Stored one file a shard under [`CANDIDATES`].
+    #[serde(skip)]
+    candidates: BTreeMap<String, BTreeMap<String, String>>,
+    /// Shards whose candidate list changed since it was read (what
+    /// [`put_index`] writes).
+    #[serde(skip)]
+    candidates_changed: BTreeSet<String>,
     pub(super) disputed: BTreeMap<String, String>,
     pub(super) states: BTreeSet<String>,
     pub(super) milestones: Vec<MilestoneRow>,
@@ -296,11 +323,19 @@ impl Index {
         }
         let add = sign > 0;
         if item.status == ItemStatus::Candidate {
+            let shard = layout::shard(&item.id);
+            debug_assert!(
+                self.candidates.contains_key(&shard) || self.candidate_counts.get(&shard) == 0,
+                "a candidate shard is read before it changes"
+            );
+            self.candidate_counts.add(&shard, sign);
+            let list = self.candidates.entry(shard.clone()).or_default();
             if add {
-                self.candidates.insert(item.id.clone(), path.to_string());
+                list.insert(item.id.clone(), path.to_string());
             } else {
-                self.candidates.remove(&item.id);
+                list.remove(&item.id);
             }
+            self.candidates_changed.insert(shard);
         }
         if item.disputed {
             if add {
@@ -356,6 +391,123 @@ impl Index {
         out.retain(|p| layout::valid_id(p));
         out
     }
+}
+
+/// The file listing the candidates of one id shard.
+pub(super) fn candidates_file(shard: &str) -> String {
+    format!("{CANDIDATES}/{shard}.json")
+}
+
+/// The page of the review queue's part for one id shard.
+pub(super) fn queue_part(shard: &str) -> String {
+    format!("{DIR}/queue/{shard}.md")
+}
+
+impl Index {
+    /// An empty index in the current format.
+    pub(super) fn new() -> Self {
+        Index {
+            version: INDEX_VERSION,
+            ..Default::default()
+        }
+    }
+
+    /// How many candidates wait for review.
+    pub(super) fn candidate_total(&self) -> u64 {
+        self.candidate_counts.total()
+    }
+
+    /// Non-empty candidate shards with their counts, in order.
+    pub(super) fn candidate_shards(&self) -> Vec<(String, u64)> {
+        self.candidate_counts.iter().collect()
+    }
+
+    /// Whether the review queue is split into one page an id shard: it
+    /// holds more than `max_items` candidates.
+    pub(super) fn queue_split(&self, max_items: usize) -> bool {
+        self.candidate_total() as usize > max_items
+    }
+
+    /// The candidates of one shard (read before), id → item path.
+    pub(super) fn candidates_in(&self, shard: &str) -> impl Iterator<Item = (&String, &String)> {
+        self.candidates.get(shard).into_iter().flatten()
+    }
+
+    /// Reads the candidate list of `shard` from `pages` unless it is in
+    /// memory. False when the file is missing or does not match the count
+    /// (a full render rebuilds them).
+    pub(super) fn load_candidates(&mut self, pages: &dyn Source, shard: &str) -> Result<bool> {
+        if self.candidates.contains_key(shard) {
+            return Ok(true);
+        }
+        let expected = self.candidate_counts.get(shard);
+        let list = if expected == 0 {
+            BTreeMap::new()
+        } else {
+            let Some(bytes) = pages.read(&candidates_file(shard))? else {
+                return Ok(false);
+            };
+            match serde_json::from_slice::<BTreeMap<String, String>>(&bytes) {
+                Ok(list) if list.len() as u64 == expected => list,
+                _ => return Ok(false),
+            }
+        };
+        self.candidates.insert(shard.to_string(), list);
+        Ok(true)
+    }
+
+    /// Reads what the queue pages about to be rendered need: every list
+    /// when the queue is one page or changes between one page and parts
+    /// (`was_split` is the old layout), else the shards in `dirty` (which
+    /// a change read already).
+    pub(super) fn load_for_queue(
+        &mut self,
+        pages: &dyn Source,
+        max_items: usize,
+        was_split: bool,
+        dirty: &BTreeSet<String>,
+    ) -> Result<bool> {
+        let split = self.queue_split(max_items);
+        let shards: Vec<String> = if split && was_split {
+            dirty.iter().cloned().collect()
+        } else {
+            self.candidate_counts.iter().map(|(s, _)| s).collect()
+        };
+        for shard in shards {
+            if !self.load_candidates(pages, &shard)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forgets which candidate lists changed (before a new set of changes).
+    pub(super) fn start_changes(&mut self) {
+        self.candidates_changed.clear();
+    }
+
+    /// After a scan: every list is read, and every non-empty one is written.
+    pub(super) fn scanned(&mut self) {
+        self.candidates_changed = self.candidates.keys().cloned().collect();
+        self.shards_loaded = true;
+    }
+}
+
+/// Every page of the review queue at its layout.
+pub(super) fn queue_pages(idx: &Index, max_items: usize) -> Vec<String> {
+    let mut out = vec![QUEUE.to_string()];
+    if idx.queue_split(max_items) {
+        out.extend(idx.candidate_counts.iter().map(|(s, _)| queue_part(&s)));
+    }
+    out
+}
+
+/// The candidate files an index describes.
+pub(super) fn candidate_files(idx: &Index) -> Vec<String> {
+    idx.candidate_counts
+        .iter()
+        .map(|(s, _)| candidates_file(&s))
+        .collect()
 }
 
 fn event_row(store: &Store, commit: Oid) -> Result<EventRow> {
@@ -481,15 +633,9 @@ pub(super) fn load_index(pages: &dyn Source) -> Result<Option<Index>> {
 
 /// An index in a format this build reads, or `None`.
 pub(super) fn parse_index(bytes: &[u8]) -> Option<Index> {
-    let mut idx = serde_json::from_slice::<Index>(bytes).ok()?;
-    match idx.version {
-        // Format 2 carried the shard counts inline; the next write moves them.
-        2 => {
-            idx.version = INDEX_VERSION;
-            idx.shards_loaded = true;
-        }
-        INDEX_VERSION => {}
-        _ => return None,
+    let idx = serde_json::from_slice::<Index>(bytes).ok()?;
+    if idx.version != INDEX_VERSION {
+        return None;
     }
     Some(idx)
 }
@@ -519,10 +665,20 @@ impl Index {
     }
 }
 
-/// Puts the index into a pass's output, and the shard counts when they were
-/// loaded (otherwise they did not change and their file stays as it is).
+/// Puts the index into a pass's output, the shard counts when they were
+/// loaded (otherwise they did not change and their file stays as it is), and
+/// the candidate lists that changed.
 pub(super) fn put_index(out: &mut Changes, idx: &Index) {
     out.insert(INDEX.into(), Some(index_bytes(idx)));
+    for shard in &idx.candidates_changed {
+        let list = idx.candidates.get(shard).filter(|l| !l.is_empty());
+        let bytes = list.map(|l| {
+            let mut b = serde_json::to_vec_pretty(l).expect("candidate lists serialize");
+            b.push(b'\n');
+            b
+        });
+        out.insert(candidates_file(shard), bytes);
+    }
     if idx.shards_loaded {
         let counts: BTreeMap<&String, &Shards> = idx
             .groups
@@ -555,11 +711,8 @@ mod tests {
 
     /// An index with shard counts in two groups, as a full scan leaves it.
     fn scanned() -> Index {
-        let mut idx = Index {
-            version: super::INDEX_VERSION,
-            shards_loaded: true,
-            ..Default::default()
-        };
+        let mut idx = Index::new();
+        idx.scanned();
         for (i, kind) in ["fact", "fact", "decision"].iter().enumerate() {
             let it = item(&format!("mem_0{i}abc"), kind);
             idx.apply_item(&it.path(), &it, 1);
@@ -605,19 +758,15 @@ mod tests {
     }
 
     #[test]
-    fn a_format_2_index_with_inline_counts_is_still_read() {
+    fn older_index_formats_are_not_read() {
         let idx = scanned();
-        let mut v2 = serde_json::to_value(&idx).unwrap();
-        v2["version"] = 2.into();
-        for (key, g) in &idx.groups {
-            v2["groups"][key]["shards"] = serde_json::to_value(&g.shards).unwrap();
+        let mut old = serde_json::to_value(&idx).unwrap();
+        for v in [2, 3] {
+            old["version"] = v.into();
+            assert!(parse_index(&serde_json::to_vec(&old).unwrap()).is_none());
         }
-        let back = parse_index(&serde_json::to_vec(&v2).unwrap()).unwrap();
-        assert_eq!(back.version, super::INDEX_VERSION);
-        assert!(back.shards_loaded, "the next write moves the counts out");
-        assert_eq!(back.groups, idx.groups);
-        v2["version"] = 1.into();
-        assert!(parse_index(&serde_json::to_vec(&v2).unwrap()).is_none());
+        old["version"] = super::INDEX_VERSION.into();
+        assert!(parse_index(&serde_json::to_vec(&old).unwrap()).is_some());
     }
 
     #[test]

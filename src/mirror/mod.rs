@@ -78,6 +78,8 @@ pub const INDEX: &str = "mirror/index.json";
 /// are most of its bytes and only a memory change moves them: a write that
 /// changes no memory item does not read or rewrite this file.
 pub const SHARDS: &str = "mirror/shards.json";
+/// Where the candidates are listed, one file an id shard (derived, like [`INDEX`]).
+pub const CANDIDATES: &str = "mirror/candidates";
 /// The store overview page.
 pub const README: &str = "mirror/README.md";
 /// The review queue page.
@@ -86,10 +88,10 @@ pub const QUEUE: &str = "mirror/queue.md";
 pub const TEMPLATE_DIR: &str = "templates/mirror";
 /// Bumped whenever the shape of the output changes: forces a full render.
 const VERSION: u32 = 2;
-/// The format of [`INDEX`]. Format 2 carried the shard counts inline; it is
-/// still read (the counts move to [`SHARDS`] on the next write), so a store
-/// written by an older cairn does not pay a full render to upgrade.
-const INDEX_VERSION: u32 = 3;
+/// The format of [`INDEX`]. Format 4 moved the candidate list out to
+/// [`CANDIDATES`]; older formats are not read (the next write renders the
+/// mirror from scratch once).
+const INDEX_VERSION: u32 = 4;
 /// How deep a supersession chain is shown under the item that replaced it.
 const MAX_CHAIN: usize = 8;
 /// How many milestones the overview lists.

@@ -12,16 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::Oid;
 
 use super::index::{
-    advance_events, family_pages, group_key, level_of, load_index, parse_index, put_index, Index,
-    CHAIN_WALK,
+    advance_events, candidate_files, family_pages, group_key, level_of, load_index, parse_index,
+    put_index, queue_pages, Index, CHAIN_WALK,
 };
 use super::render::{read_item, Items, Pass, Renderer, Templates};
 use super::source::{
     read_registry, read_typed, run_ids, walk, yaml_files, Cached, GitSource, Source,
 };
-use super::{
-    run_page, Problem, DIR, FULL_RENDERS, INDEX, INDEX_VERSION, QUEUE, README, SHARDS, TEMPLATE_DIR,
-};
+use super::{run_page, Problem, DIR, FULL_RENDERS, INDEX, README, SHARDS, TEMPLATE_DIR};
 use crate::config::MirrorConfig;
 use crate::episode::Episode;
 use crate::error::Result;
@@ -34,11 +32,7 @@ use crate::working_set::WorkingSet;
 /// Builds the index of a state from scratch, and the problems found on the
 /// way; the memory items it parsed go to `items` for the pages.
 fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Result<Index> {
-    let mut idx = Index {
-        version: INDEX_VERSION,
-        shards_loaded: true,
-        ..Default::default()
-    };
+    let mut idx = Index::new();
     let mut keep = |path: &str, r: Result<()>| -> Result<()> {
         match r {
             Ok(()) => Ok(()),
@@ -93,6 +87,7 @@ fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Res
         });
         keep(&path, r)?;
     }
+    idx.scanned();
     Ok(idx)
 }
 
@@ -129,8 +124,9 @@ pub(super) fn render_everything(
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     r.readme(pass)?;
     wanted.insert(README.into());
-    r.queue(pass)?;
-    wanted.insert(QUEUE.into());
+    r.queue(pass, None)?;
+    wanted.extend(queue_pages(&idx, cfg.max_page_items));
+    wanted.extend(candidate_files(&idx));
     for run in idx.runs.keys() {
         r.run(pass, run)?;
         wanted.insert(run_page(run));
@@ -160,6 +156,8 @@ pub(super) fn render_everything(
 pub(super) struct Dirty {
     readme: bool,
     queue: bool,
+    /// Id shards whose candidates changed (their queue parts, when split).
+    queue_shards: BTreeSet<String>,
     runs: BTreeSet<String>,
     projects: BTreeSet<String>,
     all_projects: bool,
@@ -168,14 +166,17 @@ pub(super) struct Dirty {
 }
 
 /// Applies the changes of `paths` (old state `old`, new state `new`) to `idx`
-/// and notes the pages they touch. Returns false when only a full render will do.
+/// and notes the pages they touch; derived lists the changes need are read
+/// from `pages`. Returns false when only a full render will do.
 pub(super) fn apply_changes(
     idx: &mut Index,
     old: &dyn Source,
     new: &dyn Source,
+    pages: &dyn Source,
     paths: &[String],
     dirty: &mut Dirty,
 ) -> Result<bool> {
+    idx.start_changes();
     for path in paths {
         if path.starts_with(&format!("{DIR}/")) {
             continue;
@@ -220,12 +221,16 @@ pub(super) fn apply_changes(
                 for (item, sign) in [(&before, -1), (&after, 1)] {
                     let Some(item) = item else { continue };
                     let key = group_key(&item.scope, item.scope_id.as_deref(), &item.kind);
-                    let shards = dirty.groups.entry(key).or_default();
-                    shards.insert(layout::shard(&item.id));
-                    idx.apply_item(path, item, sign);
+                    let shard = layout::shard(&item.id);
                     if item.status == ItemStatus::Candidate {
+                        if !idx.load_candidates(pages, &shard)? {
+                            return Ok(false);
+                        }
                         dirty.queue = true;
+                        dirty.queue_shards.insert(shard.clone());
                     }
+                    dirty.groups.entry(key).or_default().insert(shard);
+                    idx.apply_item(path, item, sign);
                     if let Some(p) = &item.project {
                         dirty.projects.insert(p.clone());
                     }
@@ -290,7 +295,15 @@ pub(super) fn render_dirty(
 ) -> Result<()> {
     r.readme(pass)?;
     if dirty.queue {
-        r.queue(pass)?;
+        let max = r.cfg.max_page_items;
+        let same_layout = old_idx.queue_split(max) == r.idx.queue_split(max);
+        r.queue(pass, same_layout.then_some(&dirty.queue_shards))?;
+        let now: BTreeSet<String> = queue_pages(r.idx, max).into_iter().collect();
+        for p in queue_pages(old_idx, max) {
+            if !now.contains(&p) {
+                pass.delete(&p)?;
+            }
+        }
     }
     for run in &dirty.runs {
         r.run(pass, run)?;
@@ -471,7 +484,10 @@ fn incremental(
     }
     let mut idx = old_idx.clone();
     let mut dirty = Dirty::default();
-    if !apply_changes(&mut idx, old, new, paths, &mut dirty)? {
+    if !apply_changes(&mut idx, old, new, pass.pages, paths, &mut dirty)? {
+        return Ok(false);
+    }
+    if !prepare_queue(&mut idx, &old_idx, pass.pages, cfg, &dirty)? {
         return Ok(false);
     }
     advance_events(&mut idx, store, horizon, cfg.recent_events)?;
@@ -494,6 +510,22 @@ fn incremental(
     render_dirty(&r, &old_idx, &old_registry, &dirty, pass)?;
     put_index(&mut pass.out, &idx);
     Ok(true)
+}
+
+/// Reads the candidate lists the queue pages `dirty` names need. False when
+/// one is unusable (only a full render will do).
+pub(super) fn prepare_queue(
+    idx: &mut Index,
+    old_idx: &Index,
+    pages: &dyn Source,
+    cfg: &MirrorConfig,
+    dirty: &Dirty,
+) -> Result<bool> {
+    if !dirty.queue {
+        return Ok(true);
+    }
+    let max = cfg.max_page_items;
+    idx.load_for_queue(pages, max, old_idx.queue_split(max), &dirty.queue_shards)
 }
 
 /// Drops writes that would not change a page.

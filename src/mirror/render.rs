@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::index::{group_page, level_of, part_page, parts_of, run_link, Group, Index};
+use super::index::{group_page, level_of, part_page, parts_of, queue_part, run_link, Group, Index};
 use super::source::{read_typed, yaml_files, Source};
 use super::{run_page, Problem, DIR, MAX_CHAIN, QUEUE, README, TEMPLATES, TEMPLATE_DIR, VERSION};
 use crate::config::MirrorConfig;
@@ -288,7 +288,7 @@ impl Renderer<'_> {
             "projects": projects,
             "groups": groups,
             "totals": totals,
-            "queue_size": self.idx.candidates.len(),
+            "queue_size": self.idx.candidate_total(),
             "milestones": self.idx.milestones.iter().map(|m| {
                 let mut v = serde_json::to_value(m).expect("rows serialize");
                 v["run_link"] = Value::String(run_link(&m.run_id));
@@ -514,7 +514,9 @@ impl Renderer<'_> {
                     continue;
                 }
             }
-            let mut ctx = base.clone();
+            // A part shows its own items only (not the group's counts, which
+            // every change in the group moves): other parts' changes do not touch it.
+            let mut ctx = json!({"scope": g.scope, "scope_id": g.scope_id, "type": g.kind});
             ctx["items"] = Value::Array(self.group_items(g, prefix)?);
             ctx["part"] = json!({"prefix": prefix, "index": format!("../{name}.md")});
             pass.emit(&part_page(g, prefix), "memory.md.j2", &edit, ctx)?;
@@ -522,27 +524,63 @@ impl Renderer<'_> {
         Ok(())
     }
 
-    pub(super) fn queue(&self, pass: &mut Pass<'_>) -> Result<()> {
+    /// The review queue: one page, or (more than `max_page_items`
+    /// candidates) an index page and one part an id shard, of which only
+    /// those in `dirty` are rendered when given.
+    pub(super) fn queue(
+        &self,
+        pass: &mut Pass<'_>,
+        dirty: Option<&BTreeSet<String>>,
+    ) -> Result<()> {
+        let edit = [
+            "memory/**/*.yaml  (cairn memory promote ID | cairn memory reject ID --reason ...)"
+                .to_string(),
+        ];
+        let total = self.idx.candidate_total();
+        let mut ctx = json!({"total": total});
+        if !self.idx.conflicts.is_empty() {
+            ctx["conflicts"] = conflict_rows(self.idx);
+        }
+        let shards = self.idx.candidate_shards();
+        if !self.idx.queue_split(self.cfg.max_page_items) {
+            let mut items = Vec::new();
+            for (shard, _) in &shards {
+                items.extend(self.queue_items(shard)?);
+            }
+            items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            ctx["items"] = Value::Array(items);
+            return pass.emit(QUEUE, "queue.md.j2", &edit, ctx);
+        }
+        ctx["parts"] = Value::Array(
+            shards
+                .iter()
+                .map(|(p, n)| json!({"prefix": p, "count": n, "link": format!("queue/{p}.md")}))
+                .collect(),
+        );
+        pass.emit(QUEUE, "queue.md.j2", &edit, ctx)?;
+        for (shard, _) in &shards {
+            if dirty.is_some_and(|d| !d.contains(shard)) {
+                continue;
+            }
+            // A part shows its own shard only: the other shards' changes do not touch it.
+            let ctx = json!({
+                "items": self.queue_items(shard)?,
+                "part": {"prefix": shard, "index": "../queue.md"},
+            });
+            pass.emit(&queue_part(shard), "queue.md.j2", &edit, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The candidates of one id shard as the queue shows them, by id.
+    fn queue_items(&self, shard: &str) -> Result<Vec<Value>> {
         let mut items = Vec::new();
-        for path in self.idx.candidates.values() {
+        for (_, path) in self.idx.candidates_in(shard) {
             if let Some(item) = read_item(self.src, path)? {
                 items.push(item_ctx(&item));
             }
         }
-        items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        let mut ctx = json!({"items": items});
-        if !self.idx.conflicts.is_empty() {
-            ctx["conflicts"] = conflict_rows(self.idx);
-        }
-        pass.emit(
-            QUEUE,
-            "queue.md.j2",
-            &[
-                "memory/**/*.yaml  (cairn memory promote ID | cairn memory reject ID --reason ...)"
-                    .into(),
-            ],
-            ctx,
-        )
+        Ok(items)
     }
 }
 

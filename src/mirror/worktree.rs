@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use git2::Oid;
 
 use super::index::{advance_events, put_index, Index};
-use super::plan::{apply_changes, finish, plan, render_dirty, render_everything, Dirty};
+use super::plan::{
+    apply_changes, finish, plan, prepare_queue, render_dirty, render_everything, Dirty,
+};
 use super::render::{Pass, Renderer, Templates};
 use super::source::{read_registry, walk, GoodSource, MapSource, Overlay, Source, WorkTreeSource};
 use super::{horizon_of, is_watched, validate_file, Problem, DIR, TEMPLATE_DIR};
@@ -281,7 +283,9 @@ impl WorkTreeMirror {
         } else {
             read_registry(&new).unwrap_or_default()
         };
-        if !apply_changes(&mut idx, &old, &new, &paths, &mut dirty)? {
+        if !apply_changes(&mut idx, &old, &new, &pages, &paths, &mut dirty)?
+            || !prepare_queue(&mut idx, &old_idx, &pages, &self.cfg, &dirty)?
+        {
             return self.rescan(store);
         }
         advance_events(
