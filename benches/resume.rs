@@ -6,6 +6,7 @@
 //! - `CAIRN_BENCH_BIG`: the large store size (default 100000).
 //! - `CAIRN_BENCH_OPS`: timed operations per row at 1k items (default 10);
 //!   the large rows take a third as many (at least 3).
+//! - `CAIRN_BENCH_BACKUPS=0`: leave out the backup rows.
 //!
 //! Rows: `snapshot-N` times `resume::snapshot` (pack built, written as a
 //! folder, the event recorded once per state); `load-N` times
@@ -95,19 +96,12 @@ fn rows(root: &Path, n: usize, ops: usize, backups: bool) {
             StoreOptions::default(),
         )
         .expect("init target");
-        // Untrusted, the items arrive as candidates, and the mirror's index
-        // lists every candidate: at 100k that file outgrows max_file_bytes
-        // (a known limit, in BENCHMARKS.md), so the large row loads trusted.
-        let opts = LoadOptions {
-            trust: n > 10_000,
-            ..Default::default()
-        };
+        // Untrusted: the items arrive as candidates in the review queue.
         let t = Instant::now();
-        resume::load(&target, &pack, &opts, None).expect("load");
+        resume::load(&target, &pack, &LoadOptions::default(), None).expect("load");
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let label = if n > 10_000 { " (trusted)" } else { "" };
-    report(&format!("load-{n}{label}"), ms);
+    report(&format!("load-{n}"), ms);
     if !backups {
         return;
     }
@@ -141,5 +135,6 @@ fn main() {
     let tmp = tempfile::TempDir::new().unwrap();
     println!("resume benchmark: 1000 and {big} items in scope, {ops} ops at 1k");
     rows(tmp.path(), 1000, ops, false);
-    rows(tmp.path(), big, (ops / 3).max(3), true);
+    let backups = num("CAIRN_BENCH_BACKUPS", 1) != 0;
+    rows(tmp.path(), big, (ops / 3).max(3), backups);
 }
