@@ -538,3 +538,63 @@ fn a_long_review_queue_splits_by_shard_and_no_derived_file_lists_it_whole() {
         "every write was incremental"
     );
 }
+
+/// The parsed-item cache under the store's local folder saves parsing when
+/// pages are rendered again; it must never change what a page says. Pages
+/// made with the cache warm match a render that parses every item, and a
+/// damaged cache file is ignored.
+#[test]
+fn the_item_cache_never_changes_what_pages_say() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = fixture(dir.path());
+    let cache = store.local_dir().join("cache").join("mirror-items");
+    // Confidences whose shortest decimal form is long (the cache keeps
+    // floats exactly: serde_json's float_roundtrip).
+    let confidences = [0.1, 0.7, 1.0 / 3.0, 0.123456789012345];
+    for (i, c) in confidences.iter().enumerate() {
+        let mcrs = json!({"mcrs": [{"op": "add", "type": "fact", "scope": "global",
+            "content": format!("cached fact {i}"), "confidence": c}]});
+        memory::propose(&store, RUN, &mcrs, Default::default(), "mcrs.json", None).unwrap();
+    }
+    let ids: Vec<String> = memory::queue(&store, &Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert!(ids.len() >= confidences.len());
+    memory::promote(&store, &ids[0], None, None).unwrap();
+    assert!(
+        std::fs::read_dir(&cache).is_ok_and(|d| d.count() > 0),
+        "the writes filled no cache under {}",
+        cache.display()
+    );
+    // A render that parses everything agrees with the pages made warm.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let report = mirror::check(&store).unwrap();
+    assert!(report.clean(), "{report:?}");
+    // Damaged cache files are read as empty ones.
+    let mut damaged = 0;
+    for entry in walkdir(&cache) {
+        std::fs::write(&entry, b"{\"format\": 1, \"entries\": 7").unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    memory::reject(&store, &ids[1], "not needed", None).unwrap();
+    std::fs::remove_dir_all(&cache).unwrap();
+    let report = mirror::check(&store).unwrap();
+    assert!(report.clean(), "{report:?}");
+}
+
+/// Every file under a folder, at any depth.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

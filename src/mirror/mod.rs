@@ -27,6 +27,11 @@
 //!   rewritten only by a change to a memory item.
 //! - The renderer reads through [`Source`], so the same code renders from git
 //!   objects (commits) and from the work tree (the watcher).
+//! - Parsed memory items are cached beside the store (`cache`, under its
+//!   local folder, never committed), keyed by the git blob id they were
+//!   parsed from: a write that dirties many pages (a merge, an import) does
+//!   not parse every item they show again, and a cache entry can never be
+//!   stale. The cache changes speed only, never bytes.
 //!
 //! The code is split along its seams:
 //! - `source`: the [`Source`] trait, the places pages are rendered from
@@ -39,9 +44,11 @@
 //!   each kind of page;
 //! - `plan`: full and incremental passes, and the plan that picks between
 //!   them for a write;
+//! - `cache`: the parsed-item cache;
 //! - `worktree`: pages in a work tree: untracked mirrors, resetting pages
 //!   the watcher rewrote, and [`WorkTreeMirror`], the watcher's engine.
 
+mod cache;
 mod index;
 mod plan;
 mod render;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use git2::Oid;
 
+use super::cache::ItemCache;
 use super::index::{
     advance_events, candidate_files, family_pages, group_key, level_of, load_index, parse_index,
     put_index, queue_pages, Index, CHAIN_WALK,
@@ -31,7 +32,12 @@ use crate::working_set::WorkingSet;
 
 /// Builds the index of a state from scratch, and the problems found on the
 /// way; the memory items it parsed go to `items` for the pages.
-fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Result<Index> {
+fn scan(
+    src: &dyn Source,
+    cache: &ItemCache,
+    problems: &mut Vec<Problem>,
+    items: &mut Items,
+) -> Result<Index> {
     let mut idx = Index::new();
     let mut keep = |path: &str, r: Result<()>| -> Result<()> {
         match r {
@@ -62,7 +68,7 @@ fn scan(src: &dyn Source, problems: &mut Vec<Problem>, items: &mut Items) -> Res
         if layout::schema_for(&path) != Some("memory_item") {
             continue;
         }
-        let r = read_item(src, &path).map(|item| {
+        let r = cache.item(src, &path).map(|item| {
             if let Some(item) = &item {
                 idx.apply_item(&path, item, 1);
             }
@@ -102,7 +108,8 @@ pub(super) fn render_everything(
 ) -> Result<Index> {
     let mut problems = extra_problems.to_vec();
     let mut items = Items::new();
-    let mut idx = scan(src, &mut problems, &mut items)?;
+    let cache = ItemCache::under(store.local_dir());
+    let mut idx = scan(src, &cache, &mut problems, &mut items)?;
     advance_events(&mut idx, store, horizon, cfg.recent_events)?;
     let registry = match read_registry(src) {
         Ok(r) => r,
@@ -116,6 +123,7 @@ pub(super) fn render_everything(
     let r = Renderer {
         src,
         items: std::cell::RefCell::new(items),
+        cache: &cache,
         cfg,
         idx: &idx,
         registry: &registry,
@@ -139,6 +147,7 @@ pub(super) fn render_everything(
         r.group(pass, g, None)?;
         wanted.extend(family_pages(g, cfg.max_page_items));
     }
+    cache.flush();
     wanted.insert(INDEX.into());
     wanted.insert(SHARDS.into());
     let mut existing = Vec::new();
@@ -499,15 +508,18 @@ fn incremental(
     }
     let old_registry = read_registry(old)?;
     let registry = read_registry(new)?;
+    let cache = ItemCache::under(store.local_dir());
     let r = Renderer {
         src: new,
         items: Default::default(),
+        cache: &cache,
         cfg,
         idx: &idx,
         registry: &registry,
         problems: &[],
     };
     render_dirty(&r, &old_idx, &old_registry, &dirty, pass)?;
+    cache.flush();
     put_index(&mut pass.out, &idx);
     Ok(true)
 }

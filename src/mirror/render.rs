@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::cache::ItemCache;
 use super::index::{group_page, level_of, part_page, parts_of, queue_part, run_link, Group, Index};
 use super::source::{read_typed, yaml_files, Source};
 use super::{run_page, Problem, DIR, MAX_CHAIN, QUEUE, README, TEMPLATES, TEMPLATE_DIR, VERSION};
@@ -212,7 +213,7 @@ fn item_ctx(item: &MemoryItem) -> Value {
 }
 
 /// The items an item replaced, newest first, read from the same scope.
-fn chain_of(src: &dyn Source, item: &MemoryItem) -> Result<Vec<Value>> {
+fn chain_of(src: &dyn Source, cache: &ItemCache, item: &MemoryItem) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut next = item.supersedes.clone();
     let mut seen = BTreeSet::new();
@@ -221,7 +222,7 @@ fn chain_of(src: &dyn Source, item: &MemoryItem) -> Result<Vec<Value>> {
             break;
         }
         let path = layout::memory_item(&item.scope, item.scope_id.as_deref(), &id);
-        let Some(old) = read_item(src, &path)? else {
+        let Some(old) = cache.item(src, &path)? else {
             break;
         };
         out.push(item_ctx(&old));
@@ -240,6 +241,8 @@ pub(super) struct Renderer<'a> {
     /// Items parsed during this pass: a scope folder holds every type, so
     /// each of its type pages would otherwise parse every item again.
     pub(super) items: std::cell::RefCell<Items>,
+    /// Items parsed by earlier passes, by blob.
+    pub(super) cache: &'a ItemCache,
     pub(super) cfg: &'a MirrorConfig,
     pub(super) idx: &'a Index,
     pub(super) registry: &'a Registry,
@@ -406,7 +409,7 @@ impl Renderer<'_> {
             .collect();
         let mut disputed = Vec::new();
         for path in self.idx.disputed.values() {
-            if let Some(item) = read_item(self.src, path)? {
+            if let Some(item) = self.cache.item(self.src, path)? {
                 if item.project.as_deref() == Some(project)
                     || (item.scope == "project" && item.scope_id.as_deref() == Some(project))
                 {
@@ -453,7 +456,7 @@ impl Renderer<'_> {
                 let item = match cached {
                     Some(i) => i,
                     None => {
-                        let i = read_item(self.src, &path)?;
+                        let i = self.cache.item(self.src, &path)?;
                         self.items.borrow_mut().insert(path.clone(), i.clone());
                         i
                     }
@@ -465,7 +468,7 @@ impl Renderer<'_> {
                     continue;
                 }
                 let mut ctx = item_ctx(&item);
-                ctx["superseded"] = Value::Array(chain_of(self.src, &item)?);
+                ctx["superseded"] = Value::Array(chain_of(self.src, self.cache, &item)?);
                 items.push(ctx);
             }
         }
@@ -576,7 +579,7 @@ impl Renderer<'_> {
     fn queue_items(&self, shard: &str) -> Result<Vec<Value>> {
         let mut items = Vec::new();
         for (_, path) in self.idx.candidates_in(shard) {
-            if let Some(item) = read_item(self.src, path)? {
+            if let Some(item) = self.cache.item(self.src, path)? {
                 items.push(item_ctx(&item));
             }
         }

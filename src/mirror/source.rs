@@ -31,6 +31,11 @@ pub trait Source {
             None => Ok(None),
         }
     }
+    /// The git blob id of a file, when this source knows it without
+    /// reading the file (a commit's tree, planned bytes); `None` otherwise.
+    fn blob_id(&self, _path: &str) -> Result<Option<Oid>> {
+        Ok(None)
+    }
 }
 
 /// A commit of the store (or the empty store for `None`).
@@ -92,6 +97,16 @@ impl Source for GitSource<'_> {
         }
         match self.commit {
             Some(c) => self.store.read_file(c, path),
+            None => Ok(None),
+        }
+    }
+
+    fn blob_id(&self, path: &str) -> Result<Option<Oid>> {
+        if let Some(files) = self.bulk()? {
+            return Ok(files.get(path).copied());
+        }
+        match self.commit {
+            Some(c) => self.store.blob_id(c, path),
             None => Ok(None),
         }
     }
@@ -222,6 +237,14 @@ impl Source for Overlay<'_> {
         }
     }
 
+    fn blob_id(&self, path: &str) -> Result<Option<Oid>> {
+        match self.changes.get(path) {
+            Some(Some(b)) => Ok(super::cache::blob_of(b)),
+            Some(None) => Ok(None),
+            None => self.base.blob_id(path),
+        }
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
         let mut entries: BTreeMap<String, bool> = self.base.list(dir)?.into_iter().collect();
         let prefix = if dir.is_empty() {
@@ -307,6 +330,10 @@ impl Source for Cached<'_> {
             .borrow_mut()
             .insert(path.to_string(), got.clone());
         Ok(got)
+    }
+
+    fn blob_id(&self, path: &str) -> Result<Option<Oid>> {
+        self.inner.blob_id(path)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::Oid;
 
+use super::cache::ItemCache;
 use super::index::{advance_events, put_index, Index};
 use super::plan::{
     apply_changes, finish, plan, prepare_queue, render_dirty, render_everything, Dirty,
@@ -296,9 +297,12 @@ impl WorkTreeMirror {
         )?;
         let registry = read_registry(&new).unwrap_or_default();
         let problems = self.problems();
+        // The work tree names no blob ids: nothing to look up in the item cache.
+        let cache = ItemCache::off();
         let r = Renderer {
             src: &new,
             items: Default::default(),
+            cache: &cache,
             cfg: &self.cfg,
             idx: &idx,
             registry: &registry,
