@@ -140,7 +140,6 @@ fn main() {
         let sq = SearchQuery {
             text: q["question"].as_str().unwrap_or_default().to_string(),
             top_k: 10,
-            plain: true,
             ..Default::default()
         };
         let t = Instant::now();

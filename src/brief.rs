@@ -185,7 +185,6 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     if config.budgets.brief_memories > 0 {
         let q = SearchQuery {
             text: query.clone(),
-            plain: true,
             top_k: config.budgets.brief_memories,
             ..Default::default()
         };

@@ -236,7 +236,15 @@ fn filters_and_scope_weights() {
         ..Default::default()
     })
     .is_empty());
-    assert_eq!(f.search("type:decision retry"), [ids[1].clone()]);
+    assert_eq!(
+        f.query(SearchQuery {
+            text: "type:decision retry".into(),
+            top_k: 10,
+            syntax: true,
+            ..Default::default()
+        }),
+        [ids[1].clone()]
+    );
     // Empty query with filters lists by recency.
     assert_eq!(
         f.query(SearchQuery {
@@ -273,23 +281,28 @@ fn hits_say_why() {
     assert!(m["identifiers"].contains(&"uteke".to_string()));
 }
 
-#[test]
-fn query_errors_and_huge_queries() {
-    let f = fixture();
-    let err = search::search(
+/// A search in the query syntax.
+fn syntax(f: &Fixture, text: &str) -> cairn::Result<search::SearchResults> {
+    search::search(
         &f.store,
         &SearchQuery {
-            text: "deploy \"prod".into(),
+            text: text.into(),
             top_k: 1,
+            syntax: true,
             ..Default::default()
         },
         &Ranking::default(),
         &quiet,
     )
-    .unwrap_err();
+}
+
+#[test]
+fn query_errors_and_huge_queries() {
+    let f = fixture();
+    let err = syntax(&f, "deploy \"prod").unwrap_err();
     assert_eq!(err.category(), cairn::Category::Validation);
     assert!(err.to_string().contains("character 7"));
-    let err = results(&f, "colour:red").unwrap_err();
+    let err = syntax(&f, "colour:red").unwrap_err();
     assert!(err.to_string().contains("colour"));
     let big = "word ".repeat(10_000);
     let r = results(&f, big).unwrap();
@@ -400,4 +413,107 @@ fn a_locked_index_makes_a_search_wait_not_fail() {
     assert_eq!(f.search("patience"), ids);
     assert!(started.elapsed() >= std::time::Duration::from_millis(600));
     releaser.join().unwrap();
+}
+
+/// Natural language is the default: a thousand questions full of the
+/// syntax's characters (unbalanced quotes, colons, brackets, operators,
+/// unicode, empty and huge ones) are all answered, none refused, and the
+/// words in them still find what they name.
+#[test]
+fn hostile_questions_are_never_refused() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("We first deployed staging-eu on a Tuesday"),
+        add("They played cs:go after the standup"),
+    ]));
+    let pieces = [
+        "\"",
+        "'",
+        ":",
+        "::",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        "+",
+        "-",
+        "!",
+        "^",
+        "~",
+        "*",
+        "?",
+        "\\",
+        "/",
+        "AND",
+        "OR",
+        "NOT",
+        "&&",
+        "||",
+        "type:",
+        ":fact",
+        "id:",
+        "https://x.y",
+        "c:\\temp",
+        "10:30",
+        "\"\"",
+        "\u{0}",
+        "\u{200b}",
+        "é",
+        "日本語",
+        "😀",
+        "\t",
+        "\n",
+        "%",
+        "$",
+        "#",
+        "@",
+        "<script>",
+        "staging-eu",
+        "cs:go",
+        "deploy",
+        "colour:blue",
+        "field:\"unclosed",
+        "*:*",
+        "~2",
+        "^3",
+        "-x",
+        "+y",
+    ];
+    // A fixed generator: the same questions on every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut questions = vec![
+        String::new(),
+        " ".into(),
+        "When did we first deploy \"staging-eu?".into(),
+        "Which game did they play, cs:go?".into(),
+        "word ".repeat(5_000),
+        "\"".repeat(1_000),
+        ":".repeat(1_000),
+    ];
+    while questions.len() < 1_000 {
+        let n = (next() % 12) as usize + 1;
+        let q: Vec<&str> = (0..n)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        let sep = if next() % 3 == 0 { "" } else { " " };
+        questions.push(q.join(sep));
+    }
+    for q in &questions {
+        if let Err(e) = results(&f, q.as_str()) {
+            panic!("{q:?} was refused: {e}");
+        }
+    }
+    assert_eq!(
+        f.search("When did we first deploy \"staging-eu?"),
+        [ids[0].clone()]
+    );
+    assert_eq!(f.search("Which game did they play, cs:go?")[0], ids[1]);
 }

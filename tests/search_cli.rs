@@ -60,14 +60,29 @@ fn import_search_and_index_status() {
 #[test]
 fn bad_queries_are_validation_errors_with_a_position() {
     let (env, _run) = seeded();
-    let err = refused(&env, &["search", "deploy \"uteke"], None, "VALIDATION", 3);
+    let err = refused(
+        &env,
+        &["search", "--syntax", "deploy \"uteke"],
+        None,
+        "VALIDATION",
+        3,
+    );
     assert!(
         err["message"].as_str().unwrap().contains("character 7"),
         "{err}"
     );
-    let err = refused(&env, &["search", "colour:blue"], None, "VALIDATION", 3);
+    let err = refused(
+        &env,
+        &["search", "--syntax", "colour:blue"],
+        None,
+        "VALIDATION",
+        3,
+    );
     assert!(err["message"].as_str().unwrap().contains("colour"), "{err}");
-    // --plain takes any text.
+    // Without --syntax any text is words (and --plain, the old spelling of
+    // that, still runs).
+    env.ok(&["search", "deploy \"uteke colour:blue"]);
+    env.ok(&["search", "Which game did they play, cs:go?"]);
     env.ok(&["search", "--plain", "deploy \"uteke colour:blue"]);
     // A 10,000-term query is cut with a warning, not refused.
     let long = "deploy ".repeat(10_000);

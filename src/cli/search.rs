@@ -12,7 +12,9 @@ use super::{CliError, CmdResult, Ctx, Output};
 /// Search memory (BM25 with scope weights, recency and confidence).
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
-    /// Words, "exact phrases" and field:value (content, tags, type, scope, scope_id, status, project, run, id).
+    /// What to look for, in plain words: any text is accepted (quotes and
+    /// colons are just separators). With --syntax: words, "exact phrases" and
+    /// field:value (content, tags, type, scope, scope_id, status, project, run, id).
     query: Vec<String>,
     /// scope or scope:id, e.g. project:NAME.
     #[arg(long)]
@@ -38,8 +40,12 @@ pub struct SearchArgs {
     /// How many hits.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
-    /// Treat the query as plain words (no "phrases", no field:value).
+    /// Read the query as the query syntax ("exact phrases", field:value);
+    /// a syntax mistake is then an error naming its position.
     #[arg(long)]
+    syntax: bool,
+    /// Plain words (the default now; kept so older scripts still run).
+    #[arg(long, hide = true, conflicts_with = "syntax")]
     plain: bool,
 }
 
@@ -101,7 +107,7 @@ pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
         since: time_arg("since", &a.since)?,
         until: time_arg("until", &a.until)?,
         top_k: a.top_k,
-        plain: a.plain,
+        syntax: a.syntax && !a.plain,
     };
     let ranking = cairn::search::Ranking::from(&store.config()?);
     let results = search::search(&store, &q, &ranking, &progress_bar())?;

@@ -513,7 +513,8 @@ impl From<&StoreConfig> for Ranking {
 /// A memory search.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
-    /// The query text (words, "phrases", field:value).
+    /// The query text: words (natural language) by default; words,
+    /// "phrases" and field:value when [`SearchQuery::syntax`] is set.
     pub text: String,
     /// Only this scope (and id).
     pub scope: Option<ScopeFilter>,
@@ -531,8 +532,10 @@ pub struct SearchQuery {
     pub until: Option<OffsetDateTime>,
     /// How many hits.
     pub top_k: usize,
-    /// Treat the text as plain words: no phrases, no `field:value`.
-    pub plain: bool,
+    /// Read the text as the query syntax ("phrases", `field:value`), whose
+    /// mistakes are errors with a position. Off (the default), the text is
+    /// natural language: any text is words and never an error.
+    pub syntax: bool,
 }
 
 /// One search hit.
@@ -675,6 +678,18 @@ fn parse_query(text: &str) -> Result<(ParsedQuery, Vec<String>)> {
     Ok((q, warnings))
 }
 
+/// Reads text as natural language: every piece of it is words. Quotes,
+/// colons and the other syntax characters are separators, so no text is
+/// an error (a question typed by a person or passed through by an agent).
+fn natural_query(text: &str) -> (ParsedQuery, Vec<String>) {
+    let words: String = text
+        .chars()
+        .map(|c| if c == '"' || c == ':' { ' ' } else { c })
+        .collect();
+    // Without quotes and colons the syntax has nothing left to refuse.
+    parse_query(&words).unwrap_or_default()
+}
+
 fn keyword(field: Field, value: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(
         Term::from_field_text(field, value),
@@ -694,10 +709,10 @@ pub fn search(
     progress: Progress<'_>,
 ) -> Result<SearchResults> {
     let started = Instant::now();
-    let (parsed, warnings) = if q.plain {
-        parse_query(&q.text.replace(['"', ':'], " "))?
-    } else {
+    let (parsed, warnings) = if q.syntax {
         parse_query(&q.text)?
+    } else {
+        natural_query(&q.text)
     };
     let idx = open(store, progress)?;
     let result = run_search(store, &idx, q, &parsed, ranking);
