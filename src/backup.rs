@@ -12,7 +12,10 @@
 //! - A backup is verified before it is renamed into place: its chain
 //!   (full, then each incremental) is fetched into a fresh repository, that
 //!   repository passes `fsck`, and its refs equal the manifest's.
-//! - An incremental with nothing new is not written (`empty`).
+//! - An incremental with nothing new is not written (`empty`). One whose
+//!   refs changed without new objects (a tag deleted, a branch moved back)
+//!   is a manifest with no bundle (`bytes` 0): restoring a chain sets the
+//!   refs to the last manifest's, so deleted refs stay deleted.
 //! - Prune never removes a backup that a kept incremental builds on.
 //!
 //! This module sits beside `fsck` (it opens the restored store and runs
@@ -58,8 +61,12 @@ pub struct Manifest {
     pub base: Option<String>,
     /// The bundle's sha256.
     pub sha256: String,
-    /// The bundle's size in bytes.
+    /// The bundle's size in bytes (0: an incremental of refs only).
     pub bytes: u64,
+    /// What `cairn fsck` found in the store when it was backed up (each
+    /// finding described): a faithful restore has exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 /// What [`create`] did.
@@ -74,6 +81,13 @@ pub struct Created {
     pub empty: bool,
     /// Things that did not stop the backup but need saying.
     pub warnings: Vec<String>,
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn sha256_file(path: &Path) -> Result<(String, u64)> {
@@ -194,8 +208,14 @@ pub fn create(store: &Store, dir: &Path, incremental: bool) -> Result<Created> {
         None => Vec::new(),
     };
     let names: Vec<String> = refs.iter().map(|(n, _)| n.clone()).collect();
-    store.bundle_create(&tmp, &names, &exclude)?;
-    let (sha256, bytes) = sha256_file(&tmp)?;
+    let targets: Vec<git2::Oid> = refs.iter().map(|(_, o)| *o).collect();
+    let refs_only = base.is_some() && store.bundle_would_be_empty(&targets, &exclude);
+    let (sha256, bytes) = if refs_only {
+        (hex_sha256(b""), 0)
+    } else {
+        store.bundle_create(&tmp, &names, &exclude)?;
+        sha256_file(&tmp)?
+    };
     let manifest = Manifest {
         schema_version: crate::schema::SCHEMA_VERSION.into(),
         backup_id: id.clone(),
@@ -209,6 +229,7 @@ pub fn create(store: &Store, dir: &Path, incremental: bool) -> Result<Created> {
         base: base.as_ref().map(|b| b.backup_id.clone()),
         sha256,
         bytes,
+        findings: Vec::new(),
     };
     // Verify before it counts: the chain so far plus this bundle.
     let mut chain = match &base {
@@ -222,36 +243,39 @@ pub fn create(store: &Store, dir: &Path, incremental: bool) -> Result<Created> {
         if v.findings.is_empty() {
             return Ok(Vec::new());
         }
-        let describe = |f: &[crate::error::Finding]| -> BTreeSet<String> {
-            f.iter().map(|f| f.describe()).collect()
-        };
         let source = crate::fsck::fsck(store)?;
         if describe(&source) == describe(&v.findings) {
-            Ok(v.findings
-                .iter()
-                .map(|f| format!("the store itself has this fsck finding: {}", f.describe()))
-                .collect())
+            Ok(describe(&v.findings).into_iter().collect())
         } else {
             Err(Error::FsckFailed {
                 findings: v.findings,
             })
         }
     });
-    let warnings = match checked {
-        Ok(w) => w,
+    let mut manifest = manifest;
+    manifest.findings = match checked {
+        Ok(f) => f,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
     };
+    let warnings: Vec<String> = manifest
+        .findings
+        .iter()
+        .map(|f| format!("the store itself has this fsck finding: {f}"))
+        .collect();
     let bundle_path = dir.join(format!("{id}.bundle"));
-    fs::rename(&tmp, &bundle_path).map_err(|e| Error::io("rename into place", &bundle_path, e))?;
+    if !refs_only {
+        fs::rename(&tmp, &bundle_path)
+            .map_err(|e| Error::io("rename into place", &bundle_path, e))?;
+    }
     let mut json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
     json.push(b'\n');
     crate::store::write_atomic(&dir.join(format!("{id}.json")), &json, true)?;
     Ok(Created {
         manifest: Some(manifest),
-        bundle: Some(bundle_path),
+        bundle: (!refs_only).then_some(bundle_path),
         empty: false,
         warnings,
     })
@@ -312,10 +336,16 @@ pub struct Verified {
     pub findings: Vec<crate::error::Finding>,
 }
 
+/// Findings as sets of their descriptions, to compare two fsck runs.
+fn describe(findings: &[crate::error::Finding]) -> BTreeSet<String> {
+    findings.iter().map(|f| f.describe()).collect()
+}
+
 impl Verified {
-    /// Fails when fsck found anything in the restored store.
-    fn sound(self) -> Result<Verified> {
-        if self.findings.is_empty() {
+    /// Fails when fsck found in the restored store anything other than
+    /// what it found in the store when it was backed up (`expected`).
+    fn sound(self, expected: &[String]) -> Result<Verified> {
+        if describe(&self.findings) == expected.iter().cloned().collect() {
             Ok(self)
         } else {
             Err(Error::FsckFailed {
@@ -331,6 +361,10 @@ impl Verified {
 fn restore_chain(chain: &[(Manifest, PathBuf)], into: &Path) -> Result<Verified> {
     let last = &chain.last().expect("a chain has a backup").0;
     for (m, bundle) in chain {
+        if m.bytes == 0 && m.kind == "incremental" {
+            // Refs only: there is no bundle to check.
+            continue;
+        }
         let (sha, bytes) = sha256_file(bundle)?;
         if sha != m.sha256 || bytes != m.bytes {
             return Err(Error::Integrity {
@@ -343,13 +377,25 @@ fn restore_chain(chain: &[(Manifest, PathBuf)], into: &Path) -> Result<Verified>
         }
     }
     bundle::init_repo(into, &last.branch)?;
-    for (_, b) in chain {
+    for (m, b) in chain {
+        if m.bytes == 0 && m.kind == "incremental" {
+            continue;
+        }
         bundle::verify(into, b).map_err(|e| Error::Integrity {
             subject: b.display().to_string(),
             message: format!("git bundle verify failed: {e}"),
         })?;
-        bundle::fetch(into, b)?;
+        bundle::fetch(into, b).map_err(|e| Error::Integrity {
+            subject: b.display().to_string(),
+            message: format!("the bundle's objects cannot be read: {e}"),
+        })?;
     }
+    // The last manifest says which refs the store had: a tag deleted since
+    // the full backup is not restored.
+    bundle::set_refs(into, &last.refs).map_err(|e| Error::Integrity {
+        subject: last.backup_id.clone(),
+        message: format!("the chain does not hold the manifest's refs: {e}"),
+    })?;
     bundle::checkout(into)?;
     let got: BTreeMap<String, String> = bundle::list_refs(into)?.into_iter().collect();
     if got != last.refs {
@@ -386,7 +432,7 @@ pub fn verify(file: &Path) -> Result<Verified> {
     let (_, m) = locate(file)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let chain = chain_of(dir, &m)?;
-    verify_chain(&chain, &scratch(dir, &m.backup_id))?.sound()
+    verify_chain(&chain, &scratch(dir, &m.backup_id))?.sound(&m.findings)
 }
 
 /// Restores a backup (and the chain it builds on) into `into`, a new
@@ -402,7 +448,26 @@ pub fn restore(file: &Path, into: &Path) -> Result<Verified> {
     }
     let dir = file.parent().unwrap_or(Path::new("."));
     let chain = chain_of(dir, &m)?;
-    restore_chain(&chain, into)?.sound()
+    let existed = into.exists();
+    let restored = restore_chain(&chain, into).and_then(|v| v.sound(&m.findings));
+    if restored.is_err() {
+        // Leave the folder as it was found: absent, or empty.
+        if existed {
+            if let Ok(entries) = fs::read_dir(into) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                }
+            }
+        } else {
+            let _ = fs::remove_dir_all(into);
+        }
+    }
+    restored
 }
 
 /// What [`prune`] did.

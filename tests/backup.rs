@@ -134,6 +134,28 @@ fn a_flipped_byte_in_a_bundle_is_caught_by_verify() {
         std::fs::write(&bundle, &original).unwrap();
     }
     env.ok(&["backup", "verify", incr["bundle"].as_str().unwrap()]);
+
+    // Damage that passes the checksum (the manifest rewritten to match)
+    // fails later, inside git: the restore leaves no half-made folder.
+    let bundle = incr["bundle"].as_str().unwrap().to_string();
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let i = bytes.len() - 30;
+    bytes[i] ^= 0x01;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let manifest_path = bundle.replace(".bundle", ".json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    use sha2::Digest;
+    manifest["sha256"] = json!(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>());
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let into = env.home.path().join("restored");
+    let (code, out) = env.json(&["backup", "restore", &bundle, into.to_str().unwrap()]);
+    assert_eq!(code, 8, "{out}");
+    assert_eq!(out["error"]["category"], json!("INTEGRITY"), "{out}");
+    assert!(!into.exists(), "a failed restore left {}", into.display());
 }
 
 #[test]
@@ -188,4 +210,47 @@ fn prune_keeps_the_newest_of_each_day_and_week_and_every_base() {
         "{p}"
     );
     env.ok(&["backup", "verify", incr["bundle"].as_str().unwrap()]);
+}
+
+/// A tag deleted by hand after a full backup: the next incremental has no
+/// new object (git refuses an empty bundle), so it is a manifest alone, and
+/// restoring the chain leaves the deleted tag out, here and after a later
+/// incremental that carries objects again.
+#[test]
+fn a_deleted_tag_makes_a_refs_only_incremental_and_stays_deleted() {
+    let (env, run) = Env::with_run();
+    let dest = env.home.path().join("backups");
+    const NOW: &str = common::cli::NOW;
+    env.ok(&["milestone", &run, "--reason", "first"]);
+    create(&env, &dest, NOW, false);
+    let tags = common::setup::git(&env.root(), &["tag", "-l"]);
+    let tag = tags.lines().next().expect("a milestone tag").to_string();
+    common::setup::git(&env.root(), &["tag", "-d", &tag]);
+
+    let refs_only = create(&env, &dest, NOW, true);
+    assert_eq!(refs_only["empty"], json!(false), "{refs_only}");
+    assert_eq!(refs_only["manifest"]["bytes"], json!(0), "{refs_only}");
+    assert!(refs_only["bundle"].is_null(), "{refs_only}");
+    let manifest = dest.join(format!(
+        "{}.json",
+        refs_only["manifest"]["backup_id"].as_str().unwrap()
+    ));
+    let into = env.home.path().join("restored-refs-only");
+    env.ok(&[
+        "backup",
+        "restore",
+        manifest.to_str().unwrap(),
+        into.to_str().unwrap(),
+    ]);
+    assert_eq!(refs(&into), refs(&env.root()));
+    assert!(!refs(&into).contains(&tag));
+
+    patch(&env, &run, 0, "after the deletion");
+    let last = create(&env, &dest, NOW, true);
+    let bundle = last["bundle"].as_str().unwrap();
+    let v = env.ok(&["backup", "verify", bundle]);
+    assert_eq!(v["chain"].as_array().unwrap().len(), 3, "{v}");
+    let into = env.home.path().join("restored");
+    env.ok(&["backup", "restore", bundle, into.to_str().unwrap()]);
+    assert_eq!(refs(&into), refs(&env.root()));
 }

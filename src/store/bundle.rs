@@ -63,6 +63,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a bundle of `targets` less what `exclude` reaches would hold
+    /// no object: every target is an excluded object or a commit an
+    /// excluded commit descends from (a deleted tag, a branch moved back).
+    /// git refuses to write such a bundle.
+    pub fn bundle_would_be_empty(&self, targets: &[Oid], exclude: &[Oid]) -> bool {
+        targets.iter().all(|t| {
+            exclude.contains(t)
+                || exclude
+                    .iter()
+                    .any(|e| self.repo.graph_descendant_of(*e, *t).unwrap_or(false))
+        })
+    }
+
     /// Writes a bundle of `refs` to `file`, leaving out what `exclude`
     /// (commits an earlier bundle holds) reaches.
     pub fn bundle_create(&self, file: &Path, refs: &[String], exclude: &[Oid]) -> Result<()> {
@@ -105,6 +118,25 @@ pub fn fetch(dir: &Path, file: &Path) -> Result<()> {
         ],
     )
     .map(|_| ())
+}
+
+/// Makes the refs under `refs/heads/` and `refs/tags/` of the repository
+/// at `dir` exactly `refs` (full name → target): moves the ones that differ
+/// and deletes the ones `refs` lacks. A target the repository does not
+/// hold is an error.
+pub fn set_refs(dir: &Path, refs: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let have: std::collections::BTreeMap<String, String> = list_refs(dir)?.into_iter().collect();
+    for (name, target) in &have {
+        if !refs.contains_key(name) {
+            git(dir, &["update-ref", "-d", name, target])?;
+        }
+    }
+    for (name, target) in refs {
+        if have.get(name) != Some(target) {
+            git(dir, &["update-ref", name, target])?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings the work tree and index of the repository at `dir` to its HEAD.
