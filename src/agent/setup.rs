@@ -825,6 +825,7 @@ pub fn plan_remove(req: &SetupRequest, record_dir: &Path) -> Result<Vec<FilePlan
 
 /// Carries out a planned removal and drops the undo records.
 pub fn apply_remove(req: &SetupRequest, plans: &[FilePlan], record_dir: &Path) -> Result<()> {
+    let mut made_dirs: Vec<String> = Vec::new();
     for p in plans {
         let rpath = record_path(record_dir, req, &p.path);
         if p.changes() {
@@ -836,20 +837,22 @@ pub fn apply_remove(req: &SetupRequest, plans: &[FilePlan], record_dir: &Path) -
                     Err(e) => return Err(Error::io("remove", &p.path, e)),
                 },
             }
-            if p.after.is_none() {
-                if let Some(rec) = read_record(&rpath) {
-                    // Folders setup made, innermost first, if they are empty now.
-                    for d in &rec.created_dirs {
-                        let _ = std::fs::remove_dir(d);
-                    }
-                }
-            }
+        }
+        if let Some(rec) = read_record(&rpath) {
+            made_dirs.extend(rec.created_dirs);
         }
         match std::fs::remove_file(&rpath) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &rpath, e)),
         }
+    }
+    // Folders setup made (one file's record may hold a folder another file
+    // also used), deepest first, where they are empty now.
+    made_dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    made_dirs.dedup();
+    for d in made_dirs {
+        let _ = std::fs::remove_dir(d);
     }
     Ok(())
 }

@@ -478,7 +478,24 @@ fn run_hook(
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Option<String>, String> {
     let bytes = read_stdin()?;
-    let input = HookInput::parse(client, &bytes).map_err(|e| format!("bad input: {e}"))?;
+    let input = match HookInput::parse(client, &bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            // Log where the store is, when the hook's folder has one.
+            if let Ok(store) = open_for_hook(ctx, None, ctx.options.clone()) {
+                let _ = tx.send(Msg::Store {
+                    local_dir: store.local_dir().to_path_buf(),
+                    root: store_root(&store),
+                    budget_ms: budget_env.unwrap_or(if hook == "stop" {
+                        AgentsConfig::default().stop_budget_ms
+                    } else {
+                        AgentsConfig::default().session_start_budget_ms
+                    }),
+                });
+            }
+            return Err(format!("bad input: {e}"));
+        }
+    };
     let mut options = ctx.options.clone();
     if options.actor.is_none() {
         options.actor = Some(Actor {
@@ -486,8 +503,33 @@ fn run_hook(
             email: format!("{}@cairn", client.label()),
         });
     }
-    let store = open_for_hook(ctx, input.cwd.as_deref(), options.clone())
-        .map_err(|e| format!("no store: {e}"))?;
+    let store = match open_for_hook(ctx, input.cwd.as_deref(), options.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            // A store too broken to open still has its local folder: log there.
+            let start = input
+                .cwd
+                .as_deref()
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_dir().ok());
+            if let Some(dir) = start.as_deref().and_then(|s| {
+                s.ancestors()
+                    .map(|a| a.join(".cairn"))
+                    .find(|d| d.is_dir() && d.parent().is_some_and(|p| p.join(".git").exists()))
+            }) {
+                let _ = tx.send(Msg::Store {
+                    root: dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    local_dir: dir,
+                    budget_ms: budget_env.unwrap_or(if hook == "stop" {
+                        AgentsConfig::default().stop_budget_ms
+                    } else {
+                        AgentsConfig::default().session_start_budget_ms
+                    }),
+                });
+            }
+            return Err(format!("no store: {e}"));
+        }
+    };
     let config = AgentsConfig::of(&store).map_err(|e| format!("reading cairn.yaml: {e}"))?;
     let budget_ms = budget_env.unwrap_or(if hook == "stop" {
         config.stop_budget_ms
