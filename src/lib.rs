@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backup;
 pub mod brief;
 pub mod config;

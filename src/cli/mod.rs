@@ -4,6 +4,7 @@
 //! `CAIRN_NOW`, `CAIRN_ACTOR`), talks to the terminal, and maps library errors
 //! to the `--json` envelope and exit codes of SPEC §5. One file per command.
 
+mod agent;
 mod backup;
 mod brief;
 mod demo;
@@ -94,6 +95,11 @@ enum Command {
     /// git's merge driver for cairn files (what `.git/config` calls).
     #[command(hide = true)]
     MergeDriver(sync::MergeDriverArgs),
+    Setup(agent::SetupArgs),
+    Interactions(agent::InteractionsArgs),
+    /// Run one agent hook (what `cairn setup` writes into the clients' configuration).
+    #[command(hide = true)]
+    HookAgent(agent::HookAgentArgs),
 }
 
 /// What a command produced: a human text and the JSON `data`.
@@ -240,6 +246,9 @@ pub fn main() -> i32 {
         Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
         Command::MergeDriver(a) => return sync::cmd_merge_driver(&ctx, a),
+        Command::Setup(a) => return agent::cmd_setup(&ctx, a),
+        Command::Interactions(a) => agent::cmd_interactions(&ctx, a),
+        Command::HookAgent(a) => return agent::cmd_hook_agent(&ctx, a),
     };
     finish(&ctx, result)
 }

@@ -46,7 +46,7 @@ use analysis::{analyze, english, identifiers};
 pub use analysis::{IdentifierStream, IdentifierTokenizer};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
 /// The most query terms honoured; longer queries are cut with a warning.
 pub const MAX_QUERY_TERMS: usize = 256;
 /// Fields a query may name as `field:value`.
@@ -139,6 +139,8 @@ pub struct IndexStatus {
     pub memory_items: u64,
     /// Ledger events indexed.
     pub events: u64,
+    /// Captured interactions indexed (searched only with `--type interaction`).
+    pub interactions: u64,
     /// Why it was (re)built during this call, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt: Option<String>,
@@ -266,6 +268,43 @@ impl SearchIndex {
         d
     }
 
+    /// A captured interaction (`runs/…/interactions/…`): its prompt and
+    /// response as content, kind and doc kind `interaction`, status
+    /// `captured`. Memory queries never see it (they filter on doc kind).
+    fn interaction_doc(&self, path: &str, bytes: &[u8]) -> Result<TantivyDocument> {
+        let v = crate::store::parse_yaml(path, bytes)?;
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        let f = self.fields;
+        let content = format!("{}\n\n{}", text("prompt"), text("response"));
+        let created = ts(text("created_at"));
+        let mut d = doc!(
+            f.id => text("interaction_id").to_string(),
+            f.doc_kind => "interaction",
+            f.content => content.clone(),
+            f.content_ident => content,
+            f.tags => text("client").to_string(),
+            f.scope => "run",
+            f.kind => "interaction",
+            f.status => "captured",
+            f.created => created,
+            f.updated => created,
+            f.expires => NEVER,
+            f.confidence => 0.5,
+        );
+        if let Some(run) = layout::run_of(path) {
+            d.add_text(f.scope_id, run);
+            d.add_text(f.run, run);
+        }
+        if !text("project").is_empty() {
+            d.add_text(f.project, text("project"));
+        }
+        Ok(d)
+    }
+
     fn event_doc(&self, e: &Event, ordinal: u64) -> TantivyDocument {
         let f = self.fields;
         let mut d = doc!(
@@ -288,7 +327,13 @@ impl SearchIndex {
         let mut writer = idx.writer()?;
         let files = store.walk_files(tip, layout::MEMORY)?;
         let commits = store.history(tip, None)?;
-        let total = (files.len() + commits.len()) as u64;
+        let interactions: Vec<(String, Oid)> = store
+            .walk_files(tip, layout::RUNS)?
+            .into_iter()
+            .filter(|(p, _, _)| layout::schema_for(p) == Some("interaction"))
+            .map(|(p, blob, _)| (p, blob))
+            .collect();
+        let total = (files.len() + commits.len() + interactions.len()) as u64;
         let mut done = 0u64;
         for (p, blob, _) in files {
             if p.ends_with(".yaml") {
@@ -301,6 +346,13 @@ impl SearchIndex {
             if done.is_multiple_of(1000) {
                 progress(done, total);
             }
+        }
+        for (p, blob) in interactions {
+            let d = idx.interaction_doc(&p, &store.read_blob(blob)?)?;
+            writer
+                .add_document(d)
+                .map_err(|e| tantivy_err("index", e))?;
+            done += 1;
         }
         let mut ordinal = 0;
         for id in commits.into_iter().rev() {
@@ -347,6 +399,20 @@ impl SearchIndex {
                 let item = MemoryItem::from_bytes(&p, &bytes)?;
                 writer
                     .add_document(self.memory_doc(&item))
+                    .map_err(|e| tantivy_err("index", e))?;
+            }
+        }
+        for p in store.diff_paths(Some(from), tip, layout::RUNS)? {
+            if layout::schema_for(&p) != Some("interaction") {
+                continue;
+            }
+            let Some(id) = p.rsplit('/').next().and_then(|f| f.strip_suffix(".yaml")) else {
+                continue;
+            };
+            writer.delete_term(Term::from_field_text(self.fields.id, id));
+            if let Some(bytes) = store.read_file(tip, &p)? {
+                writer
+                    .add_document(self.interaction_doc(&p, &bytes)?)
                     .map_err(|e| tantivy_err("index", e))?;
             }
         }
@@ -455,6 +521,7 @@ fn status_of(store: &Store, idx: &SearchIndex) -> Result<IndexStatus> {
         tip,
         memory_items: count("memory")?,
         events: count("event")?,
+        interactions: count("interaction")?,
         rebuilt: idx.rebuilt.clone(),
     })
 }
@@ -750,9 +817,21 @@ fn run_search(
     let now = store.now().unix_timestamp();
     let mut en = english();
     let mut ident = identifiers();
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![filter(keyword(f.doc_kind, "memory"))];
+    // Captured interactions are searched only when asked for by type.
+    let interactions = q.kind.as_deref() == Some("interaction")
+        || parsed
+            .fields
+            .iter()
+            .any(|(k, v)| k == "type" && v == "interaction");
+    let doc_kind = if interactions {
+        "interaction"
+    } else {
+        "memory"
+    };
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![filter(keyword(f.doc_kind, doc_kind))];
     // Filters.
     match q.status.as_deref() {
+        None | Some("any") if interactions => {}
         None => {
             clauses.push(filter(keyword(f.status, "active")));
             clauses.push(filter(Box::new(RangeQuery::new(

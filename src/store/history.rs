@@ -51,6 +51,19 @@ impl Store {
             .map_err(|e| Error::git("revwalk", e))
     }
 
+    /// At most `limit` commits reachable from `from`, newest first by commit
+    /// time. Unlike [`Store::history`] it never walks the whole history
+    /// (no topological sort): its cost is bounded by `limit`.
+    pub fn recent_history(&self, from: Oid, limit: usize) -> Result<Vec<Oid>> {
+        let mut walk = self.repo.revwalk().map_err(|e| Error::git("revwalk", e))?;
+        walk.set_sorting(git2::Sort::TIME)
+            .map_err(|e| Error::git("revwalk", e))?;
+        walk.push(from).map_err(|e| Error::git("revwalk", e))?;
+        walk.take(limit)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::git("revwalk", e))
+    }
+
     /// The first commit of the history behind `from` (following first
     /// parents): the store's root, which every clone shares.
     pub fn root_commit(&self, from: Oid) -> Result<Oid> {
