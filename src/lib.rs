@@ -9,7 +9,8 @@
 //! three-way merge rules); the derived views ([`mirror`], [`search`],
 //! [`brief`], [`watch`]); and [`open`], which hands the store the steps every
 //! write takes (`Store::open`, `Store::init`), with the tools built on it
-//! ([`fsck`], [`hooks`], [`backup`]). Nothing here prints or reads the
+//! ([`fsck`], [`hooks`], [`backup`]); [`serve`] is the HTTP server, a
+//! shell over the library like the CLI. Nothing here prints or reads the
 //! environment: callers pass the clock, the actor and the store path in
 //! [`store::StoreOptions`].
 
@@ -36,6 +37,7 @@ pub mod resume;
 pub mod rules;
 pub mod schema;
 pub mod search;
+pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod watch;

@@ -19,6 +19,7 @@ mod resume;
 mod run;
 mod schema;
 mod search;
+mod serve;
 mod sync;
 mod watch;
 mod ws;
@@ -85,6 +86,7 @@ enum Command {
     Watch(watch::WatchArgs),
     Sync(sync::SyncArgs),
     Snapshot(resume::SnapshotArgs),
+    Serve(serve::ServeArgs),
     #[command(subcommand)]
     Backup(backup::BackupCommand),
     #[command(subcommand)]
@@ -236,6 +238,7 @@ pub fn main() -> i32 {
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
         Command::Sync(a) => sync::cmd_sync(&ctx, a),
         Command::Snapshot(a) => resume::cmd_snapshot(&ctx, a),
+        Command::Serve(a) => serve::cmd_serve(&ctx, a),
         Command::Backup(c) => backup::cmd_backup(&ctx, c),
         Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
