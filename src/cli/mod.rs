@@ -27,10 +27,11 @@ mod ws;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use cairn::api;
 use cairn::store::Actor;
 use cairn::{Error, Store, StoreOptions};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// cairn: a git-native context store for AI agents.
 #[derive(Parser, Debug)]
@@ -251,7 +252,7 @@ fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
     match result {
         Ok(out) => {
             let text = if ctx.json {
-                serde_json::to_string_pretty(&json!({"ok": true, "data": out.data}))
+                serde_json::to_string_pretty(&api::ok_envelope(out.data))
                     .expect("JSON values serialize")
             } else {
                 out.human
@@ -263,9 +264,7 @@ fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
         }
         Err(CliError::Usage(msg)) => {
             if ctx.json {
-                let env = json!({"ok": false, "error": {
-                    "code": "USAGE", "category": "USAGE", "message": msg,
-                    "retryable": false, "details": {}}});
+                let env = api::error_envelope(api::usage_error_json(&msg));
                 print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
             } else {
                 eprintln!("error: {msg}");
@@ -288,20 +287,7 @@ fn report(ctx: &Ctx, e: &Error) {
         source = s.source();
     }
     if ctx.json {
-        let mut details = e.details();
-        if !chain.is_empty() {
-            details["causes"] = json!(chain);
-        }
-        if let Some(h) = e.hint() {
-            details["hint"] = json!(h);
-        }
-        let env = json!({"ok": false, "error": {
-            "code": e.code(),
-            "category": e.category().as_str(),
-            "message": e.to_string(),
-            "retryable": e.retryable(),
-            "details": details,
-        }});
+        let env = api::error_envelope(api::error_json(e));
         print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
     } else {
         eprintln!("error[{}]: {e}", e.category().as_str());
