@@ -115,14 +115,10 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let mut chain = Vec::new();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            chain.push(s.to_string());
-            source = s.source();
-        }
-        let mut details = e.details();
-        let mut message = e.to_string();
+        // The body every front end sends (`api::error_json`), with flag labels renamed.
+        let body = crate::api::error_json(&e);
+        let mut details = body["details"].clone();
+        let mut message = body["message"].as_str().unwrap_or_default().to_string();
         if let Some(file) = details
             .get("file")
             .and_then(Value::as_str)
@@ -134,12 +130,6 @@ impl From<Error> for ApiError {
                     message = format!("{field}{rest}");
                 }
             }
-        }
-        if !chain.is_empty() {
-            details["causes"] = json!(chain);
-        }
-        if let Some(h) = e.hint() {
-            details["hint"] = json!(h);
         }
         ApiError(Box::new(ErrorParts {
             status: status_of(e.category()),

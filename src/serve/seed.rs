@@ -18,12 +18,11 @@ use super::extract::{Body, IdemKey, JsonDoc, Params, PathId, BODY};
 use super::AppState;
 use crate::brief::{self, BriefRequest};
 use crate::episode::{self, MilestoneRequest};
-use crate::memory::{self, Batch, ScopeFilter};
-use crate::project::Registry;
+use crate::memory::{self, Batch};
 use crate::resume::{self, LoadOptions, SnapshotOptions};
-use crate::search::{self, SearchQuery};
+use crate::search;
 use crate::working_set::{self, BootRequest};
-use crate::{layout, Error, Store};
+use crate::{api, layout, Error, Store};
 
 /// The seed's routes.
 pub fn routes() -> Router<AppState> {
@@ -386,19 +385,9 @@ pub async fn memory_commit(
         .await
 }
 
-/// A search query from query parameters (shared with `/v1/search`).
-pub(crate) struct SearchParams {
-    pub text: String,
-    pub scope: Option<String>,
-    pub kind: Option<String>,
-    pub status: Option<String>,
-    pub project: Option<String>,
-    pub tag: Option<String>,
-    pub since: Option<time::OffsetDateTime>,
-    pub until: Option<time::OffsetDateTime>,
-    pub top_k: usize,
-    pub plain: bool,
-}
+/// A search from query parameters (shared with `/v1/search`): the api's
+/// request, after each parameter was checked and named.
+pub(crate) struct SearchParams(api::SearchRequest);
 
 impl SearchParams {
     pub(crate) fn take(
@@ -406,51 +395,47 @@ impl SearchParams {
         query_name: &str,
         default_k: u64,
     ) -> ApiResult<SearchParams> {
-        Ok(SearchParams {
-            text: p.text(query_name).unwrap_or_default(),
+        let text = p.text(query_name);
+        let since = p.text("since");
+        let until = p.text("until");
+        for (name, v) in [("since", &since), ("until", &until)] {
+            if let Some(v) = v {
+                if crate::event::parse_rfc3339(v).is_none() {
+                    return Err(ApiError::invalid(
+                        name,
+                        "",
+                        "format",
+                        format!("query parameter {name} = {v:?} is not an RFC 3339 time"),
+                    ));
+                }
+            }
+        }
+        Ok(SearchParams(api::SearchRequest {
+            query: text.into_iter().collect(),
             scope: p.text("scope"),
             kind: p.text("type"),
             status: p.text("status"),
             project: p.text("project"),
             tag: p.text("tag"),
-            since: p.time("since")?,
-            until: p.time("until")?,
+            since,
+            until,
             top_k: p.number("top_k", 1, 1000)?.unwrap_or(default_k) as usize,
             plain: p.flag("plain")?,
-        })
+        }))
+    }
+
+    /// The `scope` asked for.
+    pub(crate) fn scope_mut(&mut self) -> &mut Option<String> {
+        &mut self.0.scope
+    }
+
+    /// The `status` asked for.
+    pub(crate) fn status_mut(&mut self) -> &mut Option<String> {
+        &mut self.0.status
     }
 
     pub(crate) fn run(self, store: &Store) -> ApiResult<search::SearchResults> {
-        let registry = Registry::at_tip(store)?;
-        let q = SearchQuery {
-            text: self.text,
-            scope: self
-                .scope
-                .map(|s| ScopeFilter::parse(&s, &registry))
-                .transpose()
-                .map_err(relabel("scope"))?,
-            kind: self.kind,
-            status: self.status,
-            project: self.project.map(|p| registry.canonicalize(&p)),
-            tag: self.tag,
-            since: self.since,
-            until: self.until,
-            top_k: self.top_k,
-            plain: self.plain,
-        };
-        let ranking = search::Ranking::from(&store.config()?);
-        Ok(search::search(store, &q, &ranking, &|_, _| {})?)
-    }
-}
-
-/// Renames the field a library error names (its CLI flag) to a query parameter.
-pub(crate) fn relabel(field: &'static str) -> impl Fn(Error) -> ApiError {
-    move |e| {
-        let mut a = ApiError::from(e);
-        if a.details.get("file").is_some() {
-            a.details["file"] = json!(field);
-        }
-        a
+        Ok(api::search(store, &self.0, &|_, _| {})?)
     }
 }
 
@@ -478,11 +463,11 @@ pub async fn memory_search(
 ) -> ApiResult<Json<Value>> {
     let mut sp = SearchParams::take(&mut p, "q", 8)?;
     p.finish()?;
-    if sp.scope.as_deref() == Some("run") {
-        sp.scope = Some(format!("run:{run}"));
+    if sp.scope_mut().as_deref() == Some("run") {
+        *sp.scope_mut() = Some(format!("run:{run}"));
     }
-    if sp.status.as_deref() == Some("active") {
-        sp.status = None;
+    if sp.status_mut().as_deref() == Some("active") {
+        *sp.status_mut() = None;
     }
     state
         .run(move |store| {

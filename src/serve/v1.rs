@@ -1,27 +1,25 @@
 //! cairn's own routes under `/v1/`: each answers the `--json` envelope
-//! of the CLI command it mirrors, `{"ok": true, "data": ...}` with the
-//! command's `data`, by calling the same library function.
+//! of the CLI command it mirrors, `{"ok": true, "data": ...}`, whose `data`
+//! is the report of the same [`crate::api`] function the CLI renders, so
+//! HTTP and `--json` cannot drift apart. Query parameters and bodies are
+//! read into the api's request types after the checks in `extract`.
 
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, IdemKey, JsonDoc, Params, PathId, BODY};
-use super::seed::{body_id, boot_run, load_pack, relabel, snapshot_into, SearchParams};
+use super::seed::{body_id, load_pack, snapshot_into, SearchParams};
 use super::{envelope, AppState};
-use crate::brief::{self, BriefRequest};
-use crate::episode::{self, MilestoneRequest};
-use crate::ledger::{self, EventType, LogQuery};
-use crate::memory::{self, ListQuery, MemoryItem, ScopeFilter};
-use crate::project::{self, Registry};
+use crate::api;
+use crate::ledger::{EventType, LogQuery};
 use crate::resume::SnapshotOptions;
-use crate::working_set::{self, At};
-use crate::Store;
+use crate::working_set::BootRequest;
 
 /// The `/v1` routes.
 pub fn routes() -> Router<AppState> {
@@ -55,7 +53,7 @@ pub fn routes() -> Router<AppState> {
     responses((status = 200, description = "{ok, data: {runs: [...]}}")))]
 pub async fn runs_list(State(state): State<AppState>) -> ApiResult<Response> {
     state
-        .run(|store| Ok(envelope(json!({"runs": working_set::list(store)?}))))
+        .run(|store| Ok(envelope(json!(api::run_list(store)?))))
         .await
 }
 
@@ -75,13 +73,8 @@ pub async fn runs_boot(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (ws, c) = boot_run(store, &doc, key.get())?;
-            Ok(envelope(json!({
-                "run_id": ws.run_id,
-                "working_set": ws,
-                "event": c.event,
-                "replayed": c.replayed,
-            })))
+            let req = BootRequest::from_value(BODY, &doc)?;
+            Ok(envelope(json!(api::run_boot(store, &req, key.get())?)))
         })
         .await
 }
@@ -103,13 +96,9 @@ pub async fn ws_show(
 ) -> ApiResult<Response> {
     let at = match p.text("at") {
         None => None,
-        Some(s) if s.len() < 7 && s.chars().all(|c| c.is_ascii_digit()) => {
-            Some(At::Seq(s.parse().map_err(|_| {
-                ApiError::invalid("at", "", "seq", format!("at = {s:?} is not a seq"))
-            })?))
-        }
+        Some(s) if s.len() < 7 && s.chars().all(|c| c.is_ascii_digit()) => Some(s),
         Some(s) if (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit()) => {
-            Some(At::Commit(s))
+            Some(s)
         }
         Some(s) => {
             return Err(ApiError::invalid(
@@ -123,11 +112,8 @@ pub async fn ws_show(
     p.finish()?;
     state
         .run(move |store| {
-            Ok(envelope(json!(working_set::show(
-                store,
-                &run,
-                at.as_ref()
-            )?)))
+            let req = api::WsShowRequest { run, at };
+            Ok(envelope(json!(api::ws_show(store, &req)?)))
         })
         .await
 }
@@ -153,15 +139,13 @@ pub async fn ws_patch(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let out = working_set::patch(store, &run, &doc, BODY, key.get())?;
-            Ok(envelope(json!({
-                "run_id": run,
-                "seq": out.working_set.update_seq,
-                "working_set": out.working_set,
-                "evicted": out.evicted,
-                "event": out.committed.event,
-                "replayed": out.committed.replayed,
-            })))
+            Ok(envelope(json!(api::ws_patch_document(
+                store,
+                &run,
+                &doc,
+                BODY,
+                key.get()
+            )?)))
         })
         .await
 }
@@ -173,8 +157,8 @@ pub async fn ws_patch(
 pub async fn ws_evicted(State(state): State<AppState>, PathId(run): PathId) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let list = working_set::evicted(store, &run)?;
-            Ok(envelope(json!({"run_id": run, "evicted": list})))
+            let req = api::WsEvictedRequest { run };
+            Ok(envelope(json!(api::ws_evicted(store, &req)?)))
         })
         .await
 }
@@ -197,15 +181,8 @@ pub async fn run_brief(
     p.finish()?;
     state
         .run(move |store| {
-            let b = brief::brief(
-                store,
-                &BriefRequest {
-                    run_id: run,
-                    query,
-                    budget,
-                },
-            )?;
-            Ok(envelope(json!(b)))
+            let req = api::BriefRequest { run, query, budget };
+            Ok(envelope(json!(api::brief(store, &req)?)))
         })
         .await
 }
@@ -220,8 +197,10 @@ pub async fn episodes_list(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            working_set::show(store, &run, None)?;
-            Ok(envelope(json!({"episodes": episode::list(store, &run)?})))
+            // An unknown run is NOT_FOUND, not an empty list.
+            crate::working_set::show(store, &run, None)?;
+            let req = api::EpisodeListRequest { run };
+            Ok(envelope(json!(api::episode_list(store, &req)?)))
         })
         .await
 }
@@ -235,7 +214,12 @@ pub async fn episode_show(
     PathId(id): PathId,
 ) -> ApiResult<Response> {
     state
-        .run(move |store| Ok(envelope(json!(episode::show(store, &id)?))))
+        .run(move |store| {
+            Ok(envelope(json!(api::episode_show(
+                store,
+                &api::EpisodeShowRequest { id }
+            )?)))
+        })
         .await
 }
 
@@ -275,18 +259,14 @@ pub async fn run_milestone(
     for (i, b) in body.batches.iter().enumerate() {
         body_id(&format!("/batches/{i}"), b)?;
     }
-    let req = MilestoneRequest {
+    let req = api::MilestoneRequest {
+        run,
         reason: body.reason,
         next_entry_point: body.next_entry_point,
         batches: body.batches,
     };
     state
-        .run(move |store| {
-            let (ep, c) = episode::milestone(store, &run, &req, key.get())?;
-            Ok(envelope(
-                json!({"episode": ep, "event": c.event, "replayed": c.replayed}),
-            ))
-        })
+        .run(move |store| Ok(envelope(json!(api::milestone(store, &req, key.get())?))))
         .await
 }
 
@@ -310,13 +290,14 @@ pub async fn memory_propose(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (batch, c) = memory::propose(store, &run, &doc, Map::new(), BODY, key.get())?;
-            Ok(envelope(json!({
-                "batch_id": batch.batch_id,
-                "batch": batch,
-                "event": c.event,
-                "replayed": c.replayed,
-            })))
+            Ok(envelope(json!(api::memory_propose_document(
+                store,
+                &run,
+                &doc,
+                Map::new(),
+                BODY,
+                key.get()
+            )?)))
         })
         .await
 }
@@ -442,17 +423,8 @@ pub async fn ledger_query(State(state): State<AppState>, mut p: Params) -> ApiRe
     p.finish()?;
     state
         .run(move |store| {
-            let filtered = q.run_id.is_some()
-                || q.event_type.is_some()
-                || q.actor.is_some()
-                || q.since.is_some()
-                || q.until.is_some();
-            let events = if filtered {
-                crate::search::log(store, &q, &|_, _| {})?
-            } else {
-                ledger::query(store, &q)?
-            };
-            Ok(envelope(json!({"events": events})))
+            let events = api::log_events(store, &q, &|_, _| {})?;
+            Ok(envelope(json!(api::LogReport { events })))
         })
         .await
 }
@@ -480,33 +452,15 @@ pub async fn search(State(state): State<AppState>, mut p: Params) -> ApiResult<R
         .await
 }
 
-fn list_query(store: &Store, p: &mut Params) -> ApiResult<ListQuery> {
-    let registry = Registry::at_tip(store)?;
-    Ok(ListQuery {
-        scope: p
-            .text("scope")
-            .map(|s| ScopeFilter::parse(&s, &registry))
-            .transpose()
-            .map_err(relabel("scope"))?,
+fn list_request(p: &mut Params) -> ApiResult<api::MemoryListRequest> {
+    Ok(api::MemoryListRequest {
+        scope: p.text("scope"),
         kind: p.text("type"),
         status: p.text("status"),
-        project: p.text("project").map(|n| registry.canonicalize(&n)),
+        project: p.text("project"),
         tag: p.text("tag"),
         limit: p.number("limit", 1, 10_000_000)?.map(|n| n as usize),
     })
-}
-
-fn listing(store: &Store, items: Vec<MemoryItem>) -> Value {
-    let now = store.now();
-    let data: Vec<Value> = items
-        .iter()
-        .map(|i| {
-            let mut v = json!(i);
-            v["effective_status"] = json!(i.effective_status(now));
-            v
-        })
-        .collect();
-    json!({"items": data, "count": data.len()})
 }
 
 /// `GET /v1/memory` (`cairn memory list`).
@@ -521,12 +475,10 @@ fn listing(store: &Store, items: Vec<MemoryItem>) -> Value {
     ),
     responses((status = 200, description = "{ok, data: {items, count}}")))]
 pub async fn memory_list(State(state): State<AppState>, mut p: Params) -> ApiResult<Response> {
+    let req = list_request(&mut p)?;
+    p.finish()?;
     state
-        .run(move |store| {
-            let q = list_query(store, &mut p)?;
-            p.finish()?;
-            Ok(envelope(listing(store, memory::list(store, &q)?)))
-        })
+        .run(move |store| Ok(envelope(json!(api::memory_list(store, &req)?))))
         .await
 }
 
@@ -541,12 +493,10 @@ pub async fn memory_list(State(state): State<AppState>, mut p: Params) -> ApiRes
     ),
     responses((status = 200, description = "{ok, data: {items, count}}")))]
 pub async fn memory_queue(State(state): State<AppState>, mut p: Params) -> ApiResult<Response> {
+    let req = list_request(&mut p)?;
+    p.finish()?;
     state
-        .run(move |store| {
-            let q = list_query(store, &mut p)?;
-            p.finish()?;
-            Ok(envelope(listing(store, memory::queue(store, &q)?)))
-        })
+        .run(move |store| Ok(envelope(json!(api::memory_queue(store, &req)?))))
         .await
 }
 
@@ -556,7 +506,12 @@ pub async fn memory_queue(State(state): State<AppState>, mut p: Params) -> ApiRe
     responses((status = 200, description = "{ok, data: item}"), (status = 404, description = "unknown item")))]
 pub async fn memory_show(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
     state
-        .run(move |store| Ok(envelope(json!(memory::show(store, &id)?))))
+        .run(move |store| {
+            Ok(envelope(json!(api::memory_show(
+                store,
+                &api::MemoryShowRequest { id }
+            )?)))
+        })
         .await
 }
 
@@ -570,8 +525,8 @@ pub async fn memory_history(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let versions = memory::history(store, &id)?;
-            Ok(envelope(json!({"id": id, "versions": versions})))
+            let req = api::MemoryShowRequest { id };
+            Ok(envelope(json!(api::memory_history(store, &req)?)))
         })
         .await
 }
@@ -605,8 +560,15 @@ pub async fn memory_promote(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (item, c) = memory::promote(store, &id, b.reason.as_deref(), key.get())?;
-            Ok(envelope(json!({"item": item, "event": c.event})))
+            let req = api::MemoryPromoteRequest {
+                id,
+                reason: b.reason,
+            };
+            Ok(envelope(json!(api::memory_promote(
+                store,
+                &req,
+                key.get()
+            )?)))
         })
         .await
 }
@@ -648,8 +610,11 @@ pub async fn memory_reject(
     }
     state
         .run(move |store| {
-            let (item, c) = memory::reject(store, &id, &b.reason, key.get())?;
-            Ok(envelope(json!({"item": item, "event": c.event})))
+            let req = api::MemoryRejectRequest {
+                id,
+                reason: b.reason,
+            };
+            Ok(envelope(json!(api::memory_reject(store, &req, key.get())?)))
         })
         .await
 }
@@ -683,11 +648,11 @@ pub async fn batch_commit(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (batch, c) =
-                memory::commit_batch(store, &batch, b.allow_outside_milestone, key.get())?;
-            Ok(envelope(
-                json!({"batch": batch, "event": c.event, "replayed": c.replayed}),
-            ))
+            let req = api::MemoryCommitRequest {
+                batch,
+                allow_outside_milestone: b.allow_outside_milestone,
+            };
+            Ok(envelope(json!(api::memory_commit(store, &req, key.get())?)))
         })
         .await
 }
@@ -697,11 +662,7 @@ pub async fn batch_commit(
     responses((status = 200, description = "{ok, data: {projects}}")))]
 pub async fn projects_list(State(state): State<AppState>) -> ApiResult<Response> {
     state
-        .run(|store| {
-            Ok(envelope(
-                json!({"projects": Registry::at_tip(store)?.projects}),
-            ))
-        })
+        .run(|store| Ok(envelope(json!(api::project_list(store)?))))
         .await
 }
 
@@ -731,14 +692,12 @@ pub async fn projects_add(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (p, c) = project::add(
-                store,
-                &b.id,
-                &b.aliases,
-                b.description.as_deref(),
-                key.get(),
-            )?;
-            Ok(envelope(json!({"project": p, "event": c.event})))
+            let req = api::ProjectAddRequest {
+                id: b.id,
+                aliases: b.aliases,
+                description: b.description,
+            };
+            Ok(envelope(json!(api::project_add(store, &req, key.get())?)))
         })
         .await
 }
@@ -759,8 +718,11 @@ pub async fn state_get(
     p.finish()?;
     state
         .run(move |store| {
-            let (canonical, entries) = project::state_get(store, &name, category.as_deref())?;
-            Ok(envelope(json!({"project": canonical, "entries": entries})))
+            let req = api::StateGetRequest {
+                project: name,
+                category,
+            };
+            Ok(envelope(json!(api::state_get(store, &req)?)))
         })
         .await
 }
@@ -796,22 +758,14 @@ pub async fn state_set(
 ) -> ApiResult<Response> {
     state
         .run(move |store| {
-            let (entry, c) = project::state_set(
-                store,
-                &name,
-                &b.category,
-                &b.key,
-                &b.value,
-                b.source.as_deref(),
-                key.get(),
-            )?;
-            let canonical = c.event.payload["project"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            Ok(envelope(
-                json!({"project": canonical, "entry": entry, "event": c.event}),
-            ))
+            let req = api::StateSetRequest {
+                project: name,
+                category: b.category,
+                key: b.key,
+                value: b.value,
+                source: b.source,
+            };
+            Ok(envelope(json!(api::state_set(store, &req, key.get())?)))
         })
         .await
 }
