@@ -9,13 +9,16 @@
 //! three-way merge rules); the derived views ([`mirror`], [`search`],
 //! [`brief`], [`watch`]); and [`open`], which hands the store the steps every
 //! write takes (`Store::open`, `Store::init`), with the tools built on it
-//! ([`fsck`], [`hooks`], [`backup`]). Nothing here prints or reads the
+//! ([`fsck`], [`hooks`], [`backup`]). [`api`] is the layer the front ends
+//! (the CLI's `--json`, MCP, HTTP) share: request types and reports;
+//! [`serve`] is the HTTP server, a shell over them like the CLI. Nothing here prints or reads the
 //! environment: callers pass the clock, the actor and the store path in
 //! [`store::StoreOptions`].
 
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod api;
 pub mod backup;
 pub mod brief;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod resume;
 pub mod rules;
 pub mod schema;
 pub mod search;
+pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod watch;

@@ -1,6 +1,6 @@
 //! `cairn brief`.
 
-use cairn::brief::{self, BriefRequest};
+use cairn::api::{self, BriefRequest};
 use serde_json::json;
 
 use super::{CliError, CmdResult, Ctx, Output};
@@ -8,14 +8,8 @@ use super::{CliError, CmdResult, Ctx, Output};
 /// The context brief an agent injects into its prompt, fitted to a token budget.
 #[derive(clap::Args, Debug)]
 pub struct BriefArgs {
-    /// The run.
-    run: String,
-    /// The memory query (default: the objective and next action).
-    #[arg(long)]
-    query: Option<String>,
-    /// The token budget (default budgets.brief_tokens in cairn.yaml).
-    #[arg(long)]
-    budget: Option<u64>,
+    #[command(flatten)]
+    req: BriefRequest,
     /// md (the markdown) or json (markdown plus usage, drops and timing).
     #[arg(long, default_value = "md")]
     format: String,
@@ -29,14 +23,7 @@ pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
         )));
     }
     let store = ctx.open_reading()?;
-    let b = brief::brief(
-        &store,
-        &BriefRequest {
-            run_id: a.run,
-            query: a.query,
-            budget: a.budget,
-        },
-    )?;
+    let b = api::brief(&store, &a.req)?;
     if a.format == "json" && !ctx.json {
         return Ok(Output::new(
             serde_json::to_string_pretty(&b).expect("briefs serialize"),

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use cairn::api::{self, LogReport, LogRequest};
 use cairn::ledger::{self, Event, EventType, LogQuery};
 use serde_json::json;
 
@@ -11,24 +12,8 @@ use super::{CliError, CmdResult, Ctx, Output};
 /// Query ledger events (one per commit), oldest first.
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
-    /// Only events of this run.
-    #[arg(long)]
-    run: Option<String>,
-    /// Only events of this type (e.g. WS_UPDATE_APPLIED).
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    /// Only events at or after this RFC 3339 time.
-    #[arg(long)]
-    since: Option<String>,
-    /// Only events at or before this RFC 3339 time.
-    #[arg(long)]
-    until: Option<String>,
-    /// Only events by this actor.
-    #[arg(long)]
-    actor: Option<String>,
-    /// At most this many (the newest).
-    #[arg(long)]
-    limit: Option<usize>,
+    #[command(flatten)]
+    req: LogRequest,
     /// One schema-valid ledger_event JSON object per line.
     #[arg(long)]
     jsonl: bool,
@@ -64,32 +49,24 @@ fn line(e: &Event, jsonl: bool) -> String {
 
 pub fn cmd_log(ctx: &Ctx, a: LogArgs) -> CmdResult {
     let store = ctx.open_reading()?;
-    let event_type = match &a.event_type {
+    let r = &a.req;
+    let event_type = match &r.event_type {
         Some(t) => Some(
             EventType::parse(t)
                 .ok_or_else(|| CliError::Usage(format!("unknown event type {t:?}")))?,
         ),
         None => None,
     };
+    // The flags are checked here first so a bad one is a usage error.
     let q = LogQuery {
-        run_id: a.run.clone(),
+        run_id: r.run.clone(),
         event_type,
-        since: time_arg("since", &a.since)?,
-        until: time_arg("until", &a.until)?,
-        actor: a.actor.clone(),
-        limit: a.limit,
+        since: time_arg("since", &r.since)?,
+        until: time_arg("until", &r.until)?,
+        actor: r.actor.clone(),
+        limit: r.limit,
     };
-    // Filters answer from the search index; without filters the walk is as cheap.
-    let filtered = q.run_id.is_some()
-        || q.event_type.is_some()
-        || q.actor.is_some()
-        || q.since.is_some()
-        || q.until.is_some();
-    let events = if filtered {
-        cairn::search::log(&store, &q, &super::search::progress_bar())?
-    } else {
-        ledger::query(&store, &q)?
-    };
+    let events = api::log_events(&store, &q, &super::search::progress_bar())?;
     if !a.follow {
         let human = if a.jsonl {
             events
@@ -106,7 +83,7 @@ pub fn cmd_log(ctx: &Ctx, a: LogArgs) -> CmdResult {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        return Ok(Output::new(human, json!({"events": events})));
+        return Ok(Output::new(human, json!(LogReport { events })));
     }
     // Follow: stream lines until interrupted or stdout closes.
     let jsonl = a.jsonl || ctx.json;

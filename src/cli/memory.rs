@@ -1,7 +1,10 @@
 //! `cairn memory propose | commit | queue | promote | reject | edit | list | show | history`.
 
-use cairn::memory::{self, ListQuery, MemoryItem, ScopeFilter};
-use cairn::project::Registry;
+use cairn::api::{
+    self, MemoryCommitRequest, MemoryListReport, MemoryListRequest, MemoryPromoteRequest,
+    MemoryRejectRequest, MemoryShowRequest,
+};
+use cairn::memory::{self, MemoryItem};
 use cairn::Store;
 use serde_json::{json, Map, Value};
 
@@ -13,21 +16,21 @@ pub enum MemoryCommand {
     /// Stage memory change requests (JSON or YAML: a list, one MCR, or the seed's {"mcrs": [...]}) as one batch.
     Propose(ProposeArgs),
     /// Commit a batch outside a milestone (needs --allow-outside-milestone; logged as an override).
-    Commit(CommitArgs),
+    Commit(MemoryCommitRequest),
     /// The review queue: candidates awaiting promotion or rejection.
-    Queue(FilterArgs),
+    Queue(MemoryListRequest),
     /// Promote a candidate to active memory.
-    Promote(PromoteArgs),
+    Promote(MemoryPromoteRequest),
     /// Reject a candidate (it becomes invalid; history keeps it).
-    Reject(RejectArgs),
+    Reject(MemoryRejectRequest),
     /// Edit a candidate before review (a mapping of fields to replace).
     Edit(EditArgs),
     /// List memory items.
-    List(FilterArgs),
+    List(MemoryListRequest),
     /// Show one memory item.
-    Show(IdArgs),
+    Show(MemoryShowRequest),
     /// Every version of an item, with the commit and event that made it.
-    History(IdArgs),
+    History(MemoryShowRequest),
     /// Bulk-import active memory items from JSON Lines (one object per line), in few commits.
     Import(ImportArgs),
 }
@@ -59,59 +62,6 @@ pub struct ProposeArgs {
     scope_filters: Vec<String>,
 }
 
-/// Commit a batch.
-#[derive(clap::Args, Debug)]
-pub struct CommitArgs {
-    /// The batch.
-    batch: String,
-    /// Commit now, outside a milestone (an explicit, logged override).
-    #[arg(long)]
-    allow_outside_milestone: bool,
-}
-
-/// Filters.
-#[derive(clap::Args, Debug)]
-pub struct FilterArgs {
-    /// scope or scope:id, e.g. global, run:run_..., project:NAME.
-    #[arg(long)]
-    scope: Option<String>,
-    /// Only this type (fact, preference, decision, ...).
-    #[arg(long = "type")]
-    kind: Option<String>,
-    /// Only this status (candidate, active, superseded, invalid, expired).
-    #[arg(long)]
-    status: Option<String>,
-    /// Only this project (id or alias).
-    #[arg(long)]
-    project: Option<String>,
-    /// Only items with this tag.
-    #[arg(long)]
-    tag: Option<String>,
-    /// At most this many.
-    #[arg(long)]
-    limit: Option<usize>,
-}
-
-/// Promote.
-#[derive(clap::Args, Debug)]
-pub struct PromoteArgs {
-    /// The candidate.
-    id: String,
-    /// Why (recorded in the ledger).
-    #[arg(long)]
-    reason: Option<String>,
-}
-
-/// Reject.
-#[derive(clap::Args, Debug)]
-pub struct RejectArgs {
-    /// The candidate.
-    id: String,
-    /// Why (recorded in the ledger).
-    #[arg(long)]
-    reason: String,
-}
-
 /// Edit.
 #[derive(clap::Args, Debug)]
 pub struct EditArgs {
@@ -123,13 +73,6 @@ pub struct EditArgs {
     /// Read from stdin.
     #[arg(value_name = "-", hide = true)]
     stdin: Option<String>,
-}
-
-/// One item.
-#[derive(clap::Args, Debug)]
-pub struct IdArgs {
-    /// The memory item id.
-    id: String,
 }
 
 /// `--file F` or a lone `-`.
@@ -168,41 +111,19 @@ fn line(item: &MemoryItem, now: time::OffsetDateTime) -> String {
     )
 }
 
-fn listing(store: &Store, items: Vec<MemoryItem>, empty: &str) -> Output {
+fn listing(store: &Store, report: MemoryListReport, empty: &str) -> Output {
     let now = store.now();
-    let human = if items.is_empty() {
+    let human = if report.items.is_empty() {
         empty.to_string()
     } else {
-        items
+        report
+            .items
             .iter()
-            .map(|i| line(i, now))
+            .map(|i| line(&i.item, now))
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let data: Vec<Value> = items
-        .iter()
-        .map(|i| {
-            let mut v = json!(i);
-            v["effective_status"] = json!(i.effective_status(now));
-            v
-        })
-        .collect();
-    Output::new(human, json!({"items": data, "count": data.len()}))
-}
-
-fn query(store: &Store, f: FilterArgs) -> Result<ListQuery, CliError> {
-    let registry = Registry::at_tip(store)?;
-    Ok(ListQuery {
-        scope: f
-            .scope
-            .map(|s| ScopeFilter::parse(&s, &registry))
-            .transpose()?,
-        kind: f.kind,
-        status: f.status,
-        project: f.project.map(|p| registry.canonicalize(&p)),
-        tag: f.tag,
-        limit: f.limit,
-    })
+    Output::new(human, json!(report))
 }
 
 pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
@@ -217,7 +138,9 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
                 })?;
                 filters.insert(k.to_string(), json!(v));
             }
-            let (batch, c) = memory::propose(&store, &a.run, &doc, filters, &label, ctx.key())?;
+            let report =
+                api::memory_propose_document(&store, &a.run, &doc, filters, &label, ctx.key())?;
+            let batch = &report.batch;
             let ids: Vec<&str> = batch
                 .item_ids
                 .iter()
@@ -227,64 +150,57 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
             Ok(Output::new(
                 format!(
                     "{}staged {} ({} change(s); candidates: {})\ncommit it at a milestone: cairn milestone {} --reason R --commit-batch {}",
-                    if c.replayed { "(replayed) " } else { "" },
+                    if report.replayed { "(replayed) " } else { "" },
                     batch.batch_id,
                     batch.items.len(),
                     if ids.is_empty() { "none".into() } else { ids.join(", ") },
                     batch.run_id,
                     batch.batch_id
                 ),
-                json!({"batch_id": batch.batch_id, "batch": batch, "event": c.event, "replayed": c.replayed}),
+                json!(report),
             ))
         }
         MemoryCommand::Commit(a) => {
-            let (batch, c) =
-                memory::commit_batch(&store, &a.batch, a.allow_outside_milestone, ctx.key())?;
+            let report = api::memory_commit(&store, &a, ctx.key())?;
             Ok(Output::new(
                 format!(
                     "committed {} outside a milestone (override logged in {})",
-                    batch.batch_id,
-                    &c.event.commit[..12]
+                    report.batch.batch_id,
+                    &report.event.commit[..12]
                 ),
-                json!({"batch": batch, "event": c.event, "replayed": c.replayed}),
+                json!(report),
             ))
         }
-        MemoryCommand::Queue(f) => {
-            let q = query(&store, f)?;
-            Ok(listing(
-                &store,
-                memory::queue(&store, &q)?,
-                "the review queue is empty",
-            ))
-        }
-        MemoryCommand::List(f) => {
-            let q = query(&store, f)?;
-            Ok(listing(
-                &store,
-                memory::list(&store, &q)?,
-                "no memory items match",
-            ))
-        }
+        MemoryCommand::Queue(f) => Ok(listing(
+            &store,
+            api::memory_queue(&store, &f)?,
+            "the review queue is empty",
+        )),
+        MemoryCommand::List(f) => Ok(listing(
+            &store,
+            api::memory_list(&store, &f)?,
+            "no memory items match",
+        )),
         MemoryCommand::Promote(a) => {
-            let (item, c) = memory::promote(&store, &a.id, a.reason.as_deref(), ctx.key())?;
+            let report = api::memory_promote(&store, &a, ctx.key())?;
             Ok(Output::new(
-                format!("{} is active", item.id),
-                json!({"item": item, "event": c.event}),
+                format!("{} is active", report.item.id),
+                json!(report),
             ))
         }
         MemoryCommand::Reject(a) => {
-            let (item, c) = memory::reject(&store, &a.id, &a.reason, ctx.key())?;
+            let report = api::memory_reject(&store, &a, ctx.key())?;
             Ok(Output::new(
-                format!("{} rejected (invalid)", item.id),
-                json!({"item": item, "event": c.event}),
+                format!("{} rejected (invalid)", report.item.id),
+                json!(report),
             ))
         }
         MemoryCommand::Edit(a) => {
             let (label, doc) = read_doc(&store, &source(a.file.as_deref(), a.stdin.as_deref())?)?;
-            let (item, c) = memory::edit(&store, &a.id, &doc, &label, ctx.key())?;
+            let report = api::memory_edit(&store, &a.id, &doc, &label, ctx.key())?;
             Ok(Output::new(
-                format!("{} edited", item.id),
-                json!({"item": item, "event": c.event}),
+                format!("{} edited", report.item.id),
+                json!(report),
             ))
         }
         MemoryCommand::Import(a) => {
@@ -317,12 +233,13 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
             ))
         }
         MemoryCommand::Show(a) => {
-            let item = memory::show(&store, &a.id)?;
+            let item = api::memory_show(&store, &a)?;
             Ok(Output::new(item.to_yaml().trim_end(), json!(item)))
         }
         MemoryCommand::History(a) => {
-            let versions = memory::history(&store, &a.id)?;
-            let human = versions
+            let report = api::memory_history(&store, &a)?;
+            let human = report
+                .versions
                 .iter()
                 .map(|v| {
                     format!(
@@ -336,10 +253,7 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            Ok(Output::new(
-                human,
-                json!({"id": a.id, "versions": versions}),
-            ))
+            Ok(Output::new(human, json!(report)))
         }
     }
 }

@@ -20,6 +20,7 @@ mod resume;
 mod run;
 mod schema;
 mod search;
+mod serve;
 mod sync;
 mod watch;
 mod ws;
@@ -27,10 +28,11 @@ mod ws;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use cairn::api;
 use cairn::store::Actor;
 use cairn::{Error, Store, StoreOptions};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// cairn: a git-native context store for AI agents.
 #[derive(Parser, Debug)]
@@ -86,6 +88,7 @@ enum Command {
     Watch(watch::WatchArgs),
     Sync(sync::SyncArgs),
     Snapshot(resume::SnapshotArgs),
+    Serve(serve::ServeArgs),
     #[command(subcommand)]
     Backup(backup::BackupCommand),
     #[command(subcommand)]
@@ -242,6 +245,7 @@ pub fn main() -> i32 {
         Command::Watch(a) => watch::cmd_watch(&ctx, a),
         Command::Sync(a) => sync::cmd_sync(&ctx, a),
         Command::Snapshot(a) => resume::cmd_snapshot(&ctx, a),
+        Command::Serve(a) => serve::cmd_serve(&ctx, a),
         Command::Backup(c) => backup::cmd_backup(&ctx, c),
         Command::Resume(c) => resume::cmd_resume(&ctx, c),
         Command::Conflicts(c) => sync::cmd_conflicts(&ctx, c),
@@ -257,7 +261,7 @@ fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
     match result {
         Ok(out) => {
             let text = if ctx.json {
-                serde_json::to_string_pretty(&json!({"ok": true, "data": out.data}))
+                serde_json::to_string_pretty(&api::ok_envelope(out.data))
                     .expect("JSON values serialize")
             } else {
                 out.human
@@ -269,9 +273,7 @@ fn finish(ctx: &Ctx, result: CmdResult) -> i32 {
         }
         Err(CliError::Usage(msg)) => {
             if ctx.json {
-                let env = json!({"ok": false, "error": {
-                    "code": "USAGE", "category": "USAGE", "message": msg,
-                    "retryable": false, "details": {}}});
+                let env = api::error_envelope(api::usage_error_json(&msg));
                 print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
             } else {
                 eprintln!("error: {msg}");
@@ -294,20 +296,7 @@ fn report(ctx: &Ctx, e: &Error) {
         source = s.source();
     }
     if ctx.json {
-        let mut details = e.details();
-        if !chain.is_empty() {
-            details["causes"] = json!(chain);
-        }
-        if let Some(h) = e.hint() {
-            details["hint"] = json!(h);
-        }
-        let env = json!({"ok": false, "error": {
-            "code": e.code(),
-            "category": e.category().as_str(),
-            "message": e.to_string(),
-            "retryable": e.retryable(),
-            "details": details,
-        }});
+        let env = api::error_envelope(api::error_json(e));
         print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
     } else {
         eprintln!("error[{}]: {e}", e.category().as_str());

@@ -1,6 +1,9 @@
 //! `cairn project add | list | resolve` and `cairn state set | get | invalidate`.
 
-use cairn::project::{self, Registry};
+use cairn::api::{
+    self, ProjectAddRequest, ProjectResolveRequest, StateGetRequest, StateInvalidateRequest,
+    StateSetRequest,
+};
 use serde_json::json;
 
 use super::{CmdResult, Ctx, Output};
@@ -9,70 +12,30 @@ use super::{CmdResult, Ctx, Output};
 #[derive(clap::Subcommand, Debug)]
 pub enum ProjectCommand {
     /// Register a project.
-    Add {
-        /// The canonical id (lowercase letters, digits, `_`, `.`, `-`).
-        id: String,
-        /// Another name for it (repeatable; case-insensitive).
-        #[arg(long = "alias")]
-        aliases: Vec<String>,
-        /// What it is.
-        #[arg(long)]
-        description: Option<String>,
-    },
+    Add(ProjectAddRequest),
     /// List projects.
     List,
     /// Show the canonical id a name resolves to.
-    Resolve {
-        /// An id or alias (unknown names pass through unchanged).
-        name: String,
-    },
+    Resolve(ProjectResolveRequest),
 }
 
 /// Trusted, hand-curated project state.
 #[derive(clap::Subcommand, Debug)]
 pub enum StateCommand {
     /// Set an entry (supersedes the previous value; history keeps it).
-    Set {
-        /// The project (id or alias).
-        project: String,
-        /// The category.
-        category: String,
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-        /// Where it comes from.
-        #[arg(long)]
-        source: Option<String>,
-    },
+    Set(StateSetRequest),
     /// The active entries.
-    Get {
-        /// The project (id or alias).
-        project: String,
-        /// Only this category.
-        #[arg(long)]
-        category: Option<String>,
-    },
+    Get(StateGetRequest),
     /// Invalidate an entry (kept in the file and in history).
-    Invalidate {
-        /// The project (id or alias).
-        project: String,
-        /// The category.
-        category: String,
-        /// The key.
-        key: String,
-    },
+    Invalidate(StateInvalidateRequest),
 }
 
 pub fn cmd_project(ctx: &Ctx, cmd: ProjectCommand) -> CmdResult {
     let store = ctx.open()?;
     match cmd {
-        ProjectCommand::Add {
-            id,
-            aliases,
-            description,
-        } => {
-            let (p, c) = project::add(&store, &id, &aliases, description.as_deref(), ctx.key())?;
+        ProjectCommand::Add(a) => {
+            let report = api::project_add(&store, &a, ctx.key())?;
+            let p = &report.project;
             Ok(Output::new(
                 format!(
                     "registered {} (aliases: {})",
@@ -83,11 +46,11 @@ pub fn cmd_project(ctx: &Ctx, cmd: ProjectCommand) -> CmdResult {
                         p.aliases.join(", ")
                     }
                 ),
-                json!({"project": p, "event": c.event}),
+                json!(report),
             ))
         }
         ProjectCommand::List => {
-            let r = Registry::at_tip(&store)?;
+            let r = api::project_list(&store)?;
             let human = if r.projects.is_empty() {
                 "no projects registered (cairn project add ID)".to_string()
             } else {
@@ -97,10 +60,10 @@ pub fn cmd_project(ctx: &Ctx, cmd: ProjectCommand) -> CmdResult {
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            Ok(Output::new(human, json!({"projects": r.projects})))
+            Ok(Output::new(human, json!(r)))
         }
-        ProjectCommand::Resolve { name } => {
-            let r = project::resolve(&store, &name)?;
+        ProjectCommand::Resolve(a) => {
+            let r = api::project_resolve(&store, &a)?;
             Ok(Output::new(
                 format!(
                     "{}{}",
@@ -120,59 +83,36 @@ pub fn cmd_project(ctx: &Ctx, cmd: ProjectCommand) -> CmdResult {
 pub fn cmd_state(ctx: &Ctx, cmd: StateCommand) -> CmdResult {
     let store = ctx.open()?;
     match cmd {
-        StateCommand::Set {
-            project,
-            category,
-            key,
-            value,
-            source,
-        } => {
-            let (entry, c) = project::state_set(
-                &store,
-                &project,
-                &category,
-                &key,
-                &value,
-                source.as_deref(),
-                ctx.key(),
-            )?;
-            let canonical = c.event.payload["project"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+        StateCommand::Set(a) => {
+            let report = api::state_set(&store, &a, ctx.key())?;
+            let entry = &report.entry;
             Ok(Output::new(
                 format!(
-                    "{canonical}: {}/{} = {}",
-                    entry.category, entry.key, entry.value
+                    "{}: {}/{} = {}",
+                    report.project, entry.category, entry.key, entry.value
                 ),
-                json!({"project": canonical, "entry": entry, "event": c.event}),
+                json!(report),
             ))
         }
-        StateCommand::Get { project, category } => {
-            let (canonical, entries) = project::state_get(&store, &project, category.as_deref())?;
-            let human = if entries.is_empty() {
-                format!("no trusted state for {canonical}")
+        StateCommand::Get(a) => {
+            let report = api::state_get(&store, &a)?;
+            let human = if report.entries.is_empty() {
+                format!("no trusted state for {}", report.project)
             } else {
-                entries
+                report
+                    .entries
                     .iter()
                     .map(|e| format!("{}/{} = {}", e.category, e.key, e.value))
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            Ok(Output::new(
-                human,
-                json!({"project": canonical, "entries": entries}),
-            ))
+            Ok(Output::new(human, json!(report)))
         }
-        StateCommand::Invalidate {
-            project,
-            category,
-            key,
-        } => {
-            let c = project::state_invalidate(&store, &project, &category, &key, ctx.key())?;
+        StateCommand::Invalidate(a) => {
+            let report = api::state_invalidate(&store, &a, ctx.key())?;
             Ok(Output::new(
-                format!("invalidated {category}/{key} (kept in history)"),
-                json!({"event": c.event}),
+                format!("invalidated {}/{} (kept in history)", a.category, a.key),
+                json!(report),
             ))
         }
     }

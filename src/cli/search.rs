@@ -2,52 +2,13 @@
 
 use std::io::IsTerminal;
 
-use cairn::memory::ScopeFilter;
-use cairn::project::Registry;
-use cairn::search::{self, SearchQuery};
+use cairn::api::{self, SearchRequest};
 use serde_json::json;
 
 use super::{CliError, CmdResult, Ctx, Output};
 
 /// Search memory (BM25 with scope weights, recency and confidence).
-#[derive(clap::Args, Debug)]
-pub struct SearchArgs {
-    /// What to look for, in plain words: any text is accepted (quotes and
-    /// colons are just separators). With --syntax: words, "exact phrases" and
-    /// field:value (content, tags, type, scope, scope_id, status, project, run, id).
-    query: Vec<String>,
-    /// scope or scope:id, e.g. project:NAME.
-    #[arg(long)]
-    scope: Option<String>,
-    /// Only this type.
-    #[arg(long = "type")]
-    kind: Option<String>,
-    /// Only this status (default active and not expired; `any` for all).
-    #[arg(long)]
-    status: Option<String>,
-    /// Only this project (id or alias).
-    #[arg(long)]
-    project: Option<String>,
-    /// Only items with this tag.
-    #[arg(long)]
-    tag: Option<String>,
-    /// Created at or after this RFC 3339 time.
-    #[arg(long)]
-    since: Option<String>,
-    /// Created at or before this RFC 3339 time.
-    #[arg(long)]
-    until: Option<String>,
-    /// How many hits.
-    #[arg(long, default_value_t = 10)]
-    top_k: usize,
-    /// Read the query as the query syntax ("exact phrases", field:value);
-    /// a syntax mistake is then an error naming its position.
-    #[arg(long)]
-    syntax: bool,
-    /// Plain words (the default now; kept so older scripts still run).
-    #[arg(long, hide = true, conflicts_with = "syntax")]
-    plain: bool,
-}
+pub type SearchArgs = SearchRequest;
 
 /// The search index (derived, under .cairn/index/).
 #[derive(clap::Subcommand, Debug)]
@@ -93,24 +54,10 @@ fn time_arg(flag: &str, s: &Option<String>) -> Result<Option<time::OffsetDateTim
 
 pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
     let store = ctx.open_reading()?;
-    let registry = Registry::at_tip(&store)?;
-    let q = SearchQuery {
-        text: a.query.join(" "),
-        scope: a
-            .scope
-            .map(|s| ScopeFilter::parse(&s, &registry))
-            .transpose()?,
-        kind: a.kind,
-        status: a.status,
-        project: a.project.map(|p| registry.canonicalize(&p)),
-        tag: a.tag,
-        since: time_arg("since", &a.since)?,
-        until: time_arg("until", &a.until)?,
-        top_k: a.top_k,
-        syntax: a.syntax && !a.plain,
-    };
-    let ranking = cairn::search::Ranking::from(&store.config()?);
-    let results = search::search(&store, &q, &ranking, &progress_bar())?;
+    // A bad time flag is a usage error on the command line.
+    time_arg("since", &a.since)?;
+    time_arg("until", &a.until)?;
+    let results = api::search(&store, &a, &progress_bar())?;
     for w in &results.warnings {
         eprintln!("warning: {w}");
     }
@@ -138,8 +85,8 @@ pub fn cmd_search(ctx: &Ctx, a: SearchArgs) -> CmdResult {
 pub fn cmd_index(ctx: &Ctx, cmd: IndexCommand) -> CmdResult {
     let store = ctx.open()?;
     let status = match cmd {
-        IndexCommand::Status => search::status(&store, &progress_bar())?,
-        IndexCommand::Rebuild => search::rebuild(&store, &progress_bar())?,
+        IndexCommand::Status => api::index_status(&store, &progress_bar())?,
+        IndexCommand::Rebuild => api::index_rebuild(&store, &progress_bar())?,
     };
     Ok(Output::new(
         format!(

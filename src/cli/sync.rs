@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cairn::api;
 use cairn::sync::{self, conflicts, SyncOptions, Take};
 use serde_json::json;
 
@@ -108,7 +109,7 @@ pub fn cmd_conflicts(ctx: &Ctx, cmd: ConflictsCommand) -> CmdResult {
     let store = ctx.open()?;
     match cmd {
         ConflictsCommand::List { all, ids } => {
-            let list = conflicts::list(&store.snapshot()?, all)?;
+            let list = api::conflicts_list(&store, &api::ConflictsListRequest { all })?;
             let human = if ids {
                 list.iter()
                     .map(|c| c.conflict_id.clone())
@@ -138,7 +139,7 @@ pub fn cmd_conflicts(ctx: &Ctx, cmd: ConflictsCommand) -> CmdResult {
             Ok(Output::new(human, json!(list)))
         }
         ConflictsCommand::Show { id } => {
-            let c = conflicts::show(&store.snapshot()?, &id)?;
+            let c = api::conflict_show(&store, &api::ConflictShowRequest { id })?;
             Ok(Output::new(c.to_yaml(), json!(c)))
         }
         ConflictsCommand::Resolve { id, take } => {

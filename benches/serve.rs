@@ -1,0 +1,3 @@
+//! `cairn serve` benchmarks (filled in below this commit's series).
+
+fn main() {}
