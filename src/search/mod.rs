@@ -153,6 +153,11 @@ pub struct SearchIndex {
     path: PathBuf,
     /// Why the index was rebuilt while opening, if it was.
     pub rebuilt: Option<String>,
+    /// The segments as they were when the index lock was released: taken
+    /// under the lock, so another thread or process catching up (whose
+    /// commit garbage-collects merged segments) or rebuilding cannot pull
+    /// files from under this reader. Open files outlive their unlinking.
+    pinned: Option<Searcher>,
 }
 
 fn index_dir(store: &Store) -> PathBuf {
@@ -192,6 +197,7 @@ impl SearchIndex {
             fields,
             path: path.to_path_buf(),
             rebuilt: None,
+            pinned: None,
         })
     }
 
@@ -229,6 +235,7 @@ impl SearchIndex {
                 fields,
                 path: path.to_path_buf(),
                 rebuilt: None,
+                pinned: None,
             },
             payload,
         ))
@@ -427,7 +434,17 @@ impl SearchIndex {
         self.commit(&mut writer, tip, ordinal)
     }
 
+    /// Takes the searcher this index answers from; call with the index lock held.
+    fn pin(mut self) -> Result<SearchIndex> {
+        self.pinned = None;
+        self.pinned = Some(self.searcher()?);
+        Ok(self)
+    }
+
     fn searcher(&self) -> Result<Searcher> {
+        if let Some(s) = &self.pinned {
+            return Ok(s.clone());
+        }
         let reader = self
             .index
             .reader_builder()
@@ -455,14 +472,14 @@ pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
     let reason = match SearchIndex::open_existing(&path) {
         Ok((idx, payload)) => {
             if payload.commit == tip.to_string() {
-                return Ok(idx);
+                return idx.pin();
             }
             let known = Oid::from_str(&payload.commit)
                 .ok()
                 .filter(|c| store.repo_has(*c));
             match known {
                 Some(c) if store.is_ancestor(c, tip)? => match idx.catch_up(store, &payload, tip) {
-                    Ok(()) => return Ok(idx),
+                    Ok(()) => return idx.pin(),
                     Err(e) => format!("catch-up failed: {e}"),
                 },
                 Some(_) => "history was rewritten".to_string(),
@@ -474,7 +491,7 @@ pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
     };
     let mut idx = SearchIndex::build(store, &path, tip, progress)?;
     idx.rebuilt = Some(reason);
-    Ok(idx)
+    idx.pin()
 }
 
 /// Rebuilds the index from scratch.
@@ -790,7 +807,7 @@ pub fn search(
             let tip = store.require_tip()?;
             let _lock =
                 StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
-            let mut idx = SearchIndex::build(store, &index_dir(store), tip, progress)?;
+            let mut idx = SearchIndex::build(store, &index_dir(store), tip, progress)?.pin()?;
             idx.rebuilt = Some("a segment failed while searching".into());
             let mut r = run_search(store, &idx, q, &parsed, ranking)?;
             r.rebuilt = idx.rebuilt.clone();
