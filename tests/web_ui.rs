@@ -225,7 +225,7 @@ struct Browser {
     session: String,
     agent: ureq::Agent,
     shots: PathBuf,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
@@ -290,7 +290,7 @@ impl Browser {
             session: String::new(),
             agent,
             shots,
-            _profile: profile,
+            profile,
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -318,7 +318,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1366,900",
-            format!("--user-data-dir={}", b._profile.path().display()),
+            format!("--user-data-dir={}", b.profile.path().display()),
         ]);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",

@@ -457,7 +457,9 @@
 
   // ---- the ledger, live ---------------------------------------------------
 
-  const ledger = { events: [], seen: new Set(), live: 0, filter: {}, source: null, abort: null, lastId: "" };
+  // events: every event known, oldest first; filtered: the server's answer
+  // to the filter in force (null without one), plus matching live events.
+  const ledger = { events: [], filtered: null, seen: new Set(), live: 0, filter: {}, source: null, abort: null, lastId: "" };
 
   function matches(ev) {
     const f = ledger.filter;
@@ -476,10 +478,9 @@
   }
 
   function renderLedger() {
+    const list = ledger.filtered || ledger.events;
     const rows = [];
-    for (let i = ledger.events.length - 1; i >= 0 && rows.length < 500; i--) {
-      if (matches(ledger.events[i])) rows.push(ledgerRow(ledger.events[i], false));
-    }
+    for (let i = list.length - 1; i >= 0 && rows.length < 500; i--) rows.push(ledgerRow(list[i], false));
     setRows($("ledger-table").tBodies[0], rows);
   }
 
@@ -497,6 +498,7 @@
   }
 
   let refreshTimer = null;
+  const touched = new Set(); // runs with events since the last refresh
 
   /** One event from the stream: into the table, then refresh what it touched. */
   function onLive(ev) {
@@ -504,18 +506,22 @@
     ledger.live += 1;
     $("live-count").textContent = String(ledger.live);
     if (matches(ev)) {
+      if (ledger.filtered) ledger.filtered.push(ev);
       const tbody = $("ledger-table").tBodies[0];
       tbody.insertBefore(ledgerRow(ev, true), tbody.firstChild);
     }
+    if (ev.run_id) touched.add(ev.run_id);
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(() => refreshAfter(ev), 50);
+    refreshTimer = setTimeout(refreshAfter, 50);
   }
 
-  function refreshAfter(ev) {
+  /** Refreshes the view shown when the events just received concern it. */
+  function refreshAfter() {
     const jobs = [];
-    if (state.view === "run" && state.run && ev.run_id === state.run) {
+    if (state.view === "run" && state.run && touched.has(state.run)) {
       jobs.push(loadLatest(false), loadEpisodes());
     }
+    touched.clear();
     if (state.view === "runs") jobs.push(loadRuns());
     if (state.view === "review") jobs.push(loadQueue());
     Promise.all(jobs).catch(showError);
@@ -624,13 +630,14 @@
 
   $("ledger-filter").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    ledger.filter = { run: val("lf-run"), type: val("lf-type"), actor: val("lf-actor") };
+    const f = { run: val("lf-run"), type: val("lf-type").toUpperCase(), actor: val("lf-actor") };
     try {
-      const f = ledger.filter;
-      const data = await api("GET", "/v1/ledger" + query({ run: f.run, type: f.type, actor: f.actor, limit: 300 }));
-      remember(data.events);
-      ledger.events.sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
+      // The server filters the whole ledger (GET /v1/ledger takes the same filters).
+      const data = await api("GET", "/v1/ledger" + query({ run: f.run, type: f.type, actor: f.actor, limit: 500 }));
+      ledger.filter = f;
+      ledger.filtered = f.run || f.type || f.actor ? data.events : null;
       renderLedger();
+      $("notice").hidden = true;
     } catch (e) {
       showError(e);
     }
@@ -638,6 +645,7 @@
   $("lf-clear").addEventListener("click", () => {
     $("ledger-filter").reset();
     ledger.filter = {};
+    ledger.filtered = null;
     renderLedger();
   });
 
@@ -679,17 +687,17 @@
   function reviewItem(item) {
     const rid = "reason-" + item.id;
     const reason = h("input", { id: rid, "aria-describedby": "hint-" + item.id });
-    const promote = h("button", { type: "submit", value: "promote", "data-id": item.id }, "Promote");
-    const reject = h("button", { type: "submit", value: "reject", class: "danger", "data-id": item.id }, "Reject");
+    // Buttons, not submit: Enter in the reason field must neither promote nor reject.
+    const promote = h("button", { type: "button", value: "promote", "data-id": item.id }, "Promote");
+    const reject = h("button", { type: "button", value: "reject", class: "danger", "data-id": item.id }, "Reject");
     const form = h("form", { "aria-label": "Review " + item.id },
       h("span", {},
         h("label", { for: rid }, "Reason"),
         reason,
         h("small", { id: "hint-" + item.id, class: "muted" }, "required to reject; optional to promote")),
       promote, reject);
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const verb = ev.submitter ? ev.submitter.value : "promote";
+    form.addEventListener("submit", (ev) => ev.preventDefault());
+    const review = async (verb) => {
       const why = reason.value.trim();
       if (verb === "reject" && !why) {
         say("review-result", `A rejection needs a reason: fill in the reason for ${item.id}.`, false);
@@ -708,7 +716,9 @@
         say("review-result", e instanceof ApiError ? e.describe() : String(e), false);
         promote.disabled = reject.disabled = false;
       }
-    });
+    };
+    promote.addEventListener("click", () => review("promote"));
+    reject.addEventListener("click", () => review("reject"));
     const meta = [
       code(item.id),
       ` · ${item.type} · ${item.scope}${item.scope_id ? ":" + item.scope_id : ""} · confidence ${item.confidence} · ${item.created_at}`,
