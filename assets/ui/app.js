@@ -160,7 +160,10 @@
   const VIEWS = ["runs", "run", "ledger", "memory", "review", "projects", "resume"];
 
   function route(focus) {
-    const hash = decodeURIComponent(location.hash.replace(/^#/, ""));
+    let hash = "";
+    try {
+      hash = decodeURIComponent(location.hash.replace(/^#/, ""));
+    } catch (_) { /* a malformed hash shows the runs */ }
     let [view, arg] = [hash.split("/")[0], hash.split("/").slice(1).join("/")];
     if (!VIEWS.includes(view) || (view === "run" && !arg)) view = "runs";
     state.view = view;
@@ -191,6 +194,12 @@
     n.textContent = e instanceof ApiError ? e.describe() : String(e.message || e);
     n.hidden = false;
   }
+
+  // The skip link moves the focus; it must not change the hash (the route).
+  document.querySelector("a.skip").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    $("main").focus();
+  });
 
   window.addEventListener("hashchange", () => {
     $("notice").hidden = true;
