@@ -577,8 +577,12 @@ fn the_ui_in_headless_chromium() {
     );
     let commit = cli["event"]["commit"].as_str().unwrap().to_string();
     let row = format!("#ledger-table tr[data-commit='{commit}']");
-    b.wait_text(&row, "from the CLI");
-    b.wait_text(&row, "WS_UPDATE_APPLIED");
+    let shown = b.wait_text(&row, "WS_UPDATE_APPLIED");
+    let seq = cli["seq"].as_u64().unwrap();
+    assert!(
+        shown.contains(&run) && shown.contains(&format!("seq {seq}")),
+        "{shown}"
+    );
     let live: u64 = b.text("#live-count").trim().parse().unwrap();
     assert!(live >= 1, "live events: {live}");
     b.shot("ledger");
