@@ -513,7 +513,10 @@ fn the_ui_in_headless_chromium() {
     // A patch still written against seq 1 is refused: the conflict is shown
     // and nothing is written.
     assert_eq!(
-        b.js("return document.getElementById('patch-expected').value", json!([])),
+        b.js(
+            "return document.getElementById('patch-expected').value",
+            json!([])
+        ),
         json!("1")
     );
     let before = env.state();
@@ -608,7 +611,10 @@ fn the_ui_in_headless_chromium() {
     b.click(&format!("li[data-id='{mem}'] button[value=reject]"));
     b.wait_text("#review-result", "needs a reason");
     assert_eq!(env.state(), before);
-    b.fill(&format!("li[data-id='{mem}'] input"), "checked in the browser");
+    b.fill(
+        &format!("li[data-id='{mem}'] input"),
+        "checked in the browser",
+    );
     b.shot("review");
     b.click(&format!("li[data-id='{mem}'] button[value=promote]"));
     b.wait_text("#review-result", "Promoted");

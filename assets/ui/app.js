@@ -245,13 +245,11 @@
     if (state.run !== run) {
       state.run = run;
       $("run-id").textContent = run;
-      $("patch-conflict").hidden = true;
-      say("patch-result", "");
-      say("ms-result", "");
-      say("pr-result", "");
       $("ws-view").replaceChildren();
       state.ws = null;
     }
+    $("patch-conflict").hidden = true;
+    ["patch-result", "ms-result", "pr-result"].forEach((id) => say(id, ""));
     await Promise.all([loadLatest(true), loadEpisodes()]);
   }
 
@@ -333,12 +331,10 @@
       ["Updated", ws.updated_at],
     ];
     const dl = h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
-    $("ws-view").replaceChildren(
-      h("h3", {}, historic ? `Working set at seq ${ws._update_seq}` : "Working set (latest)"),
-      historic ? h("p", { class: "historic" }, `History: this is the state after seq ${ws._update_seq}; the newest is seq ${state.latestSeq}.`) : null,
-      dl,
-      h("details", {}, h("summary", {}, "JSON"), h("pre", { class: "json" }, JSON.stringify(ws, null, 2))),
-    );
+    const parts = [h("h3", {}, historic ? `Working set at seq ${ws._update_seq}` : "Working set (latest)")];
+    if (historic) parts.push(h("p", { class: "historic" }, `History: this is the state after seq ${ws._update_seq}; the newest is seq ${state.latestSeq}.`));
+    parts.push(dl, h("details", {}, h("summary", {}, "JSON"), h("pre", { class: "json" }, JSON.stringify(ws, null, 2))));
+    $("ws-view").replaceChildren(...parts);
   }
 
   function buildPatch() {
@@ -395,6 +391,7 @@
       h("p", {}, retry, latest),
     );
     box.hidden = false;
+    box.focus();
     if (typeof current === "number" && current > state.latestSeq) loadLatest(false).catch(showError);
   }
 
@@ -426,12 +423,10 @@
     setRows($("episodes-table").tBodies[0], data.episodes.map((e) =>
       h("tr", {},
         h("td", { class: "num" }, e.ordinal),
-        h("td", {}, code(e.episode_id)),
         h("td", {}, e.reason),
-        h("td", {}, code(e.tag)),
         h("td", {}, e.summary),
         h("td", {}, e.next_entry_point || ""),
-        h("td", {}, e.created_at))));
+        h("td", { class: "meta" }, code(e.episode_id), h("br", {}), code(e.tag), h("br", {}), e.created_at))));
     $("episodes-empty").hidden = data.episodes.length > 0;
   }
 
@@ -477,7 +472,7 @@
 
   function ledgerRow(ev, fresh) {
     return h("tr", { class: fresh ? "fresh" : undefined, "data-commit": ev.commit },
-      h("td", {}, ev.timestamp),
+      h("td", { class: "time" }, (ev.timestamp || "").replace("T", " ").replace(/(\.\d+)?Z$/, "Z")),
       h("td", {}, code(ev.event_type)),
       h("td", {}, ev.run_id ? h("a", { href: "#run/" + enc(ev.run_id), class: "mono" }, ev.run_id) : ""),
       h("td", { class: "num" }, ev.seq ?? ""),

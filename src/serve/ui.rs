@@ -68,7 +68,10 @@ pub fn is_public_asset(path: &str) -> bool {
 /// The UI's routes: one per embedded file.
 pub fn routes() -> Router<AppState> {
     ASSETS.iter().fold(Router::new(), |r, a| {
-        r.route(a.route, get(move |headers: HeaderMap| async move { serve(a, &headers) }))
+        r.route(
+            a.route,
+            get(move |headers: HeaderMap| async move { serve(a, &headers) }),
+        )
     })
 }
 
@@ -89,7 +92,10 @@ fn serve(a: &'static Asset, headers: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(a.content_type),
+            )],
             a.body,
         )
             .into_response()
