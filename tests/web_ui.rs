@@ -569,8 +569,13 @@ fn the_ui_in_headless_chromium() {
     b.shot("run");
 
     // The ledger view holds every event so far, and takes new ones live,
-    // including one the CLI commits from another process.
+    // including one the CLI commits from another process. A view change
+    // moves the focus to the view's heading.
     b.click("nav a[data-view=ledger]");
+    assert_eq!(
+        b.js("return document.activeElement.id", json!([])),
+        json!("h-ledger")
+    );
     b.wait_text("#ledger-table", "MILESTONE_CREATED");
     let seq = s.data(&format!("/v1/runs/{run}/ws"))["_update_seq"].clone();
     let cli = cli_patch(
@@ -659,4 +664,47 @@ fn the_ui_in_headless_chromium() {
         shot.parent().unwrap().display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn with_a_token_the_page_asks_for_it_and_streams_the_ledger_with_it() {
+    let Some(b) = Browser::start() else { return };
+    let env = Env::store();
+    let run = env.boot();
+    let s = Server::start(&env, &[], &[("CAIRN_TOKEN", "ui-s3cret")]);
+    b.goto(&s.url("/#ledger"));
+    // The API answers 401: the page asks for the token, with the focus on it.
+    b.wait_text("#auth", "needs a bearer token");
+    assert_eq!(
+        b.js("return document.activeElement.id", json!([])),
+        json!("auth-token")
+    );
+    // A wrong token is refused and asked for again.
+    b.fill("#auth-token", "wrong");
+    b.keys("#auth-token", "\u{E007}");
+    b.wait_text("#notice", "token was refused");
+    b.wait_text("#auth", "needs a bearer token");
+    b.fill("#auth-token", "ui-s3cret");
+    b.keys("#auth-token", "\u{E007}");
+    b.wait_text("#ledger-table", "RUN_BOOTED");
+    b.wait_text("#live", "live");
+    // The event stream (read with fetch, which sends the header) delivers a
+    // commit the CLI makes in another process.
+    let out = cli_patch(
+        &env,
+        &run,
+        json!({"expected_seq": 0, "set": {"next_action": "with a token"}}),
+    );
+    let commit = out["event"]["commit"].as_str().unwrap().to_string();
+    b.wait_text(
+        &format!("#ledger-table tr[data-commit='{commit}']"),
+        "WS_UPDATE_APPLIED",
+    );
+    // The token is kept in the tab's session storage, never in the URL.
+    assert!(!b
+        .js("return location.href", json!([]))
+        .as_str()
+        .unwrap()
+        .contains("s3cret"));
+    b.shot("token");
 }
