@@ -427,6 +427,22 @@ impl Browser {
         }
     }
 
+    /// Waits until the element with id `id` has the focus.
+    fn wait_focus(&self, id: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let focused = self.js("return document.activeElement.id", json!([]));
+            if focused == json!(id) {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.shot("failure");
+                panic!("#{id} never took the focus; {focused} has it");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Saves a screenshot as `<target>/web-ui-screenshots/NAME.png`.
     fn shot(&self, name: &str) -> PathBuf {
         let v = self.call("GET", &self.s("/screenshot"), None);
@@ -572,10 +588,7 @@ fn the_ui_in_headless_chromium() {
     // including one the CLI commits from another process. A view change
     // moves the focus to the view's heading.
     b.click("nav a[data-view=ledger]");
-    assert_eq!(
-        b.js("return document.activeElement.id", json!([])),
-        json!("h-ledger")
-    );
+    b.wait_focus("h-ledger");
     b.wait_text("#ledger-table", "MILESTONE_CREATED");
     let seq = s.data(&format!("/v1/runs/{run}/ws"))["_update_seq"].clone();
     let cli = cli_patch(
@@ -675,10 +688,7 @@ fn with_a_token_the_page_asks_for_it_and_streams_the_ledger_with_it() {
     b.goto(&s.url("/#ledger"));
     // The API answers 401: the page asks for the token, with the focus on it.
     b.wait_text("#auth", "needs a bearer token");
-    assert_eq!(
-        b.js("return document.activeElement.id", json!([])),
-        json!("auth-token")
-    );
+    b.wait_focus("auth-token");
     // A wrong token is refused and asked for again.
     b.fill("#auth-token", "wrong");
     b.keys("#auth-token", "\u{E007}");
