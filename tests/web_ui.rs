@@ -246,14 +246,6 @@ fn tool(var: &str, default: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Browser {
     /// Starts chromedriver and a headless Chromium session, or None (with
     /// the reason printed) when either is not installed.
@@ -269,13 +261,28 @@ impl Browser {
             );
             return None;
         };
-        let port = free_port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: chromedriver picks a free one and says which on stdout.
+        let mut driver = Command::new(&chromedriver)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let out = BufReader::new(driver.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads every line (so the pipe never fills), reporting the port.
+            for line in out.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let _ = tx.send(rest.trim_end_matches('.').trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(WAIT)
+            .ok()
+            .flatten()
+            .expect("chromedriver did not say its port");
         let base = format!("http://127.0.0.1:{port}");
         let agent = agent();
         let profile = tempfile::TempDir::new().unwrap();
