@@ -242,10 +242,22 @@ pub async fn events(
             let q = filter.clone();
             let after = last;
             let batch = state
-                .run(move |store| Ok(ledger::events_between(store, tip, after, &q)?))
+                .run(move |store| {
+                    // The watcher may still publish a tip older than the one
+                    // this subscriber has sent up to (its backlog read the
+                    // branch directly): nothing to send, and `last` must not
+                    // move back, or the next tip would send those events again.
+                    if let Some(a) = after {
+                        if store.is_ancestor(tip, a)? {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(ledger::events_between(store, tip, after, &q)?))
+                })
                 .await;
             match batch {
-                Ok(events) => {
+                Ok(None) => {}
+                Ok(Some(events)) => {
                     for e in events {
                         if tx.send(Ok(sse_of(&e))).await.is_err() {
                             return;

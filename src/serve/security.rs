@@ -74,12 +74,18 @@ pub async fn check_host(State(state): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-/// Refuses requests without the bearer token when one is configured (401).
+/// Refuses requests without the bearer token when one is configured (401);
+/// `GET /health` and the UI's embedded files need none.
 pub async fn check_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.inner.token.as_deref() else {
         return next.run(req).await;
     };
-    if req.uri().path() == "/health" {
+    // Liveness, and the UI's embedded files (they hold no store data; the
+    // page sends the token on every API call it makes).
+    let public = req.uri().path() == "/health"
+        || (matches!(*req.method(), Method::GET | Method::HEAD)
+            && super::ui::is_public_asset(req.uri().path()));
+    if public {
         return next.run(req).await;
     }
     let given = req
