@@ -26,9 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_input;
-use rmcp::model::{
-    CallToolResult, Implementation, JsonObject, ServerCapabilities, ServerInfo,
-};
+use rmcp::model::{CallToolResult, Implementation, JsonObject, ServerCapabilities, ServerConfig};
 use rmcp::{tool, tool_handler, tool_router, ServerHandler, ServiceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -234,8 +232,10 @@ impl CairnMcp {
     /// markdown with its token usage and what was dropped.
     #[tool(input_schema = input::<api::BriefRequest>(), annotations(read_only_hint = true, open_world_hint = false))]
     async fn brief(&self, args: JsonObject) -> CallToolResult {
-        self.run_tool(args, |store, req: api::BriefRequest| api::brief(store, &req))
-            .await
+        self.run_tool(args, |store, req: api::BriefRequest| {
+            api::brief(store, &req)
+        })
+        .await
     }
 
     /// The runs in the store (id, objective, status, seq), sorted by id.
@@ -389,8 +389,8 @@ impl CairnMcp {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for CairnMcp {
-    fn get_info(&self) -> ServerInfo {
-        ServerInfo::new(ServerCapabilities::builder().enable_tools().build())
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("cairn", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
@@ -421,7 +421,8 @@ mod tests {
         let s = input::<api::SearchRequest>();
         assert!(s["properties"]["syntax"].is_object(), "{s:?}");
         assert!(
-            s.get("required").is_none_or(|r| r.as_array().unwrap().is_empty()),
+            s.get("required")
+                .is_none_or(|r| r.as_array().unwrap().is_empty()),
             "search needs no field: {s:?}"
         );
     }

@@ -108,7 +108,10 @@ async fn lists_the_tools_with_schemas_and_instructions() {
     let env = Env::store();
     let c = connect(&env, &[]).await;
     let info = c.peer_info().expect("server info");
-    assert_eq!(info.server_info.name, "cairn");
+    assert_eq!(
+        info.server_info.as_ref().expect("server info").name,
+        "cairn"
+    );
     let instructions = info.instructions.clone().expect("instructions");
     let first: String = instructions.chars().take(512).collect();
     let para = first.split("\n\n").next().unwrap();
@@ -175,7 +178,7 @@ async fn an_agent_session_boots_patches_proposes_searches_and_reads_typed_errors
     .await;
     let run = boot["run_id"].as_str().unwrap().to_string();
     assert_eq!(boot["working_set"]["_update_seq"], 0);
-    assert_eq!(boot["event"]["type"], "RUN_BOOTED");
+    assert_eq!(boot["event"]["event_type"], "RUN_BOOTED");
     let listed = ok(&c, "run_list", json!({})).await;
     assert_eq!(listed["runs"][0]["run_id"], run.as_str());
 
@@ -212,8 +215,11 @@ async fn an_agent_session_boots_patches_proposes_searches_and_reads_typed_errors
         "scope": "global", "confidence": 0.8,
         "content": "The parser uses recursive descent for nested blocks; no parser generator."});
     let prop = ok(&c, "memory_propose", json!({"run": run, "mcrs": [mcr]})).await;
-    assert!(prop["batch_id"].as_str().unwrap().starts_with("batch_"), "{prop}");
-    assert_eq!(prop["event"]["type"], "MEMORY_PROPOSED");
+    assert!(
+        prop["batch_id"].as_str().unwrap().starts_with("batch_"),
+        "{prop}"
+    );
+    assert_eq!(prop["event"]["event_type"], "MEMORY_PROPOSED");
     let queue = ok(&c, "memory_queue", json!({})).await;
     assert_eq!(queue["count"], 1, "{queue}");
     let id = queue["items"][0]["id"].as_str().unwrap().to_string();
@@ -242,7 +248,10 @@ async fn an_agent_session_boots_patches_proposes_searches_and_reads_typed_errors
     // The brief holds the objective and the next action.
     let brief = ok(&c, "brief", json!({"run": run})).await;
     let md = brief["markdown"].as_str().unwrap_or_default();
-    assert!(md.contains("Make the parser handle nested blocks"), "{brief}");
+    assert!(
+        md.contains("Make the parser handle nested blocks"),
+        "{brief}"
+    );
     assert!(md.contains("recursive descent for blocks"), "{brief}");
 
     // The ledger has the session's events.
@@ -251,7 +260,7 @@ async fn an_agent_session_boots_patches_proposes_searches_and_reads_typed_errors
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["type"].as_str().unwrap())
+        .map(|e| e["event_type"].as_str().unwrap())
         .collect();
     assert_eq!(
         types,
@@ -269,7 +278,7 @@ async fn an_agent_session_boots_patches_proposes_searches_and_reads_typed_errors
         json!({"run": run, "reason": "parser design settled", "batches": [batch]}),
     )
     .await;
-    assert_eq!(m["event"]["type"], "MILESTONE_CREATED");
+    assert_eq!(m["event"]["event_type"], "MILESTONE_CREATED");
     let hits = ok(&c, "search", json!({"query": "recursive descent parser"})).await;
     assert_eq!(hits["hits"][0]["id"], id.as_str(), "{hits}");
 
@@ -317,13 +326,21 @@ async fn bad_input_is_a_typed_error_that_changes_nothing() {
 
     // Arguments that do not fit the request type: VALIDATION naming the field.
     let cases = [
-        ("ws_patch", json!({"expected_seq": 0, "patch": patch}), "/run"),
+        (
+            "ws_patch",
+            json!({"expected_seq": 0, "patch": patch}),
+            "/run",
+        ),
         (
             "ws_patch",
             json!({"run": run, "expected_seq": "zero", "patch": patch}),
             "/expected_seq",
         ),
-        ("ws_patch", json!({"run": run, "patch": "not a patch"}), "/patch"),
+        (
+            "ws_patch",
+            json!({"run": run, "patch": "not a patch"}),
+            "/patch",
+        ),
         ("search", json!({"query": "x", "top_k": "ten"}), "/top_k"),
         ("search", json!({"query": "x", "colour": "red"}), "/colour"),
         ("run_boot", json!({}), "/objective"),
@@ -366,7 +383,10 @@ fn a_store_that_is_not_one_fails_before_serving() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(5), "NOT_FOUND's exit code");
-    assert!(out.stdout.is_empty(), "stdout is the protocol: nothing on it");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout is the protocol: nothing on it"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a cairn store"), "{err}");
 }
@@ -396,12 +416,8 @@ async fn four_server_processes_on_one_store_lose_nothing() {
         let env = env.clone();
         tasks.push(tokio::spawn(async move {
             let c = connect(&env, &[]).await;
-            let boot = ok_retrying(
-                &c,
-                "run_boot",
-                json!({"objective": format!("worker {w}")}),
-            )
-            .await;
+            let boot =
+                ok_retrying(&c, "run_boot", json!({"objective": format!("worker {w}")})).await;
             let run = boot["run_id"].as_str().unwrap().to_string();
             for seq in 0..PATCHES {
                 ok_retrying(
@@ -425,7 +441,7 @@ async fn four_server_processes_on_one_store_lose_nothing() {
     }
     // Every write is in the ledger and the store is sound.
     let events = env.ok(&["log"])["events"].as_array().unwrap().clone();
-    let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
     assert_eq!(count("RUN_BOOTED"), SERVERS);
     assert_eq!(count("WS_UPDATE_APPLIED"), SERVERS * PATCHES as usize);
     assert_eq!(count("MEMORY_PROPOSED"), SERVERS);
