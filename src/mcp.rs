@@ -6,7 +6,8 @@
 //! arguments are read with [`api::parse_request`] (so a bad argument is a
 //! VALIDATION error whose pointer names the field), and its result is the
 //! report the CLI prints as the `data` of its `--json` envelope, carried as
-//! the tool result's `structuredContent` (and as JSON text). A failure is a
+//! the tool result's `structuredContent` (and as JSON text; a report that is
+//! not an object, the conflict list, is wrapped in one, as MCP requires). A failure is a
 //! tool result with `isError: true` whose `structuredContent` is cairn's error
 //! envelope, `{"ok": false, "error": {code, category, message, retryable,
 //! details}}`, the one the HTTP API answers, so an agent can decide by
