@@ -11,7 +11,7 @@
 //! write takes (`Store::open`, `Store::init`), with the tools built on it
 //! ([`fsck`], [`hooks`], [`backup`]). [`api`] is the layer the front ends
 //! (the CLI's `--json`, MCP, HTTP) share: request types and reports;
-//! [`serve`] is the HTTP server, a shell over them like the CLI. Nothing here prints or reads the
+//! [`serve`] is the HTTP server and [`mcp`] the MCP server, shells over them like the CLI. Nothing here prints or reads the
 //! environment: callers pass the clock, the actor and the store path in
 //! [`store::StoreOptions`].
 
@@ -30,6 +30,7 @@ mod git_index;
 pub mod hooks;
 pub mod layout;
 pub mod ledger;
+pub mod mcp;
 pub mod memory;
 pub mod merge;
 pub mod mirror;

@@ -12,6 +12,7 @@ mod fsck;
 mod hooks;
 mod init;
 mod log;
+mod mcp;
 mod memory;
 mod milestone;
 mod mirror;
@@ -103,6 +104,7 @@ enum Command {
     /// Run one agent hook (what `cairn setup` writes into the clients' configuration).
     #[command(hide = true)]
     HookAgent(agent::HookAgentArgs),
+    Mcp(mcp::McpArgs),
 }
 
 /// What a command produced: a human text and the JSON `data`.
@@ -253,6 +255,7 @@ pub fn main() -> i32 {
         Command::Setup(a) => return agent::cmd_setup(&ctx, a),
         Command::Interactions(a) => agent::cmd_interactions(&ctx, a),
         Command::HookAgent(a) => return agent::cmd_hook_agent(&ctx, a),
+        Command::Mcp(a) => return mcp::cmd_mcp(&ctx, a),
     };
     finish(&ctx, result)
 }
