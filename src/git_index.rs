@@ -154,6 +154,7 @@ impl IndexLock {
             .write_all(bytes)
             .and_then(|()| self.file.set_permissions(perm))
             .map_err(|e| Error::io("write", &self.path, e))?;
+        crate::failpoint::failpoint!("git_index::rename");
         fs::rename(&self.path, &self.index).map_err(|e| Error::io("rename", &self.path, e))?;
         self.done = true;
         Ok(())

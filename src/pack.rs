@@ -69,6 +69,7 @@ pub struct Object {
 /// Writes `objects` as `pack-<checksum>.pack` + `.idx` in `pack_dir` and
 /// returns the `.pack` path. Duplicate ids are written once.
 pub fn write(pack_dir: &Path, objects: &mut [Object]) -> Result<PathBuf> {
+    crate::failpoint::failpoint!("pack::write");
     objects.sort_by_key(|o| o.id);
     let mut unique: Vec<&Object> = Vec::with_capacity(objects.len());
     for o in objects.iter() {
@@ -223,17 +224,35 @@ impl Writer {
         let idx_path = self.dir.join(format!("{name}.idx"));
         let idx_tmp = self.tmp.with_extension("idx");
         fs::write(&idx_tmp, index).map_err(|e| Error::io("write", &idx_tmp, e))?;
-        for path in [&self.tmp, &idx_tmp] {
+        let fsync = |path: &Path| {
             fs::File::open(path)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("fsync", path, e))?;
-        }
-        fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))?;
+                .map_err(|e| Error::io("fsync", path, e))
+        };
+        // Until the pack is renamed, a failure leaves only temp files, which
+        // are removed here (the `.pack` one by `Drop`).
+        let idx_failed = |e: Error| {
+            let _ = fs::remove_file(&idx_tmp);
+            e
+        };
+        (|| {
+            crate::failpoint::failpoint!("pack::fsync_pack");
+            fsync(&self.tmp)?;
+            crate::failpoint::failpoint!("pack::fsync_idx");
+            fsync(&idx_tmp)?;
+            crate::failpoint::failpoint!("pack::rename_pack");
+            fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))
+        })()
+        .map_err(idx_failed)?;
         self.finished = true;
-        fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))?;
-        fs::File::open(&self.dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        // A `.pack` without its `.idx` is invisible to git (and to fsck).
+        (|| {
+            crate::failpoint::failpoint!("pack::rename_idx");
+            fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))
+        })()
+        .map_err(idx_failed)?;
+        crate::failpoint::failpoint!("pack::fsync_dir");
+        fsync(&self.dir)?;
         Ok(pack_path)
     }
 }

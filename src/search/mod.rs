@@ -382,6 +382,7 @@ impl SearchIndex {
             .prepare_commit()
             .map_err(|e| tantivy_err("commit", e))?;
         prepared.set_payload(&payload);
+        crate::failpoint::failpoint!("search::index_commit");
         prepared.commit().map_err(|e| tantivy_err("commit", e))?;
         Ok(())
     }

@@ -96,6 +96,7 @@ impl Store {
         let Some(workdir) = self.workdir() else {
             return Ok(());
         };
+        crate::failpoint::failpoint!("store::worktree_write");
         for (path, content) in changes {
             let full = workdir.join(path);
             match content {
@@ -127,6 +128,7 @@ impl Store {
             };
             ids.insert(path.as_str(), id);
         }
+        crate::failpoint::failpoint!("store::index_write");
         self.mark_index_write(true);
         let staged = match crate::git_index::update(&self.repo.path().join("index"), &ids) {
             Ok(true) => Ok(()),
