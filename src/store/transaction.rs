@@ -335,6 +335,25 @@ impl Store {
         }
         let mut changes = Changes::new();
         for change in self.tree_changes(tip, to)? {
+            // Commits from elsewhere are checked before anything is written:
+            // a path out of the store (`..`, `.git`) or a link would make the
+            // work-tree update write outside it.
+            if !crate::git_index::plain_path(&change.path) {
+                return Err(Error::Integrity {
+                    subject: change.path.clone(),
+                    message: format!(
+                        "commit {to} holds a path that leaves the store (`..`, `.git` or an empty part); refused, nothing was written"
+                    ),
+                });
+            }
+            if matches!(change.new, Some((_, false))) {
+                return Err(Error::Integrity {
+                    subject: change.path.clone(),
+                    message: format!(
+                        "commit {to} makes it a symlink or a submodule; store files are regular files; refused, nothing was written"
+                    ),
+                });
+            }
             let content = match change.new {
                 Some((id, _)) => Some(self.read_blob(id)?),
                 None => None,

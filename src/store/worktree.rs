@@ -20,6 +20,38 @@ use super::{not_found_to_none, write_atomic, Changes, PathChange, Store};
 use crate::error::{Error, Result};
 use crate::layout;
 
+/// Refuses a path whose folders in the work tree include a symlink (or
+/// something that is not a folder): writing there could land outside the
+/// store. `checked` remembers the folders already seen.
+fn check_parents(workdir: &Path, path: &str, checked: &mut BTreeSet<PathBuf>) -> Result<()> {
+    let mut at = workdir.to_path_buf();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        if checked.contains(&at) {
+            continue;
+        }
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {
+                checked.insert(at.clone());
+            }
+            Ok(_) => {
+                return Err(Error::Integrity {
+                    subject: parts[..=i].join("/"),
+                    message: format!(
+                        "is a symlink or a file in the work tree, and {path} would be written through it; cairn writes only inside the store: restore the folder (`git checkout -- {}`)",
+                        parts[..=i].join("/")
+                    ),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", at, e)),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Refuses when a path about to change differs, in the work tree or the
     /// index, from what the tip holds.
@@ -60,6 +92,10 @@ impl Store {
                     .collect()
             }
         };
+        let mut checked = BTreeSet::new();
+        for path in changes.keys() {
+            check_parents(workdir, path, &mut checked)?;
+        }
         let mut dirty = Vec::new();
         for path in paths {
             let head = match base {
@@ -97,7 +133,9 @@ impl Store {
             return Ok(());
         };
         crate::failpoint::failpoint!("store::worktree_write");
+        let mut checked = BTreeSet::new();
         for (path, content) in changes {
+            check_parents(workdir, path, &mut checked)?;
             let full = workdir.join(path);
             match content {
                 Some(bytes) => write_atomic(&full, bytes, false)?,
