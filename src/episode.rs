@@ -170,16 +170,14 @@ pub fn milestone(
     key: Option<&str>,
 ) -> Result<(Episode, Committed)> {
     let committed = store.transact(
-        crate::idempotency::keyed(
-            key,
-            "milestone",
-            &[
+        crate::idempotency::keyed(key, "milestone", || {
+            vec![
                 json!(run_id),
                 json!(req.reason),
                 json!(req.next_entry_point),
                 json!(req.batches),
-            ],
-        )
+            ]
+        })
         .as_ref(),
         |snap| {
             let tip = snap.commit().ok_or_else(|| Error::RunNotFound {

@@ -273,7 +273,7 @@ pub fn propose(
     file: &str,
     key: Option<&str>,
 ) -> Result<(Batch, Committed)> {
-    let committed = store.transact(crate::idempotency::keyed(key, "memory.propose", &[json!(run_id), input.clone(), Value::Object(scope_filters.clone())]).as_ref(), |snap| {
+    let committed = store.transact(crate::idempotency::keyed(key, "memory.propose", || vec![json!(run_id), input.clone(), Value::Object(scope_filters.clone())]).as_ref(), |snap| {
         let (mcrs, mut filters) = mcrs_of(input);
         filters.extend(scope_filters.clone());
         let commit = snap_commit(snap)?;
@@ -698,11 +698,9 @@ pub fn commit_batch(
         });
     }
     let committed = store.transact(
-        crate::idempotency::keyed(
-            key,
-            "memory.commit",
-            &[json!(batch_id), json!(allow_outside_milestone)],
-        )
+        crate::idempotency::keyed(key, "memory.commit", || {
+            vec![json!(batch_id), json!(allow_outside_milestone)]
+        })
         .as_ref(),
         |snap| {
             let mut changes = Changes::new();
@@ -743,7 +741,7 @@ fn review(
             } else {
                 "memory.reject"
             },
-            &[json!(id), json!(reason)],
+            || vec![json!(id), json!(reason)],
         )
         .as_ref(),
         |snap| {
@@ -829,7 +827,7 @@ pub fn edit(
     key: Option<&str>,
 ) -> Result<(MemoryItem, Committed)> {
     let committed = store.transact(
-        crate::idempotency::keyed(key, "memory.edit", &[json!(id), edit.clone()]).as_ref(),
+        crate::idempotency::keyed(key, "memory.edit", || vec![json!(id), edit.clone()]).as_ref(),
         |snap| {
             let commit = snap_commit(snap)?;
             let (path, item) = load_item(store, commit, id)?;

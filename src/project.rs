@@ -96,11 +96,9 @@ pub fn add(
     key: Option<&str>,
 ) -> Result<(Project, Committed)> {
     let committed = store.transact(
-        crate::idempotency::keyed(
-            key,
-            "project.add",
-            &[json!(id), json!(aliases), json!(description)],
-        )
+        crate::idempotency::keyed(key, "project.add", || {
+            vec![json!(id), json!(aliases), json!(description)]
+        })
         .as_ref(),
         |snap| {
             let mut registry = Registry::read(snap)?;
@@ -288,17 +286,15 @@ pub fn state_set(
     idem: Option<&str>,
 ) -> Result<(StateEntry, Committed)> {
     let committed = store.transact(
-        crate::idempotency::keyed(
-            idem,
-            "state.set",
-            &[
+        crate::idempotency::keyed(idem, "state.set", || {
+            vec![
                 json!(project),
                 json!(category),
                 json!(key),
                 json!(value),
                 json!(source),
-            ],
-        )
+            ]
+        })
         .as_ref(),
         |snap| {
             let project = Registry::read(snap)?.canonicalize(project);
@@ -358,11 +354,9 @@ pub fn state_invalidate(
     idem: Option<&str>,
 ) -> Result<Committed> {
     store.transact(
-        crate::idempotency::keyed(
-            idem,
-            "state.invalidate",
-            &[json!(project), json!(category), json!(key)],
-        )
+        crate::idempotency::keyed(idem, "state.invalidate", || {
+            vec![json!(project), json!(category), json!(key)]
+        })
         .as_ref(),
         |snap| {
             let project = Registry::read(snap)?.canonicalize(project);

@@ -1010,16 +1010,14 @@ fn load_contents(
     };
     let mut report = None;
     let committed = store.transact(
-        crate::idempotency::keyed(
-            key,
-            "resume.load",
-            &[
+        crate::idempotency::keyed(key, "resume.load", || {
+            vec![
                 json!(sha256_hex(&manifest.to_bytes())),
                 json!(opts.new_run_id),
                 json!(opts.into_run),
                 json!(opts.trust),
-            ],
-        )
+            ]
+        })
         .as_ref(),
         |snap| {
             let now = snap.now();

@@ -182,6 +182,23 @@ pub struct Applied {
     pub appended: Vec<String>,
 }
 
+/// The size of `value` written as compact JSON, counted without writing it.
+fn json_size(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("JSON values serialize");
+    count.0
+}
+
 /// Applies a patch to a working set without touching the store.
 ///
 /// `file` names the patch in errors. The patch may be wrapped as the seed's
@@ -390,10 +407,8 @@ pub fn boot(
     key: Option<&str>,
 ) -> Result<(WorkingSet, Committed)> {
     let committed = store.transact(
-        crate::idempotency::keyed(
-            key,
-            "run.boot",
-            &[
+        crate::idempotency::keyed(key, "run.boot", || {
+            vec![
                 json!(req.objective),
                 json!(req.acceptance_criteria),
                 json!(req.constraints),
@@ -401,8 +416,8 @@ pub fn boot(
                 json!(req.task_id),
                 json!(req.thread_id),
                 json!(req.run_id),
-            ],
-        )
+            ]
+        })
         .as_ref(),
         |snap| {
             let now = snap.now();
@@ -490,11 +505,23 @@ pub fn patch(
     file: &str,
     key: Option<&str>,
 ) -> Result<PatchOutcome> {
+    // A patch larger than any working set may be cannot apply: refused
+    // before it is copied into a working set, rendered and serialized.
+    let limit = store.config()?.limits.max_file_bytes;
+    let size = json_size(patch);
+    if size > limit {
+        return Err(Error::TooLarge {
+            file: file.to_string(),
+            bytes: size,
+            limit,
+            setting: "max_file_bytes",
+        });
+    }
     // What the last planning pass wrote (bytes and value): the committed
     // file holds exactly this, so it is returned without parsing it again.
     let mut written: Option<(Vec<u8>, WorkingSet)> = None;
     let committed = store.transact(
-        crate::idempotency::keyed(key, "ws.patch", &[json!(run_id), patch.clone()]).as_ref(),
+        crate::idempotency::keyed(key, "ws.patch", || vec![json!(run_id), patch.clone()]).as_ref(),
         |snap| {
             let path = layout::working_set(run_id);
             let current = read(snap, run_id)?;

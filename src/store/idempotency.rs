@@ -59,9 +59,9 @@ impl Keyed {
     }
 }
 
-/// [`Keyed::new`] when there is a key.
-pub fn keyed(key: Option<&str>, op: &str, parts: &[Value]) -> Option<Keyed> {
-    key.map(|k| Keyed::new(k, op, parts))
+/// [`Keyed::new`] when there is a key; `parts` is only called then.
+pub fn keyed(key: Option<&str>, op: &str, parts: impl FnOnce() -> Vec<Value>) -> Option<Keyed> {
+    key.map(|k| Keyed::new(k, op, &parts()))
 }
 
 /// A digest of raw bytes, for requests that carry a file's content.
