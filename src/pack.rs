@@ -412,4 +412,42 @@ mod tests {
             String::from_utf8_lossy(&verify.stderr)
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Fuzzing the index reader (`PROPTEST_CASES` inputs): a damaged
+        /// `.idx` is read or declined, never a panic or a huge allocation.
+        #[test]
+        fn damaged_pack_indexes_are_read_or_declined(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..4096,
+        ) {
+            static REAL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let real = REAL.get_or_init(|| {
+                let dir = tempfile::TempDir::new().unwrap();
+                let mut objects: Vec<Object> = (0..40u32)
+                    .map(|i| object(Kind::Blob, format!("object {i}").as_bytes()))
+                    .collect();
+                let pack = write(dir.path(), &mut objects).unwrap();
+                fs::read(pack.with_extension("idx")).unwrap()
+            });
+            let dir = tempfile::TempDir::new().unwrap();
+            let idx = dir.path().join("fuzzed.idx");
+            let mut b = real.clone();
+            for (at, x) in flips {
+                let at = at % b.len();
+                b[at] ^= x | 1;
+            }
+            b.truncate(cut.min(b.len()));
+            fs::write(&idx, &b).unwrap();
+            let _ = object_count(&idx);
+            if let Some(entries) = index_entries(&idx) {
+                proptest::prop_assert!(entries.len() <= b.len() / 28);
+            }
+        }
+    }
 }
