@@ -12,7 +12,6 @@ use std::path::Path;
 use common::cli::Env;
 use common::net::Net;
 use git2::{ObjectType, Oid, Repository};
-use serde_json::Value;
 
 /// One raw tree entry: mode, name, id.
 type Entry = (u32, Vec<u8>, Oid);
@@ -85,8 +84,11 @@ fn hostile_commit(
         .unwrap()
 }
 
-/// The payloads, each as (path, content, mode), and what each must not do.
-fn payloads() -> Vec<(Vec<&'static [u8]>, &'static [u8], u32)> {
+/// A hostile entry: its path (raw names), content and mode.
+type Payload = (Vec<&'static [u8]>, &'static [u8], u32);
+
+/// The payloads.
+fn payloads() -> Vec<Payload> {
     vec![
         (
             vec![b"..", b"escape.txt"],
@@ -178,7 +180,7 @@ fn fsck_names_each_hostile_path_and_writes_are_refused_until_repaired() {
         assert!(
             findings
                 .iter()
-                .any(|f| f["subject"] == Value::from(shown.as_str()) && f["rule"] == rule),
+                .any(|f| f["subject"] == shown.as_str() && f["rule"] == rule),
             "{shown}: fsck names it ({rule}): {findings:?}"
         );
         // A write on top of it is refused and changes nothing.
