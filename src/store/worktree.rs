@@ -8,6 +8,10 @@
 //! hooks' index work, go through git's own plumbing (`diff-index`,
 //! `update-index`): the index is git's file, the hook runs inside a git
 //! command, and git handles every index format (split, sparse, v4).
+//!
+//! Nothing is written through a link: a changed path whose folder in the
+//! work tree is a symlink (or a file) is refused before the commit and again
+//! before the work-tree write, so a write never lands outside the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
