@@ -169,89 +169,100 @@ pub fn milestone(
     req: &MilestoneRequest,
     key: Option<&str>,
 ) -> Result<(Episode, Committed)> {
-    let committed = store.transact(key, |snap| {
-        let tip = snap.commit().ok_or_else(|| Error::RunNotFound {
-            run_id: run_id.to_string(),
-        })?;
-        let ws = crate::working_set::read(snap, run_id)?;
-        if req.reason.trim().is_empty() {
-            return Err(Error::Invalid {
-                file: "--reason".into(),
-                pointer: "/reason".into(),
-                rule: "minLength",
-                message: "a milestone needs a reason".into(),
-            });
-        }
-        let previous = episodes_at(store, tip, run_id)?;
-        let from = match previous.last() {
-            Some(p) => Some(store.resolve(&format!("refs/tags/{}", p.tag))?),
-            None => None,
-        };
-        let mut event_counts: BTreeMap<String, u64> = BTreeMap::new();
-        for id in store.history(tip, from)? {
-            let info = store.commit_info(id)?;
-            let parsed = parse_message(&info.message);
-            if parsed.trailer("Cairn-Run") == Some(run_id) {
-                let t = parsed.trailer("Cairn-Event").unwrap_or("MANUAL_EDIT");
-                *event_counts.entry(t.to_string()).or_default() += 1;
-            }
-        }
-        let now = snap.now();
-        let episode_id = ledger::new_id("ep", now);
-        let mut changes = Changes::new();
-        let mut items = Vec::new();
-        for b in &req.batches {
-            let run_of_batch = memory::batch_run(store, tip, b)?;
-            if run_of_batch != run_id {
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "milestone", || {
+            vec![
+                json!(run_id),
+                json!(req.reason),
+                json!(req.next_entry_point),
+                json!(req.batches),
+            ]
+        })
+        .as_ref(),
+        |snap| {
+            let tip = snap.commit().ok_or_else(|| Error::RunNotFound {
+                run_id: run_id.to_string(),
+            })?;
+            let ws = crate::working_set::read(snap, run_id)?;
+            if req.reason.trim().is_empty() {
                 return Err(Error::Invalid {
-                    file: "--commit-batch".into(),
-                    pointer: String::new(),
-                    rule: "batch_of_run",
-                    message: format!("batch {b} belongs to run {run_of_batch}, not {run_id}"),
+                    file: "--reason".into(),
+                    pointer: "/reason".into(),
+                    rule: "minLength",
+                    message: "a milestone needs a reason".into(),
                 });
             }
-            let (_, changed) = memory::apply_batch(store, snap, b, &episode_id, &mut changes)?;
-            items.extend(changed);
-        }
-        let tag = layout::episode_tag(run_id, &episode_id);
-        let mut episode = Episode {
-            schema_version: schema::SCHEMA_VERSION.into(),
-            episode_id: episode_id.clone(),
-            run_id: run_id.to_string(),
-            ordinal: previous.len() as u64 + 1,
-            reason: req.reason.clone(),
-            working_set: ws.clone(),
-            commit_range: CommitRange {
-                from: from.map(|f| f.to_string()),
-                to: tip.to_string(),
-            },
-            event_counts,
-            memory_batches: req.batches.clone(),
-            summary: String::new(),
-            next_entry_point: req.next_entry_point.clone(),
-            tag: tag.clone(),
-            created_at: rfc3339(now),
-        };
-        episode.summary = summarize(&episode, &ws, &items);
-        let yaml = episode.to_yaml();
-        changes.insert(
-            layout::episode(run_id, &episode_id),
-            Some(yaml.clone().into_bytes()),
-        );
-        Ok(Mutation {
-            tags: vec![(tag.clone(), yaml)],
-            changes,
-            event: EventDraft::new(
-                EventType::MilestoneCreated,
-                format!("milestone {} of {run_id}: {}", episode.ordinal, req.reason),
-            )
-            .run(run_id, None)
-            .payload(
-                json!({"episode_id": episode_id, "ordinal": episode.ordinal, "tag": tag,
+            let previous = episodes_at(store, tip, run_id)?;
+            let from = match previous.last() {
+                Some(p) => Some(store.resolve(&format!("refs/tags/{}", p.tag))?),
+                None => None,
+            };
+            let mut event_counts: BTreeMap<String, u64> = BTreeMap::new();
+            for id in store.history(tip, from)? {
+                let info = store.commit_info(id)?;
+                let parsed = parse_message(&info.message);
+                if parsed.trailer("Cairn-Run") == Some(run_id) {
+                    let t = parsed.trailer("Cairn-Event").unwrap_or("MANUAL_EDIT");
+                    *event_counts.entry(t.to_string()).or_default() += 1;
+                }
+            }
+            let now = snap.now();
+            let episode_id = ledger::new_id("ep", now);
+            let mut changes = Changes::new();
+            let mut items = Vec::new();
+            for b in &req.batches {
+                let run_of_batch = memory::batch_run(store, tip, b)?;
+                if run_of_batch != run_id {
+                    return Err(Error::Invalid {
+                        file: "--commit-batch".into(),
+                        pointer: String::new(),
+                        rule: "batch_of_run",
+                        message: format!("batch {b} belongs to run {run_of_batch}, not {run_id}"),
+                    });
+                }
+                let (_, changed) = memory::apply_batch(store, snap, b, &episode_id, &mut changes)?;
+                items.extend(changed);
+            }
+            let tag = layout::episode_tag(run_id, &episode_id);
+            let mut episode = Episode {
+                schema_version: schema::SCHEMA_VERSION.into(),
+                episode_id: episode_id.clone(),
+                run_id: run_id.to_string(),
+                ordinal: previous.len() as u64 + 1,
+                reason: req.reason.clone(),
+                working_set: ws.clone(),
+                commit_range: CommitRange {
+                    from: from.map(|f| f.to_string()),
+                    to: tip.to_string(),
+                },
+                event_counts,
+                memory_batches: req.batches.clone(),
+                summary: String::new(),
+                next_entry_point: req.next_entry_point.clone(),
+                tag: tag.clone(),
+                created_at: rfc3339(now),
+            };
+            episode.summary = summarize(&episode, &ws, &items);
+            let yaml = episode.to_yaml();
+            changes.insert(
+                layout::episode(run_id, &episode_id),
+                Some(yaml.clone().into_bytes()),
+            );
+            Ok(Mutation {
+                tags: vec![(tag.clone(), yaml)],
+                changes,
+                event: EventDraft::new(
+                    EventType::MilestoneCreated,
+                    format!("milestone {} of {run_id}: {}", episode.ordinal, req.reason),
+                )
+                .run(run_id, None)
+                .payload(
+                    json!({"episode_id": episode_id, "ordinal": episode.ordinal, "tag": tag,
                 "batches": req.batches, "items": items}),
-            ),
-        })
-    })?;
+                ),
+            })
+        },
+    )?;
     let id = committed.event.payload["episode_id"]
         .as_str()
         .unwrap_or_default()

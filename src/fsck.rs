@@ -54,6 +54,10 @@ pub fn fsck(store: &Store) -> Result<Vec<Finding>> {
         ));
     }
     for (path, blob, regular) in store.walk_files(tip, "")? {
+        if let Some(f) = rules::check_path(&path) {
+            findings.push(f);
+            continue;
+        }
         let size = store.blob_size(blob)?;
         let after = if !regular {
             rules::After::NotRegular

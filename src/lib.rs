@@ -25,6 +25,7 @@ pub mod config;
 pub mod episode;
 pub mod error;
 pub mod event;
+pub mod failpoint;
 pub mod fsck;
 mod git_index;
 pub mod hooks;

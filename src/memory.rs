@@ -273,7 +273,7 @@ pub fn propose(
     file: &str,
     key: Option<&str>,
 ) -> Result<(Batch, Committed)> {
-    let committed = store.transact(key, |snap| {
+    let committed = store.transact(crate::idempotency::keyed(key, "memory.propose", || vec![json!(run_id), input.clone(), Value::Object(scope_filters.clone())]).as_ref(), |snap| {
         let (mcrs, mut filters) = mcrs_of(input);
         filters.extend(scope_filters.clone());
         let commit = snap_commit(snap)?;
@@ -697,23 +697,30 @@ pub fn commit_batch(
             ),
         });
     }
-    let committed = store.transact(key, |snap| {
-        let mut changes = Changes::new();
-        let (batch, items) = apply_batch(store, snap, batch_id, "outside-milestone", &mut changes)?;
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(
-                EventType::MemoryCommitted,
-                format!("commit {batch_id} outside a milestone (override)"),
-            )
-            .run(&batch.run_id, None)
-            .payload(
-                json!({"batch_id": batch_id, "committed_in": "outside-milestone",
-                "override": "allow_outside_milestone", "items": items}),
-            ),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "memory.commit", || {
+            vec![json!(batch_id), json!(allow_outside_milestone)]
         })
-    })?;
+        .as_ref(),
+        |snap| {
+            let mut changes = Changes::new();
+            let (batch, items) =
+                apply_batch(store, snap, batch_id, "outside-milestone", &mut changes)?;
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::MemoryCommitted,
+                    format!("commit {batch_id} outside a milestone (override)"),
+                )
+                .run(&batch.run_id, None)
+                .payload(
+                    json!({"batch_id": batch_id, "committed_in": "outside-milestone",
+                "override": "allow_outside_milestone", "items": items}),
+                ),
+            })
+        },
+    )?;
     let run = committed.event.run_id.clone().unwrap_or_default();
     let batch = read_batch_at(store, committed.commit, &run, batch_id)?;
     Ok((batch, committed))
@@ -726,45 +733,57 @@ fn review(
     promote: bool,
     key: Option<&str>,
 ) -> Result<(MemoryItem, Committed)> {
-    let committed = store.transact(key, |snap| {
-        let commit = snap_commit(snap)?;
-        let now = rfc3339(snap.now());
-        let mut ws = Workspace::new(store, commit);
-        let item = ws.get(id)?;
-        if item.status != ItemStatus::Candidate {
-            return Err(Error::Conflict {
-                subject: format!("memory item {id}"),
-                rule: "review_candidates_only",
-                message: format!("is {}; only candidates are reviewed", item.status.as_str()),
-            });
-        }
-        let run = item
-            .source_refs
-            .iter()
-            .find_map(|r| r.strip_prefix("run:").map(str::to_string));
-        if promote {
-            ws.activate(id, &now)?;
-        } else {
-            ws.set_status(id, ItemStatus::Invalid, &now)?;
-        }
-        let mut changes = Changes::new();
-        let items = ws.into_changes(&mut changes);
-        let (kind, verb) = if promote {
-            (EventType::MemoryPromoted, "promote")
-        } else {
-            (EventType::MemoryRejected, "reject")
-        };
-        let mut event = EventDraft::new(kind, format!("{verb} {id}"))
-            .payload(json!({"id": id, "reason": reason, "items": items}));
-        if let Some(run) = run {
-            event = event.run(&run, None);
-        }
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event,
-        })
-    })?;
+    let committed = store.transact(
+        crate::idempotency::keyed(
+            key,
+            if promote {
+                "memory.promote"
+            } else {
+                "memory.reject"
+            },
+            || vec![json!(id), json!(reason)],
+        )
+        .as_ref(),
+        |snap| {
+            let commit = snap_commit(snap)?;
+            let now = rfc3339(snap.now());
+            let mut ws = Workspace::new(store, commit);
+            let item = ws.get(id)?;
+            if item.status != ItemStatus::Candidate {
+                return Err(Error::Conflict {
+                    subject: format!("memory item {id}"),
+                    rule: "review_candidates_only",
+                    message: format!("is {}; only candidates are reviewed", item.status.as_str()),
+                });
+            }
+            let run = item
+                .source_refs
+                .iter()
+                .find_map(|r| r.strip_prefix("run:").map(str::to_string));
+            if promote {
+                ws.activate(id, &now)?;
+            } else {
+                ws.set_status(id, ItemStatus::Invalid, &now)?;
+            }
+            let mut changes = Changes::new();
+            let items = ws.into_changes(&mut changes);
+            let (kind, verb) = if promote {
+                (EventType::MemoryPromoted, "promote")
+            } else {
+                (EventType::MemoryRejected, "reject")
+            };
+            let mut event = EventDraft::new(kind, format!("{verb} {id}"))
+                .payload(json!({"id": id, "reason": reason, "items": items}));
+            if let Some(run) = run {
+                event = event.run(&run, None);
+            }
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event,
+            })
+        },
+    )?;
     let (_, item) = load_item(store, committed.commit, id)?;
     Ok((item, committed))
 }
@@ -807,59 +826,62 @@ pub fn edit(
     file: &str,
     key: Option<&str>,
 ) -> Result<(MemoryItem, Committed)> {
-    let committed = store.transact(key, |snap| {
-        let commit = snap_commit(snap)?;
-        let (path, item) = load_item(store, commit, id)?;
-        if item.status != ItemStatus::Candidate {
-            return Err(Error::Conflict {
-                subject: format!("memory item {id}"),
-                rule: "edit_candidates_only",
-                message: format!(
-                    "is {}; only candidates are edited (use an update MCR for active items)",
-                    item.status.as_str()
-                ),
-            });
-        }
-        let Some(fields) = edit.as_object() else {
-            return Err(Error::Invalid {
-                file: file.to_string(),
-                pointer: String::new(),
-                rule: "type",
-                message: "an edit is a mapping of fields to replace".into(),
-            });
-        };
-        let mut doc = serde_json::to_value(&item).expect("items serialize");
-        for (k, v) in fields {
-            if !EDITABLE.contains(&k.as_str()) {
-                return Err(Error::Invalid {
-                    file: file.to_string(),
-                    pointer: format!("/{k}"),
-                    rule: "editable_field",
-                    message: format!("{k} cannot be edited; editable: {}", EDITABLE.join(", ")),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "memory.edit", || vec![json!(id), edit.clone()]).as_ref(),
+        |snap| {
+            let commit = snap_commit(snap)?;
+            let (path, item) = load_item(store, commit, id)?;
+            if item.status != ItemStatus::Candidate {
+                return Err(Error::Conflict {
+                    subject: format!("memory item {id}"),
+                    rule: "edit_candidates_only",
+                    message: format!(
+                        "is {}; only candidates are edited (use an update MCR for active items)",
+                        item.status.as_str()
+                    ),
                 });
             }
-            doc[k] = v.clone();
-        }
-        doc["updated_at"] = json!(rfc3339(snap.now()));
-        schema::validate("memory_item", file, &doc)?;
-        let edited: MemoryItem = serde_json::from_value(doc).map_err(|e| Error::Invalid {
-            file: file.to_string(),
-            pointer: String::new(),
-            rule: "memory_item",
-            message: e.to_string(),
-        })?;
-        let mut changes = Changes::new();
-        changes.insert(path, Some(edited.to_yaml().into_bytes()));
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(EventType::MemoryEdited, format!("edit candidate {id}"))
-                .payload(
-                    json!({"id": id, "fields": fields.keys().collect::<Vec<_>>(),
+            let Some(fields) = edit.as_object() else {
+                return Err(Error::Invalid {
+                    file: file.to_string(),
+                    pointer: String::new(),
+                    rule: "type",
+                    message: "an edit is a mapping of fields to replace".into(),
+                });
+            };
+            let mut doc = serde_json::to_value(&item).expect("items serialize");
+            for (k, v) in fields {
+                if !EDITABLE.contains(&k.as_str()) {
+                    return Err(Error::Invalid {
+                        file: file.to_string(),
+                        pointer: format!("/{k}"),
+                        rule: "editable_field",
+                        message: format!("{k} cannot be edited; editable: {}", EDITABLE.join(", ")),
+                    });
+                }
+                doc[k] = v.clone();
+            }
+            doc["updated_at"] = json!(rfc3339(snap.now()));
+            schema::validate("memory_item", file, &doc)?;
+            let edited: MemoryItem = serde_json::from_value(doc).map_err(|e| Error::Invalid {
+                file: file.to_string(),
+                pointer: String::new(),
+                rule: "memory_item",
+                message: e.to_string(),
+            })?;
+            let mut changes = Changes::new();
+            changes.insert(path, Some(edited.to_yaml().into_bytes()));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(EventType::MemoryEdited, format!("edit candidate {id}"))
+                    .payload(
+                        json!({"id": id, "fields": fields.keys().collect::<Vec<_>>(),
                     "items": [{"id": id, "status": "candidate"}]}),
-                ),
-        })
-    })?;
+                    ),
+            })
+        },
+    )?;
     let (_, item) = load_item(store, committed.commit, id)?;
     Ok((item, committed))
 }

@@ -69,6 +69,7 @@ pub struct Object {
 /// Writes `objects` as `pack-<checksum>.pack` + `.idx` in `pack_dir` and
 /// returns the `.pack` path. Duplicate ids are written once.
 pub fn write(pack_dir: &Path, objects: &mut [Object]) -> Result<PathBuf> {
+    crate::failpoint::failpoint!("pack::write");
     objects.sort_by_key(|o| o.id);
     let mut unique: Vec<&Object> = Vec::with_capacity(objects.len());
     for o in objects.iter() {
@@ -223,17 +224,35 @@ impl Writer {
         let idx_path = self.dir.join(format!("{name}.idx"));
         let idx_tmp = self.tmp.with_extension("idx");
         fs::write(&idx_tmp, index).map_err(|e| Error::io("write", &idx_tmp, e))?;
-        for path in [&self.tmp, &idx_tmp] {
+        let fsync = |path: &Path| {
             fs::File::open(path)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("fsync", path, e))?;
-        }
-        fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))?;
+                .map_err(|e| Error::io("fsync", path, e))
+        };
+        // Until the pack is renamed, a failure leaves only temp files, which
+        // are removed here (the `.pack` one by `Drop`).
+        let idx_failed = |e: Error| {
+            let _ = fs::remove_file(&idx_tmp);
+            e
+        };
+        (|| {
+            crate::failpoint::failpoint!("pack::fsync_pack");
+            fsync(&self.tmp)?;
+            crate::failpoint::failpoint!("pack::fsync_idx");
+            fsync(&idx_tmp)?;
+            crate::failpoint::failpoint!("pack::rename_pack");
+            fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))
+        })()
+        .map_err(idx_failed)?;
         self.finished = true;
-        fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))?;
-        fs::File::open(&self.dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        // A `.pack` without its `.idx` is invisible to git (and to fsck).
+        (|| {
+            crate::failpoint::failpoint!("pack::rename_idx");
+            fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))
+        })()
+        .map_err(idx_failed)?;
+        crate::failpoint::failpoint!("pack::fsync_dir");
+        fsync(&self.dir)?;
         Ok(pack_path)
     }
 }
@@ -392,5 +411,43 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&verify.stderr)
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Fuzzing the index reader (`PROPTEST_CASES` inputs): a damaged
+        /// `.idx` is read or declined, never a panic or a huge allocation.
+        #[test]
+        fn damaged_pack_indexes_are_read_or_declined(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..4096,
+        ) {
+            static REAL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let real = REAL.get_or_init(|| {
+                let dir = tempfile::TempDir::new().unwrap();
+                let mut objects: Vec<Object> = (0..40u32)
+                    .map(|i| object(Kind::Blob, format!("object {i}").as_bytes()))
+                    .collect();
+                let pack = write(dir.path(), &mut objects).unwrap();
+                fs::read(pack.with_extension("idx")).unwrap()
+            });
+            let dir = tempfile::TempDir::new().unwrap();
+            let idx = dir.path().join("fuzzed.idx");
+            let mut b = real.clone();
+            for (at, x) in flips {
+                let at = at % b.len();
+                b[at] ^= x | 1;
+            }
+            b.truncate(cut.min(b.len()));
+            fs::write(&idx, &b).unwrap();
+            let _ = object_count(&idx);
+            if let Some(entries) = index_entries(&idx) {
+                proptest::prop_assert!(entries.len() <= b.len() / 28);
+            }
+        }
     }
 }

@@ -95,62 +95,68 @@ pub fn add(
     description: Option<&str>,
     key: Option<&str>,
 ) -> Result<(Project, Committed)> {
-    let committed = store.transact(key, |snap| {
-        let mut registry = Registry::read(snap)?;
-        let id = id.trim().to_string();
-        if let Some(existing) = registry.find(&id) {
-            return Err(Error::Conflict {
-                subject: format!("project {id}"),
-                rule: "project_unique",
-                message: format!("the name is already taken by project {}", existing.id),
-            });
-        }
-        let mut names: Vec<String> = vec![id.to_ascii_lowercase()];
-        for (i, alias) in aliases.iter().enumerate() {
-            if let Some(other) = registry.find(alias) {
-                return Err(Error::Conflict {
-                    subject: format!("alias {alias:?}"),
-                    rule: "alias_unique",
-                    message: format!(
-                        "collides with project {}'s id or aliases (--alias #{})",
-                        other.id,
-                        i + 1
-                    ),
-                });
-            }
-            let lower = alias.trim().to_ascii_lowercase();
-            if names.contains(&lower) {
-                return Err(Error::Conflict {
-                    subject: format!("alias {alias:?}"),
-                    rule: "alias_unique",
-                    message: "given twice, or equal to the project's own id".into(),
-                });
-            }
-            names.push(lower);
-        }
-        let project = Project {
-            id: id.clone(),
-            aliases: aliases.iter().map(|a| a.trim().to_string()).collect(),
-            description: description.map(str::to_string),
-            created_at: rfc3339(snap.now()),
-        };
-        registry.projects.push(project.clone());
-        registry.projects.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut changes = Changes::new();
-        changes.insert(
-            layout::REGISTRY.into(),
-            Some(registry.to_yaml().into_bytes()),
-        );
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(
-                EventType::ProjectRegistered,
-                format!("register project {id}"),
-            )
-            .payload(json!({"project": id, "aliases": project.aliases})),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "project.add", || {
+            vec![json!(id), json!(aliases), json!(description)]
         })
-    })?;
+        .as_ref(),
+        |snap| {
+            let mut registry = Registry::read(snap)?;
+            let id = id.trim().to_string();
+            if let Some(existing) = registry.find(&id) {
+                return Err(Error::Conflict {
+                    subject: format!("project {id}"),
+                    rule: "project_unique",
+                    message: format!("the name is already taken by project {}", existing.id),
+                });
+            }
+            let mut names: Vec<String> = vec![id.to_ascii_lowercase()];
+            for (i, alias) in aliases.iter().enumerate() {
+                if let Some(other) = registry.find(alias) {
+                    return Err(Error::Conflict {
+                        subject: format!("alias {alias:?}"),
+                        rule: "alias_unique",
+                        message: format!(
+                            "collides with project {}'s id or aliases (--alias #{})",
+                            other.id,
+                            i + 1
+                        ),
+                    });
+                }
+                let lower = alias.trim().to_ascii_lowercase();
+                if names.contains(&lower) {
+                    return Err(Error::Conflict {
+                        subject: format!("alias {alias:?}"),
+                        rule: "alias_unique",
+                        message: "given twice, or equal to the project's own id".into(),
+                    });
+                }
+                names.push(lower);
+            }
+            let project = Project {
+                id: id.clone(),
+                aliases: aliases.iter().map(|a| a.trim().to_string()).collect(),
+                description: description.map(str::to_string),
+                created_at: rfc3339(snap.now()),
+            };
+            registry.projects.push(project.clone());
+            registry.projects.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut changes = Changes::new();
+            changes.insert(
+                layout::REGISTRY.into(),
+                Some(registry.to_yaml().into_bytes()),
+            );
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::ProjectRegistered,
+                    format!("register project {id}"),
+                )
+                .payload(json!({"project": id, "aliases": project.aliases})),
+            })
+        },
+    )?;
     let project_id = committed.event.payload["project"]
         .as_str()
         .unwrap_or(id)
@@ -279,35 +285,47 @@ pub fn state_set(
     source: Option<&str>,
     idem: Option<&str>,
 ) -> Result<(StateEntry, Committed)> {
-    let committed = store.transact(idem, |snap| {
-        let project = Registry::read(snap)?.canonicalize(project);
-        let path = state_path_checked(&project)?;
-        let mut state = read_state(snap, &project)?;
-        let now = rfc3339(snap.now());
-        let previous = retire(&mut state, category, key, EntryStatus::Superseded, &now);
-        let entry = StateEntry {
-            category: category.to_string(),
-            key: key.to_string(),
-            value: value.to_string(),
-            source: source.map(str::to_string),
-            status: EntryStatus::Active,
-            updated_at: now,
-            superseded_at: None,
-        };
-        state.entries.push(entry.clone());
-        let mut changes = Changes::new();
-        changes.insert(path, Some(state_yaml(&state).into_bytes()));
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(
-                EventType::ProjectStateSet,
-                format!("state {project}: {category}/{key}"),
-            )
-            .payload(json!({"project": project, "category": category, "key": key,
-                "value": value, "source": source, "previous": previous})),
+    let committed = store.transact(
+        crate::idempotency::keyed(idem, "state.set", || {
+            vec![
+                json!(project),
+                json!(category),
+                json!(key),
+                json!(value),
+                json!(source),
+            ]
         })
-    })?;
+        .as_ref(),
+        |snap| {
+            let project = Registry::read(snap)?.canonicalize(project);
+            let path = state_path_checked(&project)?;
+            let mut state = read_state(snap, &project)?;
+            let now = rfc3339(snap.now());
+            let previous = retire(&mut state, category, key, EntryStatus::Superseded, &now);
+            let entry = StateEntry {
+                category: category.to_string(),
+                key: key.to_string(),
+                value: value.to_string(),
+                source: source.map(str::to_string),
+                status: EntryStatus::Active,
+                updated_at: now,
+                superseded_at: None,
+            };
+            state.entries.push(entry.clone());
+            let mut changes = Changes::new();
+            changes.insert(path, Some(state_yaml(&state).into_bytes()));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::ProjectStateSet,
+                    format!("state {project}: {category}/{key}"),
+                )
+                .payload(json!({"project": project, "category": category, "key": key,
+                "value": value, "source": source, "previous": previous})),
+            })
+        },
+    )?;
     let entry = StateEntry {
         category: category.into(),
         key: key.into(),
@@ -335,28 +353,34 @@ pub fn state_invalidate(
     key: &str,
     idem: Option<&str>,
 ) -> Result<Committed> {
-    store.transact(idem, |snap| {
-        let project = Registry::read(snap)?.canonicalize(project);
-        let path = state_path_checked(&project)?;
-        let mut state = read_state(snap, &project)?;
-        let now = rfc3339(snap.now());
-        if retire(&mut state, category, key, EntryStatus::Invalid, &now).is_none() {
-            return Err(Error::NotFound {
-                what: format!("active state {category}/{key} of project {project}"),
-            });
-        }
-        let mut changes = Changes::new();
-        changes.insert(path, Some(state_yaml(&state).into_bytes()));
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(
-                EventType::ProjectStateInvalidated,
-                format!("state {project}: invalidate {category}/{key}"),
-            )
-            .payload(json!({"project": project, "category": category, "key": key})),
+    store.transact(
+        crate::idempotency::keyed(idem, "state.invalidate", || {
+            vec![json!(project), json!(category), json!(key)]
         })
-    })
+        .as_ref(),
+        |snap| {
+            let project = Registry::read(snap)?.canonicalize(project);
+            let path = state_path_checked(&project)?;
+            let mut state = read_state(snap, &project)?;
+            let now = rfc3339(snap.now());
+            if retire(&mut state, category, key, EntryStatus::Invalid, &now).is_none() {
+                return Err(Error::NotFound {
+                    what: format!("active state {category}/{key} of project {project}"),
+                });
+            }
+            let mut changes = Changes::new();
+            changes.insert(path, Some(state_yaml(&state).into_bytes()));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::ProjectStateInvalidated,
+                    format!("state {project}: invalidate {category}/{key}"),
+                )
+                .payload(json!({"project": project, "category": category, "key": key})),
+            })
+        },
+    )
 }
 
 /// The active trusted state of a project (optionally one category), sorted by category and key.

@@ -367,24 +367,31 @@ pub fn snapshot(
     write_pack(&pack, &path, opts.zip)?;
     let manifest_sha = sha256_hex(&pack.manifest.to_bytes());
     let key = format!("resume-snapshot:{id}");
-    let committed = store.transact(Some(&key), |_| {
-        Ok(Mutation {
-            changes: Changes::new(),
-            tags: Vec::new(),
-            event: EventDraft::new(
-                EventType::ResumeSnapshot,
-                format!("snapshot {run_id} as {id}"),
-            )
-            .run(run_id, None)
-            .payload(json!({
-                "pack_id": id,
-                "head_commit": commit.to_string(),
-                "manifest_sha256": manifest_sha,
-                "files": pack.manifest.files.len(),
-                "ledger_last_seq": pack.manifest.pointers.get("ledger_last_seq"),
-            })),
-        })
-    })?;
+    let committed = store.transact(
+        Some(&crate::idempotency::Keyed::new(
+            &key,
+            "resume.snapshot",
+            &[json!(run_id), json!(manifest_sha)],
+        )),
+        |_| {
+            Ok(Mutation {
+                changes: Changes::new(),
+                tags: Vec::new(),
+                event: EventDraft::new(
+                    EventType::ResumeSnapshot,
+                    format!("snapshot {run_id} as {id}"),
+                )
+                .run(run_id, None)
+                .payload(json!({
+                    "pack_id": id,
+                    "head_commit": commit.to_string(),
+                    "manifest_sha256": manifest_sha,
+                    "files": pack.manifest.files.len(),
+                    "ledger_last_seq": pack.manifest.pointers.get("ledger_last_seq"),
+                })),
+            })
+        },
+    )?;
     Ok(Snapshotted {
         pack_id: id,
         path,
@@ -1002,164 +1009,175 @@ fn load_contents(
         Some(ItemStatus::Candidate)
     };
     let mut report = None;
-    let committed = store.transact(key, |snap| {
-        let now = snap.now();
-        let tip = snap.commit();
-        let (run_id, ws) = match &opts.into_run {
-            Some(into) => {
-                let current = crate::working_set::read(snap, into)?;
-                let mut ws = c.working_set.clone();
-                ws.run_id = into.clone();
-                ws.update_seq = current.update_seq + 1;
-                ws.created_at = current.created_at.clone();
-                ws.updated_at = crate::event::rfc3339(now);
-                (into.clone(), ws)
-            }
-            None => {
-                let id = opts
-                    .new_run_id
-                    .clone()
-                    .unwrap_or_else(|| ledger::new_id("run", now));
-                if snap.read(&layout::working_set(&id))?.is_some() {
-                    return Err(Error::RunExists { run_id: id });
-                }
-                // A new run's ledger starts at seq 0 (fsck keeps seqs gap-free);
-                // the source's seq rides in `resumed_from.source_seq`.
-                let mut ws = c.working_set.clone();
-                ws.run_id = id.clone();
-                ws.update_seq = 0;
-                (id, ws)
-            }
-        };
-        let mut changes = Changes::new();
-        let mut tags = Vec::new();
-        changes.insert(
-            layout::working_set(&run_id),
-            Some(ws.to_yaml().into_bytes()),
-        );
-        let mut episodes = 0;
-        let mut renamed = serde_json::Map::new();
-        for ep in &c.episodes {
-            // Episode ids are unique across a store (the mirror lists them by
-            // id): each loaded episode gets a new one, stamped with its own
-            // time; the payload maps old to new.
-            let at = parse_rfc3339(&ep.created_at).unwrap_or(now);
-            let new_id = ledger::new_id("ep", at);
-            renamed.insert(ep.episode_id.clone(), json!(new_id));
-            let path = layout::episode(&run_id, &new_id);
-            let mut ep = ep.clone();
-            ep.episode_id = new_id;
-            ep.run_id = run_id.clone();
-            ep.working_set.run_id = run_id.clone();
-            ep.tag = layout::episode_tag(&run_id, &ep.episode_id);
-            let yaml = ep.to_yaml();
-            tags.push((ep.tag.clone(), yaml.clone()));
-            changes.insert(path, Some(yaml.into_bytes()));
-            episodes += 1;
-        }
-        let mut interactions = 0;
-        for (rel, value) in &c.interactions {
-            let mut v = value.clone();
-            if v.get("run_id").is_some() {
-                v["run_id"] = json!(run_id);
-            }
-            let path = format!("{}/{rel}", layout::run_dir(&run_id));
-            if snap.read(&path)?.is_none() {
-                changes.insert(path, Some(schema::to_yaml(&v).into_bytes()));
-                interactions += 1;
-            }
-        }
-        // Items the store holds already (by id) are left alone.
-        let mut held = BTreeSet::new();
-        if let Some(tip) = tip {
-            for (path, _, _) in store.walk_files(tip, layout::MEMORY)? {
-                if let Some(id) = path
-                    .rsplit('/')
-                    .next()
-                    .and_then(|f| f.strip_suffix(".yaml"))
-                {
-                    held.insert(id.to_string());
-                }
-            }
-        }
-        let (mut added, mut skipped, mut items) = (Vec::new(), Vec::new(), Vec::new());
-        for item in &c.memory {
-            if held.contains(&item.id) {
-                skipped.push(item.id.clone());
-                continue;
-            }
-            let mut item = item.clone();
-            if item.scope == "run" {
-                item.scope_id = Some(run_id.clone());
-            }
-            if let Some(s) = status {
-                if item.status != s {
-                    item.status = s;
-                    item.updated_at = crate::event::rfc3339(now);
-                }
-            }
-            // Links to items the pack does not carry would dangle here.
-            item.supersedes = None;
-            item.superseded_by = None;
-            let pack_ref = format!("pack:{}", manifest.pack_id);
-            if !item.source_refs.contains(&pack_ref) {
-                item.source_refs.push(pack_ref);
-            }
-            changes.insert(item.path(), Some(item.to_yaml().into_bytes()));
-            items.push(ItemChange {
-                id: item.id.clone(),
-                status: item.status,
-            });
-            added.push(item.id.clone());
-        }
-        let mut state_written = false;
-        if let (true, Some(p), Some(state)) = (opts.trust, &ws.project, &c.state) {
-            let path = layout::project_state(p);
-            if snap.read(&path)?.is_none()
-                && state.get("project").and_then(Value::as_str) == Some(p)
-            {
-                changes.insert(path, Some(schema::to_yaml(state).into_bytes()));
-                state_written = true;
-            }
-        }
-        let item_status = status.unwrap_or(ItemStatus::Active);
-        let subject = format!(
-            "resume {run_id} from {} (run {} at {} of {})",
-            manifest.pack_id,
-            manifest.source.run_id,
-            &manifest.source.head_commit[..12],
-            manifest.source.store
-        );
-        report = Some(Loaded {
-            run_id: run_id.clone(),
-            pack_id: manifest.pack_id.clone(),
-            resumed_from: resumed_from.clone(),
-            working_set: ws.clone(),
-            memory_added: added.clone(),
-            memory_skipped: skipped.clone(),
-            memory_status: item_status,
-            episodes,
-            interactions,
-            state_written,
-            commit: String::new(),
-        });
-        Ok(Mutation {
-            changes,
-            tags,
-            event: EventDraft::new(EventType::ResumeLoaded, subject)
-                .run(&run_id, Some(ws.update_seq))
-                .payload(json!({
-                    "resumed_from": resumed_from,
-                    "into_existing_run": opts.into_run.is_some(),
-                    "trusted": opts.trust,
-                    "episodes": renamed,
-                    "interactions": interactions,
-                    "memory_skipped": skipped,
-                    "state_written": state_written,
-                    "items": items,
-                })),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "resume.load", || {
+            vec![
+                json!(sha256_hex(&manifest.to_bytes())),
+                json!(opts.new_run_id),
+                json!(opts.into_run),
+                json!(opts.trust),
+            ]
         })
-    })?;
+        .as_ref(),
+        |snap| {
+            let now = snap.now();
+            let tip = snap.commit();
+            let (run_id, ws) = match &opts.into_run {
+                Some(into) => {
+                    let current = crate::working_set::read(snap, into)?;
+                    let mut ws = c.working_set.clone();
+                    ws.run_id = into.clone();
+                    ws.update_seq = current.update_seq + 1;
+                    ws.created_at = current.created_at.clone();
+                    ws.updated_at = crate::event::rfc3339(now);
+                    (into.clone(), ws)
+                }
+                None => {
+                    let id = opts
+                        .new_run_id
+                        .clone()
+                        .unwrap_or_else(|| ledger::new_id("run", now));
+                    if snap.read(&layout::working_set(&id))?.is_some() {
+                        return Err(Error::RunExists { run_id: id });
+                    }
+                    // A new run's ledger starts at seq 0 (fsck keeps seqs gap-free);
+                    // the source's seq rides in `resumed_from.source_seq`.
+                    let mut ws = c.working_set.clone();
+                    ws.run_id = id.clone();
+                    ws.update_seq = 0;
+                    (id, ws)
+                }
+            };
+            let mut changes = Changes::new();
+            let mut tags = Vec::new();
+            changes.insert(
+                layout::working_set(&run_id),
+                Some(ws.to_yaml().into_bytes()),
+            );
+            let mut episodes = 0;
+            let mut renamed = serde_json::Map::new();
+            for ep in &c.episodes {
+                // Episode ids are unique across a store (the mirror lists them by
+                // id): each loaded episode gets a new one, stamped with its own
+                // time; the payload maps old to new.
+                let at = parse_rfc3339(&ep.created_at).unwrap_or(now);
+                let new_id = ledger::new_id("ep", at);
+                renamed.insert(ep.episode_id.clone(), json!(new_id));
+                let path = layout::episode(&run_id, &new_id);
+                let mut ep = ep.clone();
+                ep.episode_id = new_id;
+                ep.run_id = run_id.clone();
+                ep.working_set.run_id = run_id.clone();
+                ep.tag = layout::episode_tag(&run_id, &ep.episode_id);
+                let yaml = ep.to_yaml();
+                tags.push((ep.tag.clone(), yaml.clone()));
+                changes.insert(path, Some(yaml.into_bytes()));
+                episodes += 1;
+            }
+            let mut interactions = 0;
+            for (rel, value) in &c.interactions {
+                let mut v = value.clone();
+                if v.get("run_id").is_some() {
+                    v["run_id"] = json!(run_id);
+                }
+                let path = format!("{}/{rel}", layout::run_dir(&run_id));
+                if snap.read(&path)?.is_none() {
+                    changes.insert(path, Some(schema::to_yaml(&v).into_bytes()));
+                    interactions += 1;
+                }
+            }
+            // Items the store holds already (by id) are left alone.
+            let mut held = BTreeSet::new();
+            if let Some(tip) = tip {
+                for (path, _, _) in store.walk_files(tip, layout::MEMORY)? {
+                    if let Some(id) = path
+                        .rsplit('/')
+                        .next()
+                        .and_then(|f| f.strip_suffix(".yaml"))
+                    {
+                        held.insert(id.to_string());
+                    }
+                }
+            }
+            let (mut added, mut skipped, mut items) = (Vec::new(), Vec::new(), Vec::new());
+            for item in &c.memory {
+                if held.contains(&item.id) {
+                    skipped.push(item.id.clone());
+                    continue;
+                }
+                let mut item = item.clone();
+                if item.scope == "run" {
+                    item.scope_id = Some(run_id.clone());
+                }
+                if let Some(s) = status {
+                    if item.status != s {
+                        item.status = s;
+                        item.updated_at = crate::event::rfc3339(now);
+                    }
+                }
+                // Links to items the pack does not carry would dangle here.
+                item.supersedes = None;
+                item.superseded_by = None;
+                let pack_ref = format!("pack:{}", manifest.pack_id);
+                if !item.source_refs.contains(&pack_ref) {
+                    item.source_refs.push(pack_ref);
+                }
+                changes.insert(item.path(), Some(item.to_yaml().into_bytes()));
+                items.push(ItemChange {
+                    id: item.id.clone(),
+                    status: item.status,
+                });
+                added.push(item.id.clone());
+            }
+            let mut state_written = false;
+            if let (true, Some(p), Some(state)) = (opts.trust, &ws.project, &c.state) {
+                let path = layout::project_state(p);
+                if snap.read(&path)?.is_none()
+                    && state.get("project").and_then(Value::as_str) == Some(p)
+                {
+                    changes.insert(path, Some(schema::to_yaml(state).into_bytes()));
+                    state_written = true;
+                }
+            }
+            let item_status = status.unwrap_or(ItemStatus::Active);
+            let subject = format!(
+                "resume {run_id} from {} (run {} at {} of {})",
+                manifest.pack_id,
+                manifest.source.run_id,
+                &manifest.source.head_commit[..12],
+                manifest.source.store
+            );
+            report = Some(Loaded {
+                run_id: run_id.clone(),
+                pack_id: manifest.pack_id.clone(),
+                resumed_from: resumed_from.clone(),
+                working_set: ws.clone(),
+                memory_added: added.clone(),
+                memory_skipped: skipped.clone(),
+                memory_status: item_status,
+                episodes,
+                interactions,
+                state_written,
+                commit: String::new(),
+            });
+            Ok(Mutation {
+                changes,
+                tags,
+                event: EventDraft::new(EventType::ResumeLoaded, subject)
+                    .run(&run_id, Some(ws.update_seq))
+                    .payload(json!({
+                        "resumed_from": resumed_from,
+                        "into_existing_run": opts.into_run.is_some(),
+                        "trusted": opts.trust,
+                        "episodes": renamed,
+                        "interactions": interactions,
+                        "memory_skipped": skipped,
+                        "state_written": state_written,
+                        "items": items,
+                    })),
+            })
+        },
+    )?;
     let mut report = match report {
         Some(r) if !committed.replayed => r,
         _ => {

@@ -160,6 +160,20 @@ pub enum After<'a> {
     Content(&'a [u8]),
 }
 
+/// The finding for a path that leaves the store or enters git's folder
+/// (`..`, `.git` in any case, an empty part): only a hand-made tree holds
+/// one, git refuses to check it out, and cairn never writes it.
+pub fn check_path(path: &str) -> Option<Finding> {
+    (!crate::git_index::plain_path(path)).then(|| {
+        Finding::new(
+            path,
+            "safe_path",
+            "the path leaves the store or enters git's folder (`..`, `.git`, an empty part); git refuses to check it out and cairn never writes it",
+        )
+        .fix("rewrite the commit without it (neither git nor cairn made it)")
+    })
+}
+
 /// Checks one changed file: `old` is its content before (if it existed).
 pub fn check_change(
     path: &str,
@@ -169,6 +183,10 @@ pub fn check_change(
     seq: SeqRule,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
+    if let Some(f) = check_path(path) {
+        findings.push(f);
+        return findings;
+    }
     let is_episode = layout::schema_for(path) == Some("episode");
     if is_episode && old.is_some() && after != old.map_or(After::Gone, After::Content) {
         let what = if after == After::Gone {
@@ -324,7 +342,11 @@ pub fn check_tip(store: &Store, tip: Oid, limits: schema::ParseLimits) -> Result
 
 /// Fills in the commit that last changed each finding's file.
 pub fn attribute(store: &Store, tip: Oid, findings: &mut [Finding]) -> Result<()> {
-    for f in findings.iter_mut().filter(|f| f.commit.is_none()) {
+    // A path git cannot look up (see [`check_path`]) keeps no commit.
+    for f in findings
+        .iter_mut()
+        .filter(|f| f.commit.is_none() && crate::git_index::plain_path(&f.subject))
+    {
         if let Some(c) = store.last_change(tip, &f.subject, TRUSTED_WALK)? {
             f.commit = Some(c.to_string());
         }

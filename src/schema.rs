@@ -222,6 +222,16 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         let mut budget = serde_saphyr::budget::Budget::default();
         budget.max_depth = limits.max_depth + 2;
         budget.max_aliases = 1_000;
+        // What aliases may copy is bounded by the document's own size: an
+        // alias bomb stops before it costs much more than the file would.
+        let max_bytes = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
+        // Without aliases a document has fewer events than bytes; with
+        // them it may not have more.
+        budget.max_events = budget.max_events.min(bytes.len().max(4096));
+        budget.max_nodes = budget.max_nodes.min(bytes.len().max(4096));
+        budget.max_recorded_anchor_events = 100_000;
+        budget.max_recorded_anchor_bytes = budget.max_recorded_anchor_bytes.min(max_bytes);
+        budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.min(max_bytes);
         budget.max_reader_input_bytes = Some(limits.max_bytes as usize);
         options.budget = Some(budget);
         // YAML 1.2 core scalars: `y`, `no`, `0755` and `1_000` stay text.

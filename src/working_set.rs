@@ -182,6 +182,23 @@ pub struct Applied {
     pub appended: Vec<String>,
 }
 
+/// The size of `value` written as compact JSON, counted without writing it.
+fn json_size(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("JSON values serialize");
+    count.0
+}
+
 /// Applies a patch to a working set without touching the store.
 ///
 /// `file` names the patch in errors. The patch may be wrapped as the seed's
@@ -389,63 +406,77 @@ pub fn boot(
     req: &BootRequest,
     key: Option<&str>,
 ) -> Result<(WorkingSet, Committed)> {
-    let committed = store.transact(key, |snap| {
-        let now = snap.now();
-        let run_id = req
-            .run_id
-            .clone()
-            .unwrap_or_else(|| ledger::new_id("run", now));
-        if !layout::valid_id(&run_id) {
-            return Err(Error::Invalid {
-                file: "--run-id".into(),
-                pointer: "/run_id".into(),
-                rule: "pattern",
-                message: format!(
-                    "run id {run_id:?} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
-                ),
-            });
-        }
-        let path = layout::working_set(&run_id);
-        if snap.read(&path)?.is_some() {
-            return Err(Error::RunExists { run_id });
-        }
-        let budgets = &snap.config().budgets;
-        let ws = WorkingSet {
-            schema_version: schema::SCHEMA_VERSION.into(),
-            update_seq: 0,
-            run_id: run_id.clone(),
-            task_id: req.task_id.clone(),
-            thread_id: req.thread_id.clone(),
-            project: req
-                .project
-                .as_deref()
-                .map(|p| crate::project::Registry::read(snap).map(|r| r.canonicalize(p)))
-                .transpose()?,
-            objective: req.objective.clone(),
-            acceptance_criteria: Some(req.acceptance_criteria.clone()),
-            constraints: Some(req.constraints.clone()),
-            status: Status::Idle,
-            current_stage: None,
-            next_action: None,
-            pinned_context: Vec::new(),
-            sliding_context: Vec::new(),
-            budget: Budget {
-                max_sliding_tokens: budgets.max_sliding_tokens,
-                max_pinned_items: budgets.max_pinned_items,
-            },
-            created_at: rfc3339(now),
-            updated_at: rfc3339(now),
-        };
-        let mut changes = Changes::new();
-        changes.insert(path, Some(ws.to_yaml().into_bytes()));
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(EventType::RunBooted, format!("boot run {run_id}"))
-                .run(&run_id, Some(0))
-                .payload(json!({"objective": req.objective, "project": req.project})),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "run.boot", || {
+            vec![
+                json!(req.objective),
+                json!(req.acceptance_criteria),
+                json!(req.constraints),
+                json!(req.project),
+                json!(req.task_id),
+                json!(req.thread_id),
+                json!(req.run_id),
+            ]
         })
-    })?;
+        .as_ref(),
+        |snap| {
+            let now = snap.now();
+            let run_id = req
+                .run_id
+                .clone()
+                .unwrap_or_else(|| ledger::new_id("run", now));
+            if !layout::valid_id(&run_id) {
+                return Err(Error::Invalid {
+                    file: "--run-id".into(),
+                    pointer: "/run_id".into(),
+                    rule: "pattern",
+                    message: format!(
+                        "run id {run_id:?} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
+                    ),
+                });
+            }
+            let path = layout::working_set(&run_id);
+            if snap.read(&path)?.is_some() {
+                return Err(Error::RunExists { run_id });
+            }
+            let budgets = &snap.config().budgets;
+            let ws = WorkingSet {
+                schema_version: schema::SCHEMA_VERSION.into(),
+                update_seq: 0,
+                run_id: run_id.clone(),
+                task_id: req.task_id.clone(),
+                thread_id: req.thread_id.clone(),
+                project: req
+                    .project
+                    .as_deref()
+                    .map(|p| crate::project::Registry::read(snap).map(|r| r.canonicalize(p)))
+                    .transpose()?,
+                objective: req.objective.clone(),
+                acceptance_criteria: Some(req.acceptance_criteria.clone()),
+                constraints: Some(req.constraints.clone()),
+                status: Status::Idle,
+                current_stage: None,
+                next_action: None,
+                pinned_context: Vec::new(),
+                sliding_context: Vec::new(),
+                budget: Budget {
+                    max_sliding_tokens: budgets.max_sliding_tokens,
+                    max_pinned_items: budgets.max_pinned_items,
+                },
+                created_at: rfc3339(now),
+                updated_at: rfc3339(now),
+            };
+            let mut changes = Changes::new();
+            changes.insert(path, Some(ws.to_yaml().into_bytes()));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(EventType::RunBooted, format!("boot run {run_id}"))
+                    .run(&run_id, Some(0))
+                    .payload(json!({"objective": req.objective, "project": req.project})),
+            })
+        },
+    )?;
     let run_id = committed
         .event
         .run_id
@@ -474,54 +505,69 @@ pub fn patch(
     file: &str,
     key: Option<&str>,
 ) -> Result<PatchOutcome> {
+    // A patch larger than any working set may be cannot apply: refused
+    // before it is copied into a working set, rendered and serialized.
+    let limit = store.config()?.limits.max_file_bytes;
+    let size = json_size(patch);
+    if size > limit {
+        return Err(Error::TooLarge {
+            file: file.to_string(),
+            bytes: size,
+            limit,
+            setting: "max_file_bytes",
+        });
+    }
     // What the last planning pass wrote (bytes and value): the committed
     // file holds exactly this, so it is returned without parsing it again.
     let mut written: Option<(Vec<u8>, WorkingSet)> = None;
-    let committed = store.transact(key, |snap| {
-        let path = layout::working_set(run_id);
-        let current = read(snap, run_id)?;
-        // Project names are canonical in the store, whatever name the patch used.
-        let mut patch = unwrap_patch(patch).clone();
-        if let Some(p) = patch.pointer("/set/project").and_then(Value::as_str) {
-            let canonical = crate::project::Registry::read(snap)?.canonicalize(p);
-            patch["set"]["project"] = json!(canonical);
-        }
-        let applied = apply_patch(&current, &patch, snap.now(), file)?;
-        let inner = &patch;
-        let keys = |name: &str| -> Vec<String> {
-            match inner.get(name) {
-                Some(Value::Object(m)) => m.keys().cloned().collect(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-                _ => Vec::new(),
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "ws.patch", || vec![json!(run_id), patch.clone()]).as_ref(),
+        |snap| {
+            let path = layout::working_set(run_id);
+            let current = read(snap, run_id)?;
+            // Project names are canonical in the store, whatever name the patch used.
+            let mut patch = unwrap_patch(patch).clone();
+            if let Some(p) = patch.pointer("/set/project").and_then(Value::as_str) {
+                let canonical = crate::project::Registry::read(snap)?.canonicalize(p);
+                patch["set"]["project"] = json!(canonical);
             }
-        };
-        let seq = applied.working_set.update_seq;
-        let mut changes = Changes::new();
-        let yaml = applied.working_set.to_yaml().into_bytes();
-        let mut subject = format!("ws {run_id}: seq {seq}");
-        if !applied.evicted.is_empty() {
-            subject.push_str(&format!(", evicted {}", applied.evicted.len()));
-        }
-        changes.insert(path, Some(yaml.clone()));
-        written = Some((yaml, applied.working_set));
-        Ok(Mutation {
-            tags: Vec::new(),
-            changes,
-            event: EventDraft::new(EventType::WsUpdateApplied, subject)
-                .run(run_id, Some(seq))
-                .payload(json!({
-                    "expected_seq": current.update_seq,
-                    "set": keys("set"),
-                    "unset": keys("unset"),
-                    "removed": applied.removed,
-                    "appended": applied.appended,
-                    "evicted": applied.evicted,
-                })),
-        })
-    })?;
+            let applied = apply_patch(&current, &patch, snap.now(), file)?;
+            let inner = &patch;
+            let keys = |name: &str| -> Vec<String> {
+                match inner.get(name) {
+                    Some(Value::Object(m)) => m.keys().cloned().collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            };
+            let seq = applied.working_set.update_seq;
+            let mut changes = Changes::new();
+            let yaml = applied.working_set.to_yaml().into_bytes();
+            let mut subject = format!("ws {run_id}: seq {seq}");
+            if !applied.evicted.is_empty() {
+                subject.push_str(&format!(", evicted {}", applied.evicted.len()));
+            }
+            changes.insert(path, Some(yaml.clone()));
+            written = Some((yaml, applied.working_set));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(EventType::WsUpdateApplied, subject)
+                    .run(run_id, Some(seq))
+                    .payload(json!({
+                        "expected_seq": current.update_seq,
+                        "set": keys("set"),
+                        "unset": keys("unset"),
+                        "removed": applied.removed,
+                        "appended": applied.appended,
+                        "evicted": applied.evicted,
+                    })),
+            })
+        },
+    )?;
     let working_set = match written.filter(|_| !committed.replayed) {
         Some((yaml, ws)) => {
             // The next patch of this run starts from this value.

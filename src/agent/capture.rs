@@ -396,57 +396,64 @@ pub fn commit_turn(store: &Store, turn: &Turn, config: &AgentsConfig) -> Result<
         }
     };
     map_session(store.local_dir(), &turn.session_id, &run_id);
-    let committed = store.transact(Some(&turn.key), |snap| {
-        let ws = working_set::read(snap, &run_id)?;
-        let id = new_id("ix", snap.now());
-        let path = format!(
-            "{}/interactions/{}/{id}.yaml",
-            layout::run_dir(&run_id),
-            layout::shard(&id)
-        );
-        let mut doc = json!({
-            "_schema_version": schema::SCHEMA_VERSION,
-            "interaction_id": id,
-            "run_id": run_id,
-            "session_id": turn.session_id,
-        });
-        if let Some(p) = &ws.project {
-            doc["project"] = json!(p);
-        }
-        doc["client"] = json!(turn.client);
-        doc["prompt"] = json!(turn.prompt);
-        doc["response"] = json!(turn.response);
-        if turn.truncated {
-            doc["truncated"] = json!(true);
-        }
-        doc["response_bytes"] = json!(turn.response_bytes);
-        let mut metadata = turn.metadata.clone();
-        if let Some(cwd) = &turn.cwd {
-            metadata.insert("cwd".into(), cwd.clone());
-        }
-        doc["metadata"] = json!(metadata);
-        doc["created_at"] = json!(rfc3339(snap.now()));
-        let mut changes = Changes::new();
-        changes.insert(path.clone(), Some(schema::to_yaml(&doc).into_bytes()));
-        Ok(Mutation {
-            changes,
-            tags: Vec::new(),
-            event: EventDraft::new(
-                EventType::InteractionCaptured,
-                format!("capture a {} turn", turn.client),
-            )
-            .run(&run_id, None)
-            .payload(json!({
+    let committed = store.transact(
+        Some(&crate::idempotency::Keyed::new(
+            &turn.key,
+            "capture",
+            &[json!(turn.client), json!(turn.session_id), json!(turn.turn)],
+        )),
+        |snap| {
+            let ws = working_set::read(snap, &run_id)?;
+            let id = new_id("ix", snap.now());
+            let path = format!(
+                "{}/interactions/{}/{id}.yaml",
+                layout::run_dir(&run_id),
+                layout::shard(&id)
+            );
+            let mut doc = json!({
+                "_schema_version": schema::SCHEMA_VERSION,
                 "interaction_id": id,
-                "path": path,
-                "client": turn.client,
+                "run_id": run_id,
                 "session_id": turn.session_id,
-                "turn": turn.turn,
-                "truncated": turn.truncated,
-                "response_bytes": turn.response_bytes,
-            })),
-        })
-    })?;
+            });
+            if let Some(p) = &ws.project {
+                doc["project"] = json!(p);
+            }
+            doc["client"] = json!(turn.client);
+            doc["prompt"] = json!(turn.prompt);
+            doc["response"] = json!(turn.response);
+            if turn.truncated {
+                doc["truncated"] = json!(true);
+            }
+            doc["response_bytes"] = json!(turn.response_bytes);
+            let mut metadata = turn.metadata.clone();
+            if let Some(cwd) = &turn.cwd {
+                metadata.insert("cwd".into(), cwd.clone());
+            }
+            doc["metadata"] = json!(metadata);
+            doc["created_at"] = json!(rfc3339(snap.now()));
+            let mut changes = Changes::new();
+            changes.insert(path.clone(), Some(schema::to_yaml(&doc).into_bytes()));
+            Ok(Mutation {
+                changes,
+                tags: Vec::new(),
+                event: EventDraft::new(
+                    EventType::InteractionCaptured,
+                    format!("capture a {} turn", turn.client),
+                )
+                .run(&run_id, None)
+                .payload(json!({
+                    "interaction_id": id,
+                    "path": path,
+                    "client": turn.client,
+                    "session_id": turn.session_id,
+                    "turn": turn.turn,
+                    "truncated": turn.truncated,
+                    "response_bytes": turn.response_bytes,
+                })),
+            })
+        },
+    )?;
     let interaction_id = committed
         .event
         .payload

@@ -48,7 +48,7 @@ pub struct Cli {
     /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's user.name.
     #[arg(long, global = true, value_name = "NAME")]
     actor: Option<String>,
-    /// Make a write idempotent: a retry with the same key returns the first result.
+    /// Make a write idempotent: a retry with the same key returns the first result; the key with a different request is refused (CONFLICT).
     #[arg(long, global = true, value_name = "KEY")]
     idempotency_key: Option<String>,
     #[command(subcommand)]

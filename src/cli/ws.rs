@@ -56,6 +56,17 @@ pub fn cmd_ws(ctx: &Ctx, cmd: WsCommand) -> CmdResult {
             };
             let config = store.config()?;
             let (label, bytes) = read_input(&source, config.limits.max_input_bytes)?;
+            // A patch larger than any working set may be cannot apply: refused
+            // before it is parsed (as the HTTP API's body limit does).
+            if bytes.len() as u64 > config.limits.max_file_bytes {
+                return Err(cairn::Error::TooLarge {
+                    file: label,
+                    bytes: bytes.len() as u64,
+                    limit: config.limits.max_file_bytes,
+                    setting: "max_file_bytes",
+                }
+                .into());
+            }
             let mut patch = cairn::schema::parse_document(&label, &bytes, config.parse_limits())?;
             if let Some(seq) = a.expected_seq {
                 api::set_expected_seq(&mut patch, seq, &label, "--expected-seq")?;

@@ -215,6 +215,7 @@ pub fn extend_parsed(
     changes: &mut Changes,
     parsed: BTreeMap<String, Value>,
 ) -> Result<()> {
+    crate::failpoint::failpoint!("mirror::derive");
     if changes.keys().any(|p| p.starts_with("mirror/")) {
         return Ok(());
     }

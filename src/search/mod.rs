@@ -178,6 +178,83 @@ fn tantivy_err(context: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Runs `f`, a read of the index, turning a panic into an INTEGRITY error
+/// so that the caller rebuilds: tantivy does not check its files' checksums
+/// when it reads them, and a damaged file can make it index out of bounds.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(tantivy_err(
+            what,
+            "a damaged index file made the reader fail",
+        ))
+    })
+}
+
+/// Checks the CRC in the footer of every file of the index's segments that
+/// changed (size, mtime, inode) since it was last checked, as recorded in
+/// `.cairn/index-verified`: tantivy reads without checking, and a damaged
+/// file can give wrong answers rather than errors. A file that fails is an
+/// INTEGRITY error, which makes the caller rebuild.
+fn verify_checksums(index: &Index, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let cache = dir.with_file_name("index-verified");
+    let known: std::collections::HashSet<String> = std::fs::read_to_string(&cache)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let metas = index
+        .searchable_segment_metas()
+        .map_err(|e| tantivy_err("read meta.json", e))?;
+    use tantivy::index::SegmentComponent as C;
+    let components = [
+        C::Postings,
+        C::Positions,
+        C::Terms,
+        C::Store,
+        C::FastFields,
+        C::FieldNorms,
+        C::Delete,
+    ];
+    let mut files: Vec<PathBuf> = metas
+        .iter()
+        .flat_map(|m| components.iter().map(|c| m.relative_path(c.clone())))
+        .collect();
+    files.sort();
+    files.dedup();
+    let mut lines = Vec::with_capacity(files.len());
+    for rel in files {
+        // A file a segment does not have (no deletes yet) is left to the reader.
+        let Ok(meta) = std::fs::metadata(dir.join(&rel)) else {
+            continue;
+        };
+        let line = format!(
+            "{} {} {}.{} {}",
+            rel.display(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino()
+        );
+        if !known.contains(&line) {
+            let sound = index
+                .directory()
+                .validate_checksum(&rel)
+                .map_err(|e| tantivy_err("verify", e))?;
+            if !sound {
+                return Err(tantivy_err(
+                    "verify",
+                    format!("{} fails its checksum", rel.display()),
+                ));
+            }
+        }
+        lines.push(line);
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    // Only a cache: if it cannot be written, the files are checked again next time.
+    let _ = crate::store::write_atomic(&cache, text.as_bytes(), false);
+    Ok(())
+}
+
 impl SearchIndex {
     fn register(index: &Index) {
         index.tokenizers().register("cairn_en", english());
@@ -222,6 +299,7 @@ impl SearchIndex {
                 format!("format {} is outdated", payload.format),
             ));
         }
+        verify_checksums(&index, path)?;
         // Touch every segment so truncated or missing files are found now.
         let reader = index.reader().map_err(|e| tantivy_err("open reader", e))?;
         let searcher = reader.searcher();
@@ -389,6 +467,7 @@ impl SearchIndex {
             .prepare_commit()
             .map_err(|e| tantivy_err("commit", e))?;
         prepared.set_payload(&payload);
+        crate::failpoint::failpoint!("search::index_commit");
         prepared.commit().map_err(|e| tantivy_err("commit", e))?;
         Ok(())
     }
@@ -469,7 +548,7 @@ pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
     let tip = store.require_tip()?;
     // Catch-up writes; one writer at a time across processes.
     let _lock = StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
-    let reason = match SearchIndex::open_existing(&path) {
+    let reason = match guarded("open", || SearchIndex::open_existing(&path)) {
         Ok((idx, payload)) => {
             if payload.commit == tip.to_string() {
                 return idx.pin();
@@ -478,10 +557,12 @@ pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
                 .ok()
                 .filter(|c| store.repo_has(*c));
             match known {
-                Some(c) if store.is_ancestor(c, tip)? => match idx.catch_up(store, &payload, tip) {
-                    Ok(()) => return idx.pin(),
-                    Err(e) => format!("catch-up failed: {e}"),
-                },
+                Some(c) if store.is_ancestor(c, tip)? => {
+                    match guarded("catch up", || idx.catch_up(store, &payload, tip)) {
+                        Ok(()) => return idx.pin(),
+                        Err(e) => format!("catch-up failed: {e}"),
+                    }
+                }
                 Some(_) => "history was rewritten".to_string(),
                 None => "the index belongs to another store".to_string(),
             }
@@ -799,7 +880,7 @@ pub fn search(
         natural_query(&q.text)
     };
     let idx = open(store, progress)?;
-    let result = run_search(store, &idx, q, &parsed, ranking);
+    let result = guarded("search", || run_search(store, &idx, q, &parsed, ranking));
     let mut results = match result {
         Ok(r) => r,
         // A segment that fails while reading is corruption we can repair.
@@ -809,7 +890,7 @@ pub fn search(
                 StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
             let mut idx = SearchIndex::build(store, &index_dir(store), tip, progress)?.pin()?;
             idx.rebuilt = Some("a segment failed while searching".into());
-            let mut r = run_search(store, &idx, q, &parsed, ranking)?;
+            let mut r = guarded("search", || run_search(store, &idx, q, &parsed, ranking))?;
             r.rebuilt = idx.rebuilt.clone();
             r
         }
@@ -1133,6 +1214,20 @@ fn run_search(
 /// Ledger events matching `q`, answered from the index (oldest first).
 pub fn log(store: &Store, q: &LogQuery, progress: Progress<'_>) -> Result<Vec<Event>> {
     let idx = open(store, progress)?;
+    match guarded("search events", || log_in(store, &idx, q)) {
+        // A segment that fails while reading is corruption we can repair.
+        Err(Error::Integrity { .. }) => {
+            let tip = store.require_tip()?;
+            let _lock =
+                StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
+            let idx = SearchIndex::build(store, &index_dir(store), tip, progress)?;
+            guarded("search events", || log_in(store, &idx, q))
+        }
+        other => other,
+    }
+}
+
+fn log_in(store: &Store, idx: &SearchIndex, q: &LogQuery) -> Result<Vec<Event>> {
     let f = idx.fields;
     let mut clauses: Vec<(Occur, Box<dyn Query>)> =
         vec![(Occur::Must, keyword(f.doc_kind, "event"))];

@@ -4,16 +4,107 @@
 //! disposable cache (`.cairn/idempotency`) maps keys to commits and records
 //! the last commit it scanned, so a lookup only reads the commits made since
 //! (under the store lock). A missing, torn or foreign cache is rebuilt from history.
+//!
+//! A key names one request. The commit that first carries a key also carries
+//! the digest of the request it was given for (`Cairn-Request-Digest`, see
+//! [`Keyed`]); a later write with the same key and the same digest replays
+//! that commit, one with the same key and a different digest is refused
+//! (CONFLICT, `IDEMPOTENCY_KEY_REUSED`, naming the key) and writes nothing.
+//! Commits made before digests were recorded carry none and replay as before.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 
 use git2::Oid;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::Store;
 use crate::error::{Error, Result};
 use crate::event::parse_message;
+
+/// The trailer that records the digest of the request a key was first used for.
+pub const DIGEST_TRAILER: &str = "Cairn-Request-Digest";
+
+/// The rule of the CONFLICT a reused key gets.
+pub const KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+
+/// An idempotency key and the digest of the request it is given with.
+///
+/// The digest covers the operation's name and the inputs that decide what it
+/// writes (not the file names used in messages, not the clock), as canonical
+/// JSON (object keys sorted), so the same request sent as YAML or as JSON, by
+/// the CLI or over HTTP, digests the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    /// The caller's key.
+    pub key: String,
+    /// Hex SHA-256 of the canonical request.
+    pub digest: String,
+}
+
+impl Keyed {
+    /// The key `key` for the operation `op` with the inputs `parts`.
+    pub fn new(key: &str, op: &str, parts: &[Value]) -> Keyed {
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(Value::String(op.to_string()));
+        all.extend(parts.iter().map(canonical));
+        let bytes = serde_json::to_vec(&Value::Array(all)).expect("JSON values serialize");
+        let digest = bytes_digest(&bytes);
+        Keyed {
+            key: key.to_string(),
+            digest,
+        }
+    }
+}
+
+/// [`Keyed::new`] when there is a key; `parts` is only called then.
+pub fn keyed(key: Option<&str>, op: &str, parts: impl FnOnce() -> Vec<Value>) -> Option<Keyed> {
+    key.map(|k| Keyed::new(k, op, &parts()))
+}
+
+/// A digest of raw bytes, for requests that carry a file's content.
+pub fn bytes_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `value` with every object's keys in sorted order.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Refuses `keyed` when `commit`, the first commit to carry its key, was
+/// made for a different request (its digest trailer differs). A commit
+/// without a digest (made before digests were recorded) is accepted.
+pub fn check_same_request(store: &Store, keyed: &Keyed, commit: Oid) -> Result<()> {
+    let info = store.commit_info(commit)?;
+    match parse_message(&info.message).trailer(DIGEST_TRAILER) {
+        Some(d) if d != keyed.digest => Err(Error::Conflict {
+            subject: format!("idempotency key {:?}", keyed.key),
+            rule: KEY_REUSED,
+            message: format!(
+                "the key was first used by commit {commit} for a different request; a key names one request: retry that request unchanged, or use a new key for a new one"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Longest accepted key.
 pub const MAX_KEY_LEN: usize = 200;
@@ -79,6 +170,7 @@ pub fn lookup(store: &Store, key: &str) -> Result<Option<Oid>> {
             }
         }
         append.push_str(&format!("S {tip}\n"));
+        crate::failpoint::failpoint!("idempotency::cache_write");
         let mut file = if valid_base {
             OpenOptions::new().append(true).create(true).open(&path)
         } else {
@@ -100,6 +192,33 @@ pub fn lookup(store: &Store, key: &str) -> Result<Option<Oid>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_ignore_key_order_and_tell_requests_apart() {
+        let a = Keyed::new(
+            "k",
+            "ws.patch",
+            &[serde_json::json!({"a": 1, "b": [1, {"y": 2, "x": 3}]})],
+        );
+        let b = Keyed::new(
+            "k",
+            "ws.patch",
+            &[serde_json::json!({"b": [1, {"x": 3, "y": 2}], "a": 1})],
+        );
+        assert_eq!(a, b);
+        let c = Keyed::new(
+            "k",
+            "ws.patch",
+            &[serde_json::json!({"a": 2, "b": [1, {"x": 3, "y": 2}]})],
+        );
+        assert_ne!(a.digest, c.digest);
+        let d = Keyed::new(
+            "k",
+            "memory.edit",
+            &[serde_json::json!({"a": 1, "b": [1, {"y": 2, "x": 3}]})],
+        );
+        assert_ne!(a.digest, d.digest);
+    }
 
     #[test]
     fn keys_must_fit_one_trailer_line() {

@@ -25,6 +25,7 @@ impl Store {
         changes: &Changes,
         tags: &[(String, String)],
     ) -> Result<()> {
+        crate::failpoint::failpoint!("store::journal_write");
         let has_worktree = self.workdir().is_some();
         let mut text = format!(
             "{} {}\n",

@@ -20,13 +20,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    if durable {
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    // A failure before the rename removes the temp file: the target keeps
+    // its old content and nothing new is left beside it.
+    let written = (|| {
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        crate::failpoint::failpoint!("fs::atomic_fsync");
+        if durable {
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        }
+        drop(f);
+        crate::failpoint::failpoint!("fs::atomic_rename");
+        fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))?;
+    written?;
     if durable {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();

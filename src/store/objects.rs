@@ -153,6 +153,7 @@ impl Store {
     /// pack is durable before the merged ones are deleted. Returns how many
     /// packs were merged.
     pub(super) fn consolidate_packs(&self) -> Result<usize> {
+        crate::failpoint::failpoint!("store::consolidate");
         let dir = self.repo.path().join("objects").join("pack");
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(0);
@@ -269,6 +270,7 @@ impl Store {
         if tags.is_empty() {
             return Ok(());
         }
+        crate::failpoint::failpoint!("store::tags");
         let object = self
             .repo
             .find_object(commit, Some(ObjectType::Commit))

@@ -106,11 +106,13 @@ impl Store {
     /// of the tip and may be called more than once if the branch moves.
     ///
     /// With an idempotency `key` that an earlier commit already carries, the
-    /// earlier result is returned and nothing is written.
+    /// earlier result is returned and nothing is written; when that commit
+    /// was made for a different request (another digest), the write is
+    /// refused with CONFLICT `IDEMPOTENCY_KEY_REUSED` and nothing is written.
     ///
     /// A tip that fails validation (a `git commit --no-verify` broke a rule)
     /// is refused with [`Error::TipInvalid`] until it is repaired.
-    pub fn transact<F>(&self, key: Option<&str>, build: F) -> Result<Committed>
+    pub fn transact<F>(&self, key: Option<&idempotency::Keyed>, build: F) -> Result<Committed>
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
@@ -139,7 +141,7 @@ impl Store {
 
     pub(super) fn transact_with<F>(
         &self,
-        key: Option<&str>,
+        key: Option<&idempotency::Keyed>,
         verify_tip: bool,
         merged: &[Oid],
         mut build: F,
@@ -152,7 +154,8 @@ impl Store {
         for _ in 0..MAX_ATTEMPTS {
             let snap = self.snapshot()?;
             if let Some(key) = key {
-                if let Some(commit) = idempotency::lookup(self, key)? {
+                if let Some(commit) = idempotency::lookup(self, &key.key)? {
+                    idempotency::check_same_request(self, key, commit)?;
                     let event = self.event_of(commit)?;
                     return Ok(Committed {
                         commit,
@@ -196,14 +199,21 @@ impl Store {
             drop(base_tree);
             let now = self.now();
             let parents: Vec<Oid> = snap.commit.iter().chain(merged).copied().collect();
-            let (message, event) = event::compose(
+            let (mut message, event) = event::compose(
                 &mutation.event,
-                key,
+                key.map(|k| k.key.as_str()),
                 &self.actor.name,
                 now,
                 &parents,
                 mutation.changes.keys().cloned().collect(),
             );
+            if let Some(key) = key {
+                message.push_str(&format!(
+                    "{}: {}\n",
+                    idempotency::DIGEST_TRAILER,
+                    key.digest
+                ));
+            }
             let sig = git2::Signature::new(
                 &self.actor.name,
                 &self.actor.email,
@@ -213,22 +223,27 @@ impl Store {
             let commit =
                 self.write_commit_packed(snap.commit, merged, &mutation.changes, &message, &sig)?;
             self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
-            fail::fail_point!("store::before_cas");
-            let moved = match snap.commit {
-                Some(old) => self.repo.reference_matching(
-                    &self.branch,
-                    commit,
-                    true,
-                    old,
-                    &format!("cairn: {}", event.event_type.as_str()),
-                ),
-                None => self.repo.reference(
-                    &self.branch,
-                    commit,
-                    false,
-                    &format!("cairn: {}", event.event_type.as_str()),
-                ),
-            };
+            crate::failpoint::failpoint!("store::before_cas");
+            let moved = (|| {
+                fail::fail_point!("store::ref_cas", |_| Err(git2::Error::from_str(
+                    "failpoint store::ref_cas fired"
+                )));
+                match snap.commit {
+                    Some(old) => self.repo.reference_matching(
+                        &self.branch,
+                        commit,
+                        true,
+                        old,
+                        &format!("cairn: {}", event.event_type.as_str()),
+                    ),
+                    None => self.repo.reference(
+                        &self.branch,
+                        commit,
+                        false,
+                        &format!("cairn: {}", event.event_type.as_str()),
+                    ),
+                }
+            })();
             match moved {
                 Ok(_) => {}
                 Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
@@ -320,6 +335,25 @@ impl Store {
         }
         let mut changes = Changes::new();
         for change in self.tree_changes(tip, to)? {
+            // Commits from elsewhere are checked before anything is written:
+            // a path out of the store (`..`, `.git`) or a link would make the
+            // work-tree update write outside it.
+            if !crate::git_index::plain_path(&change.path) {
+                return Err(Error::Integrity {
+                    subject: change.path.clone(),
+                    message: format!(
+                        "commit {to} holds a path that leaves the store (`..`, `.git` or an empty part); refused, nothing was written"
+                    ),
+                });
+            }
+            if matches!(change.new, Some((_, false))) {
+                return Err(Error::Integrity {
+                    subject: change.path.clone(),
+                    message: format!(
+                        "commit {to} makes it a symlink or a submodule; store files are regular files; refused, nothing was written"
+                    ),
+                });
+            }
             let content = match change.new {
                 Some((id, _)) => Some(self.read_blob(id)?),
                 None => None,

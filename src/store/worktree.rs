@@ -8,6 +8,10 @@
 //! hooks' index work, go through git's own plumbing (`diff-index`,
 //! `update-index`): the index is git's file, the hook runs inside a git
 //! command, and git handles every index format (split, sparse, v4).
+//!
+//! Nothing is written through a link: a changed path whose folder in the
+//! work tree is a symlink (or a file) is refused before the commit and again
+//! before the work-tree write, so a write never lands outside the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
@@ -19,6 +23,38 @@ use git2::{ObjectType, Oid, Tree};
 use super::{not_found_to_none, write_atomic, Changes, PathChange, Store};
 use crate::error::{Error, Result};
 use crate::layout;
+
+/// Refuses a path whose folders in the work tree include a symlink (or
+/// something that is not a folder): writing there could land outside the
+/// store. `checked` remembers the folders already seen.
+fn check_parents(workdir: &Path, path: &str, checked: &mut BTreeSet<PathBuf>) -> Result<()> {
+    let mut at = workdir.to_path_buf();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        if checked.contains(&at) {
+            continue;
+        }
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {
+                checked.insert(at.clone());
+            }
+            Ok(_) => {
+                return Err(Error::Integrity {
+                    subject: parts[..=i].join("/"),
+                    message: format!(
+                        "is a symlink or a file in the work tree, and {path} would be written through it; cairn writes only inside the store: restore the folder (`git checkout -- {}`)",
+                        parts[..=i].join("/")
+                    ),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", at, e)),
+        }
+    }
+    Ok(())
+}
 
 impl Store {
     /// Refuses when a path about to change differs, in the work tree or the
@@ -60,6 +96,10 @@ impl Store {
                     .collect()
             }
         };
+        let mut checked = BTreeSet::new();
+        for path in changes.keys() {
+            check_parents(workdir, path, &mut checked)?;
+        }
         let mut dirty = Vec::new();
         for path in paths {
             let head = match base {
@@ -96,7 +136,10 @@ impl Store {
         let Some(workdir) = self.workdir() else {
             return Ok(());
         };
+        crate::failpoint::failpoint!("store::worktree_write");
+        let mut checked = BTreeSet::new();
         for (path, content) in changes {
+            check_parents(workdir, path, &mut checked)?;
             let full = workdir.join(path);
             match content {
                 Some(bytes) => write_atomic(&full, bytes, false)?,
@@ -127,6 +170,7 @@ impl Store {
             };
             ids.insert(path.as_str(), id);
         }
+        crate::failpoint::failpoint!("store::index_write");
         self.mark_index_write(true);
         let staged = match crate::git_index::update(&self.repo.path().join("index"), &ids) {
             Ok(true) => Ok(()),

@@ -252,7 +252,7 @@ pub fn resolve(
     key: Option<&str>,
 ) -> Result<(Conflict, Committed)> {
     let mut resolved: Option<Conflict> = None;
-    let committed = store.transact(key, |snap| {
+    let committed = store.transact(crate::idempotency::keyed(key, "conflict.resolve", || vec![json!(id), match take { Take::Ours => json!("ours"), Take::Theirs => json!("theirs"), Take::Value(bytes) => json!({"value": crate::idempotency::bytes_digest(bytes)}) }]).as_ref(), |snap| {
         let mut record = show(snap, id)?;
         if !record.is_open() {
             return Err(Error::Conflict {
