@@ -736,6 +736,7 @@ fn options() -> StoreOptions {
             email: "bench@localhost".into(),
         }),
         lock_timeout: None,
+        git_env: None,
     }
 }
 

@@ -90,3 +90,117 @@ fn issue_23_without_json_usage_errors_are_clap_text() {
         assert!(stdout.contains("Usage: cairn"), "{stdout}");
     }
 }
+
+/// `%an|%ae|%cn|%ce` of `rev` in the store.
+fn who(env: &Env, rev: &str) -> String {
+    env.git(&["log", "-1", "--format=%an|%ae|%cn|%ce", rev])
+        .trim()
+        .to_string()
+}
+
+/// git in the store with the hermetic environment (HOME, no system config,
+/// the global config /dev/null unless `vars` say otherwise) and `vars`.
+fn hand_git(env: &Env, vars: &[(&str, &str)]) -> std::process::Command {
+    let mut git = std::process::Command::new("git");
+    common::hermetic(&mut git, env.home.path())
+        .env("CAIRN_HOOK_FOREGROUND", "1")
+        .current_dir(env.root())
+        .envs(vars.iter().copied());
+    git
+}
+
+/// Runs one cairn write and one hand `git commit` with the same
+/// environment `vars` (on top of the hermetic one), and returns who git
+/// says made each: (cairn's commit, git's commit).
+fn cairn_and_git_with(env: &Env, vars: &[(&str, &str)]) -> (String, String) {
+    let out = env
+        .cmd()
+        .args(["--store", env.root().to_str().unwrap(), "--json"])
+        .args(["run", "boot", "--objective", "identity"])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cairn_commit = env.head();
+    let out = hand_git(env, vars)
+        .args(["commit", "-q", "--allow-empty", "-m", "hand"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_ne!(env.head(), cairn_commit);
+    (who(env, &cairn_commit), who(env, "HEAD"))
+}
+
+#[test]
+fn issue_23_identity_follows_gits_rules_like_git_commit() {
+    let env = Env::store();
+    let home = env.home.path();
+    // A ~/.gitconfig git must not read while GIT_CONFIG_GLOBAL names another file.
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[user]\n\tname = Home Config\n\temail = home@example.com\n",
+    )
+    .unwrap();
+    let global = home.join("global.gitconfig");
+    std::fs::write(
+        &global,
+        "[user]\n\tname = Global User\n\temail = global@example.com\n[committer]\n\tname = Global Committer\n",
+    )
+    .unwrap();
+    let global = global.to_str().unwrap();
+
+    // The config file GIT_CONFIG_GLOBAL names; committer.name beats user.name.
+    let (cairn, git) = cairn_and_git_with(&env, &[("GIT_CONFIG_GLOBAL", global)]);
+    assert_eq!(
+        cairn,
+        "Global User|global@example.com|Global Committer|global@example.com"
+    );
+    assert_eq!(cairn, git);
+
+    // The environment beats the config, for each field on its own; git's
+    // trimming of names applies.
+    let vars = [
+        ("GIT_CONFIG_GLOBAL", global),
+        ("GIT_AUTHOR_NAME", "  <Env Author>. "),
+        ("GIT_AUTHOR_EMAIL", "author@example.com"),
+        ("GIT_COMMITTER_EMAIL", "committer@example.com"),
+    ];
+    let (cairn, git) = cairn_and_git_with(&env, &vars);
+    assert_eq!(
+        cairn,
+        "Env Author.|author@example.com|Global Committer|committer@example.com"
+    );
+    assert_eq!(cairn, git);
+
+    // The ledger's actor is the author.
+    let log = env.ok(&["log", "--limit", "3"]);
+    let actors: Vec<&str> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert!(actors.contains(&"Env Author."), "{log}");
+
+    // Without GIT_CONFIG_GLOBAL, ~/.gitconfig is git's global config.
+    let vars = [("GIT_COMMITTER_NAME", "C")];
+    let out = env
+        .cmd()
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .args(["--store", env.root().to_str().unwrap(), "--json"])
+        .args(["run", "boot", "--objective", "home"])
+        .envs(vars)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cairn_commit = env.head();
+    let out = hand_git(&env, &vars)
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .args(["commit", "-q", "--allow-empty", "-m", "hand"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cairn = who(&env, &cairn_commit);
+    assert_eq!(cairn, "Home Config|home@example.com|C|home@example.com");
+    assert_eq!(cairn, who(&env, "HEAD"));
+}

@@ -44,7 +44,7 @@ pub struct Cli {
     /// Print one JSON envelope: {"ok": true, "data": ...} or {"ok": false, "error": ...}.
     #[arg(long, global = true)]
     json: bool,
-    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's user.name.
+    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's identity (GIT_AUTHOR_NAME, user.name, ...).
     #[arg(long, global = true, value_name = "NAME")]
     actor: Option<String>,
     /// Make a write idempotent: a retry with the same key returns the first result.
@@ -223,6 +223,9 @@ pub fn main() -> i32 {
             now,
             actor,
             lock_timeout: None,
+            git_env: Some(cairn::store::identity::GitEnv::from_vars(
+                std::env::vars_os(),
+            )),
         },
         key: cli.idempotency_key.clone(),
     };
