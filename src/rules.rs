@@ -65,7 +65,11 @@ fn parse_finding(path: &str, e: &Error) -> Finding {
         Error::TooLarge { bytes, limit, .. } => Finding::new(
             path,
             "max_file_bytes",
-            format!("the file is {bytes} bytes, over limits.max_file_bytes ({limit})"),
+            format!(
+                "the file is {}, over limits.max_file_bytes ({})",
+                schema::human_bytes(*bytes),
+                schema::human_bytes(*limit)
+            ),
         )
         .fix("keep the file under the limit (split it) or raise limits.max_file_bytes in cairn.yaml"),
         Error::TooDeep { pointer, limit, .. } => Finding::new(
@@ -199,8 +203,9 @@ pub fn check_change(
                     path,
                     "max_file_bytes",
                     format!(
-                        "the file is {size} bytes, over limits.max_file_bytes ({})",
-                        limits.max_bytes
+                        "the file is {}, over limits.max_file_bytes ({})",
+                        schema::human_bytes(size),
+                        schema::human_bytes(limits.max_bytes)
                     ),
                 )
                 .fix(format!(

@@ -204,3 +204,88 @@ fn issue_23_identity_follows_gits_rules_like_git_commit() {
     assert_eq!(cairn, "Home Config|home@example.com|C|home@example.com");
     assert_eq!(cairn, who(&env, "HEAD"));
 }
+
+/// The refused patch's error (VALIDATION, nothing changed), from stdin.
+fn refused_patch(env: &Env, run: &str, patch: &[u8]) -> Value {
+    common::cli::refused(
+        env,
+        &["ws", "patch", run, "-"],
+        Some(patch),
+        "VALIDATION",
+        3,
+    )
+}
+
+/// Text no user should read: Rust's debug rendering of an enum or struct.
+fn assert_no_debug_text(message: &str) {
+    for leak in ["budget breached", " { ", "Nodes", "Some(", "8388609"] {
+        assert!(!message.contains(leak), "{leak:?} in {message:?}");
+    }
+}
+
+#[test]
+fn issue_23_alias_bombs_say_which_budget_they_broke() {
+    let (env, run) = Env::with_run();
+    let mut bomb = String::from("expected_seq: 0\nset:\n  constraints: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut prev = "a".to_string();
+    for level in ["b", "c", "d", "e", "f", "g", "h", "i"] {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        bomb.push_str(&format!("  x_{level}: &{level} [{refs}]\n"));
+        prev = level.to_string();
+    }
+    let err = refused_patch(&env, &run, bomb.as_bytes());
+    let message = err["message"].as_str().unwrap();
+    assert_no_debug_text(message);
+    assert!(
+        message.contains("250,000 values, lists and maps") && message.contains("alias bomb"),
+        "{message}"
+    );
+}
+
+#[test]
+fn issue_23_sizes_are_in_units_people_read() {
+    let (env, run) = Env::with_run();
+    let big = format!("expected_seq: 0\n# {}\n", "x".repeat(9 << 20));
+    let file = common::cli::write(env.home.path(), "big.yaml", &big);
+    let err = common::cli::refused(
+        &env,
+        &["ws", "patch", &run, "--file", &file],
+        None,
+        "VALIDATION",
+        3,
+    );
+    let message = err["message"].as_str().unwrap();
+    assert_no_debug_text(message);
+    assert!(
+        message.contains("is 9 MiB, over the limit of 8 MiB"),
+        "{message}"
+    );
+    assert_eq!(err["details"]["limit"], json!(8 << 20));
+
+    // From stdin cairn stops reading past the limit: it does not know the size.
+    let err = refused_patch(&env, &run, big.as_bytes());
+    let message = err["message"].as_str().unwrap();
+    assert_no_debug_text(message);
+    assert!(
+        message.contains("<stdin> is larger than the limit of 8 MiB"),
+        "{message}"
+    );
+}
+
+#[test]
+fn issue_23_a_remove_of_the_wrong_shape_says_what_remove_holds() {
+    let (env, run) = Env::with_run();
+    for patch in [
+        "expected_seq: 0\nremove:\n  pinned_context: [rule1]\n",
+        "expected_seq: 0\nremove:\n  - id: rule1\n",
+        "expected_seq: 0\nremove: rule1\n",
+    ] {
+        let err = refused_patch(&env, &run, patch.as_bytes());
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains("at /remove"), "{message}");
+        assert!(
+            message.contains("expected: Ids of context items (pinned or sliding) to remove"),
+            "{patch}: {message}"
+        );
+    }
+}
