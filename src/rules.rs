@@ -13,6 +13,9 @@
 //!   their schema;
 //! - ids match the paths the files live at;
 //! - episodes are never edited or deleted;
+//! - memory items, batches, run files and project state are never deleted
+//!   by hand (cairn retires them through its own commands; history keeps
+//!   every version);
 //! - a working set's `_update_seq` grows by exactly one per commit, or, over
 //!   a range of commits cairn did not write, never goes back.
 
@@ -164,6 +167,28 @@ pub enum After<'a> {
     Content(&'a [u8]),
 }
 
+/// For the kinds of file that are never deleted by hand (memory items,
+/// batches, run files, trusted project state), what to do instead.
+/// Episodes have their own rule; the config, the registry, conflict
+/// records and files cairn does not know may be removed.
+fn kept_instead(kind: &str, path: &str) -> Option<String> {
+    let id = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.strip_suffix(".yaml"))
+        .unwrap_or(path);
+    let instead = match kind {
+        "memory_item" => format!(
+            "retire the item through cairn instead: `cairn memory reject {id} --reason R` for a candidate, or propose an MCR {{op: delete, target_id: {id}}} with `cairn memory propose RUN` for an active item"
+        ),
+        "mcr_batch" => "a batch records what a run proposed; reject its items (`cairn memory reject ID --reason R`) instead".into(),
+        "working_set" | "interaction" => "a run's files are its history; leave them in place (a finished run simply stays idle)".into(),
+        "project_state" => format!("invalidate its entries instead: `cairn state invalidate {id} CATEGORY KEY`"),
+        _ => return None,
+    };
+    Some(instead)
+}
+
 /// Checks one changed file: `old` is its content before (if it existed).
 pub fn check_change(
     path: &str,
@@ -190,6 +215,23 @@ pub fn check_change(
                 "restore it: `git restore --staged --worktree {path}` (or `cairn fsck --repair` after a commit)"
             )),
         );
+    }
+    if !is_episode && old.is_some() && after == After::Gone {
+        if let Some(instead) = layout::schema_for(path).and_then(|k| kept_instead(k, path)) {
+            findings.push(
+                Finding::new(
+                    path,
+                    "kept_file_deleted",
+                    format!(
+                        "{} was deleted by hand; cairn keeps these files so that nothing leaves history: {instead}",
+                        layout::schema_for(path).unwrap_or_default().replace('_', " ")
+                    ),
+                )
+                .fix(format!(
+                    "restore it: `git restore --staged --worktree {path}` (or `cairn fsck --repair` after a commit)"
+                )),
+            );
+        }
     }
     let bytes = match after {
         After::Gone => return findings,

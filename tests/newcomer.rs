@@ -289,3 +289,97 @@ fn issue_23_a_remove_of_the_wrong_shape_says_what_remove_holds() {
         );
     }
 }
+
+/// The store path of the one file under `prefix` whose name is `file`.
+fn tracked(env: &Env, prefix: &str, file: &str) -> String {
+    env.git(&["ls-files", prefix])
+        .lines()
+        .find(|p| p.ends_with(&format!("/{file}")))
+        .unwrap_or_else(|| panic!("no {file} under {prefix}"))
+        .to_string()
+}
+
+/// A hand `git rm PATH` + `git commit`: refused by pre-commit with nothing
+/// changed by the refusal; returns the hook's stderr.
+fn hand_delete_refused(env: &Env, path: &str) -> String {
+    env.git(&["rm", "-q", path]);
+    let before = env.state();
+    let out = env.git_output(&["commit", "-m", "tidy up"]);
+    assert!(
+        !out.status.success(),
+        "the hand deletion of {path} was committed"
+    );
+    assert_eq!(env.state(), before, "the refused commit changed something");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn issue_23_canonical_files_cannot_be_deleted_by_hand() {
+    let (env, run) = Env::with_run();
+    let f = common::cli::write(
+        env.home.path(),
+        "import.jsonl",
+        "{\"content\": \"the parser takes UTF-8 only\", \"type\": \"fact\"}\n",
+    );
+    env.ok(&["memory", "import", &f]);
+    let listed = env.ok(&["memory", "list"]);
+    let id = listed["items"][0]["id"].as_str().unwrap().to_string();
+    let item = tracked(&env, "memory", &format!("{id}.yaml"));
+    let stderr = hand_delete_refused(&env, &item);
+    assert!(stderr.contains("kept_file_deleted"), "{stderr}");
+    assert!(stderr.contains("cairn memory"), "{stderr}");
+    assert!(stderr.contains(&format!("git restore --staged --worktree {item}")));
+    env.git(&["restore", "--staged", "--worktree", &item]);
+
+    // Run files and trusted state too.
+    let ws = tracked(&env, "runs", "working_set.yaml");
+    assert!(ws.contains(&run));
+    let stderr = hand_delete_refused(&env, &ws);
+    assert!(stderr.contains("kept_file_deleted"), "{stderr}");
+    env.git(&["restore", "--staged", "--worktree", &ws]);
+    env.ok(&["project", "add", "alpha"]);
+    env.ok(&["state", "set", "alpha", "build", "tool", "cargo"]);
+    let state = tracked(&env, "state", "alpha.yaml");
+    let stderr = hand_delete_refused(&env, &state);
+    assert!(stderr.contains("cairn state invalidate alpha"), "{stderr}");
+    env.git(&["restore", "--staged", "--worktree", &state]);
+    assert!(env.git(&["status", "--porcelain"]).trim().is_empty());
+
+    // Past the hooks: fsck names the commit, history still has the item.
+    env.git(&["rm", "-q", &item]);
+    env.git(&["commit", "-q", "--no-verify", "-m", "tidy up"]);
+    let bypass = env.head();
+    let findings = env.fsck_findings();
+    let found = findings
+        .iter()
+        .find(|f| f["rule"] == json!("kept_file_deleted"))
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(found["subject"], json!(item));
+    assert_eq!(found["commit"], json!(bypass));
+    let (code, _) = env.json(&["memory", "show", &id]);
+    assert_eq!(code, 5);
+    let history = env.ok(&["memory", "history", &id]);
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{history}");
+    assert_eq!(
+        versions[0]["item"]["content"],
+        json!("the parser takes UTF-8 only")
+    );
+    let (code, out) = env.json(&["memory", "history", "mem_never"]);
+    assert_eq!(code, 5, "{out}");
+
+    // The repair puts it back.
+    let repaired = env.ok(&["fsck", "--repair"]);
+    assert!(
+        repaired["actions"][0]
+            .as_str()
+            .unwrap()
+            .contains("deleted by hand"),
+        "{repaired}"
+    );
+    env.ok(&["fsck"]);
+    assert_eq!(
+        env.ok(&["memory", "show", &id])["content"],
+        json!("the parser takes UTF-8 only")
+    );
+}
