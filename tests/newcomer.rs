@@ -383,3 +383,93 @@ fn issue_23_canonical_files_cannot_be_deleted_by_hand() {
         json!("the parser takes UTF-8 only")
     );
 }
+
+#[test]
+fn issue_23_the_brief_says_what_it_left_out_and_keeps_what_is_trusted() {
+    let env = Env::store();
+    let run = env.ok(&[
+        "run",
+        "boot",
+        "--objective",
+        "Fix the parser",
+        "--criterion",
+        "the parser tests pass",
+        "--constraint",
+        "No new dependencies in the parser",
+    ])["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let patch = json!({"expected_seq": 0, "set": {"next_action": "Read the parser errors"},
+    "append": {
+        "pinned_context": [{"id": "pin-utf8", "content": "The parser takes UTF-8 only and refuses anything else with a clear error", "priority": 9}],
+        "sliding_context": [
+            {"id": "obs-1", "content": "the parser keeps line numbers for every token it reads", "priority": 3},
+            {"id": "obs-2", "content": "parser errors today name the byte offset, not the line", "priority": 4}
+        ]}});
+    let f = common::cli::write(env.home.path(), "patch.json", &patch.to_string());
+    env.ok(&["ws", "patch", &run, "--file", &f]);
+    // Noise: keyword-heavy items that fill the memory slots.
+    let mut lines = String::new();
+    for i in 0..30 {
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"id": format!("noise_{i:02}"), "content": format!("parser parser parser turn {i}: the user said parser again and the parser answered"), "type": "episodic"})
+        ));
+    }
+    let f = common::cli::write(env.home.path(), "noise.jsonl", &lines);
+    env.ok(&["memory", "import", &f]);
+    env.ok(&[
+        "milestone",
+        &run,
+        "--reason",
+        "parser errors understood",
+        "--next-entry-point",
+        "Start at the error type of the parser",
+    ]);
+
+    // Loose: memory ids are shown, the milestone too, nothing is left out.
+    let loose = env.ok(&["brief", &run, "--format", "json"]);
+    let md = loose["markdown"].as_str().unwrap();
+    assert!(md.contains("(mem_"), "memory ids are shown:\n{md}");
+    assert!(md.contains("## Last milestone (ep_"), "{md}");
+    assert!(
+        md.contains("Next entry point: Start at the error type of the parser"),
+        "{md}"
+    );
+    assert!(!md.contains("## Left out"), "{md}");
+
+    // Tight: pinned and constraints stay, the rest goes least trusted first
+    // and the brief says so, one line per section.
+    let tight = env.ok(&["brief", &run, "--format", "json", "--budget", "120"]);
+    let md = tight["markdown"].as_str().unwrap();
+    assert!(md.contains("No new dependencies in the parser"), "{md}");
+    assert!(md.contains("The parser takes UTF-8 only"), "{md}");
+    assert!(md.contains("the parser tests pass"), "{md}");
+    assert!(!md.contains("(mem_"), "{md}");
+    let left_out = md
+        .split("## Left out\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{md}"));
+    let dropped = tight["dropped"].as_array().unwrap();
+    let memories = dropped
+        .iter()
+        .filter(|d| d["section"] == json!("memories"))
+        .count();
+    assert!(memories > 0, "{tight}");
+    assert!(
+        left_out.contains(&format!("- memories: {memories} items (")),
+        "{left_out}"
+    );
+    assert!(left_out.contains("recent context: 2 items ("), "{left_out}");
+    assert!(dropped
+        .iter()
+        .all(|d| d["section"] == json!("memories") || d["section"] == json!("sliding")));
+
+    // Tighter than the trusted sections: they stay and the brief says it is over.
+    let tiny = env.ok(&["brief", &run, "--format", "json", "--budget", "10"]);
+    let md = tiny["markdown"].as_str().unwrap();
+    assert!(md.contains("The parser takes UTF-8 only"), "{md}");
+    assert!(md.contains("over the budget of 10"), "{md}");
+    assert!(tiny["used"].as_u64().unwrap() > 10);
+}
