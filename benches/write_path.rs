@@ -265,7 +265,7 @@ fn run() -> Res<()> {
         let name = format!("lib-{}-{n}", wt(worktree));
         if wants(&name) {
             let (path, seq) = make_store(&mut packs, &root.join(&name), worktree, n)?;
-            let store = Store::open(&path, options())?;
+            let store = Box::new(Store::open(&path, options())?);
             let work = Work::Lib { store, path, seq };
             rows.push(Variant::new(LIB, kind_name(worktree), n, ops, work));
         }
@@ -386,7 +386,8 @@ enum Work {
         cairn: PathBuf,
     },
     Lib {
-        store: Store,
+        // Boxed: a Store is much larger than the other variants.
+        store: Box<Store>,
         path: PathBuf,
         seq: u64,
     },
@@ -736,6 +737,7 @@ fn options() -> StoreOptions {
             email: "bench@localhost".into(),
         }),
         lock_timeout: None,
+        git_env: None,
     }
 }
 

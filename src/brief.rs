@@ -7,8 +7,14 @@
 //! the lowest-value content goes first (memories by relevance, then sliding
 //! context in eviction order, then pinned by priority, then constraints and
 //! criteria from the last), and an item is kept whole or dropped whole. The
-//! objective is never dropped. Output is rendered from `templates/brief.md.j2`
-//! (a store may override it) and is byte-for-byte deterministic.
+//! objective and the last milestone's summary and next entry point are never
+//! dropped, and neither are pinned context and constraints, nor (trust order
+//! governs) anything more trusted than them: when those alone exceed the
+//! budget, the brief goes over it and says so.
+//! The brief states what it left out, one line per section and reason, and
+//! shows memory ids (an agent needs them to propose an `update`). Output is
+//! rendered from `templates/brief.md.j2` (a store may override it) and is
+//! byte-for-byte deterministic.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -74,6 +80,49 @@ pub struct Dropped {
     pub reason: String,
 }
 
+/// Sections whose items the brief never drops.
+const NEVER_DROPPED: [&str; 2] = ["constraints", "pinned"];
+
+/// How people call a section in the brief's notes.
+fn section_name(section: &str) -> &str {
+    match section {
+        "state" => "trusted project state",
+        "criteria" => "acceptance criteria",
+        "pinned" => "pinned context",
+        "sliding" => "recent context",
+        other => other,
+    }
+}
+
+/// One line per section and reason saying what was left out, in trust order.
+fn left_out_lines(dropped: &[Dropped], budget: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    for section in SECTIONS {
+        for reason in ["section_cap", "budget"] {
+            let these: Vec<&Dropped> = dropped
+                .iter()
+                .filter(|d| d.section == section && d.reason == reason)
+                .collect();
+            if these.is_empty() {
+                continue;
+            }
+            let tokens: u64 = these.iter().map(|d| d.tokens).sum();
+            let why = if reason == "budget" {
+                format!("over the budget of {budget} tokens")
+            } else {
+                format!("over the section's cap (budgets.brief_sections.{section})")
+            };
+            lines.push(format!(
+                "{}: {} item{} ({tokens} tokens), {why}",
+                section_name(section),
+                these.len(),
+                if these.len() == 1 { "" } else { "s" },
+            ));
+        }
+    }
+    lines
+}
+
 /// A rendered brief.
 #[derive(Debug, Clone, Serialize)]
 pub struct Brief {
@@ -95,6 +144,9 @@ pub struct Brief {
     /// conflicts on its run, its project's state or memory).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the brief says it left out: one line per section and reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 struct Item {
@@ -200,11 +252,17 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
                 "confidence": m.score_confidence(), "score": m.score}),
         });
     }
+    let milestone = last_milestone(store, &ws.run_id)?;
     let fit_started = Instant::now();
     let objective_tokens = estimate_tokens(&ws.objective)
         + estimate_tokens(ws.next_action.as_deref().unwrap_or_default())
         + estimate_tokens(ws.current_stage.as_deref().unwrap_or_default())
-        + 8;
+        + 8
+        + milestone.as_ref().map_or(0, |m| {
+            estimate_tokens(&m.summary)
+                + estimate_tokens(m.next_entry_point.as_deref().unwrap_or_default())
+                + 8
+        });
     let mut keep: Vec<bool> = vec![true; items.len()];
     let mut dropped = Vec::new();
     // 1. Section caps: keep each section's most valuable items that fit its cap.
@@ -212,6 +270,9 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         let Some(cap) = config.budgets.brief_sections.get(section).copied() else {
             continue;
         };
+        if NEVER_DROPPED.contains(&section) {
+            continue;
+        }
         let mut used = 0;
         for (i, it) in items
             .iter()
@@ -242,6 +303,10 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
                 .sum::<u64>()
     };
     'outer: for section in SECTIONS.iter().rev() {
+        if NEVER_DROPPED.contains(section) {
+            // Nothing above them in trust order goes while they stay.
+            break;
+        }
         let idx: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].section == *section)
             .rev()
@@ -304,6 +369,13 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         .map_err(|e| template_error(&e))?;
     let list = |s: &str| by_section.get(s).cloned().unwrap_or_default();
     let warnings = conflict_warnings(store, &ws.run_id, project.as_deref())?;
+    let used = total(&keep);
+    let mut left_out = left_out_lines(&dropped, budget);
+    if used > budget {
+        left_out.push(format!(
+            "the brief takes {used} tokens, over the budget of {budget}: trusted state, the objective, acceptance criteria, constraints and pinned context are never cut for it"
+        ));
+    }
     let ctx = json!({
         "warnings": warnings,
         "run_id": ws.run_id,
@@ -318,6 +390,12 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         "pinned": list("pinned"),
         "sliding": list("sliding"),
         "memories": list("memories"),
+        "milestone": milestone.as_ref().map(|m| json!({
+            "episode_id": m.episode_id,
+            "summary": m.summary,
+            "next_entry_point": m.next_entry_point,
+        })),
+        "left_out": left_out,
     });
     let markdown = env
         .get_template("brief")
@@ -325,7 +403,6 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         .map_err(|e| template_error(&e))?;
     let markdown = format!("{}\n", markdown.trim_end());
     let render_ms = render_started.elapsed().as_secs_f64() * 1000.0;
-    let used = total(&keep);
     let mut timing_ms = BTreeMap::new();
     timing_ms.insert("search".to_string(), search_ms);
     timing_ms.insert("fit".to_string(), fit_ms);
@@ -343,7 +420,31 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         query,
         timing_ms,
         warnings,
+        left_out,
     })
+}
+
+/// The run's newest episode (episode ids are ULIDs: their order is the
+/// milestones' order), if it has one.
+fn last_milestone(store: &Store, run_id: &str) -> Result<Option<crate::episode::Episode>> {
+    let Some(tip) = store.tip()? else {
+        return Ok(None);
+    };
+    let dir = format!("{}/episodes", crate::layout::run_dir(run_id));
+    let newest = store
+        .list_dir(tip, &dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.ends_with(".yaml"))
+        .max();
+    let Some(name) = newest else {
+        return Ok(None);
+    };
+    let path = format!("{dir}/{name}");
+    match store.read_file(tip, &path)? {
+        Some(bytes) => Ok(Some(crate::episode::Episode::from_bytes(&path, &bytes)?)),
+        None => Ok(None),
+    }
 }
 
 /// One line per open merge conflict that touches the run, its project's

@@ -152,9 +152,7 @@ pub enum Error {
         message: String,
     },
     /// An input or file is larger than the configured limit.
-    #[error(
-        "{file} is {bytes} bytes, over the limit of {limit} bytes (limits.{setting} in cairn.yaml)"
-    )]
+    #[error("{file} {}", too_large(*.bytes, *.limit, .setting))]
     TooLarge {
         file: String,
         bytes: u64,
@@ -279,6 +277,20 @@ pub enum Error {
         state: &'static str,
         conflicted: Vec<String>,
     },
+}
+
+/// How much too large an input is, in units people read. A reader stops
+/// one byte past the limit, so `limit + 1` means "larger than the limit".
+fn too_large(bytes: u64, limit: u64, setting: &str) -> String {
+    let size = if bytes == limit.saturating_add(1) {
+        "is larger than".to_string()
+    } else {
+        format!("is {}, over", crate::schema::human_bytes(bytes))
+    };
+    format!(
+        "{size} the limit of {} (limits.{setting}: {limit} bytes in cairn.yaml)",
+        crate::schema::human_bytes(limit)
+    )
 }
 
 fn summarize(violations: &[Violation]) -> String {

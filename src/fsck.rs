@@ -5,7 +5,8 @@
 //! run's ledger seqs are gap-free and end at the working set's `_update_seq`,
 //! that the mirror matches a fresh render, and runs git's own connectivity
 //! check; each problem names the commit that last changed its file, so damage
-//! from a `git commit --no-verify` is traced to its commit. [`fsck`] reports
+//! from a `git commit --no-verify` is traced to its commit (a canonical
+//! file deleted that way included). [`fsck`] reports
 //! and never changes anything; [`repair`] commits the mechanical fixes.
 
 use std::collections::BTreeMap;
@@ -341,6 +342,7 @@ fn is_content_rule(rule: &str) -> bool {
             | "mirror_current"
             | "required_file"
             | "merge_kept_both_sides"
+            | "kept_file_deleted"
     )
 }
 
@@ -431,6 +433,25 @@ pub fn repair(store: &Store) -> Result<RepairReport> {
                 report
                     .actions
                     .push(format!("restored {} that a merge dropped", f.subject));
+            }
+        } else if f.rule == "kept_file_deleted" && store.entry(tip, &f.subject)?.is_none() {
+            // A file deleted by hand: the version before the deleting commit comes back.
+            let before = f
+                .commit
+                .as_deref()
+                .and_then(|c| Oid::from_str(c).ok())
+                .map(|c| store.commit_info(c))
+                .transpose()?
+                .and_then(|info| info.parents.first().copied());
+            if let Some(bytes) = before
+                .map(|p| store.read_file(p, &f.subject))
+                .transpose()?
+                .flatten()
+            {
+                changes.insert(f.subject.clone(), Some(bytes));
+                report
+                    .actions
+                    .push(format!("restored {} that was deleted by hand", f.subject));
             }
         } else if f.rule == "episode_tagged" {
             // A clone that did not fetch the tag: put it back on the commit

@@ -1009,14 +1009,39 @@ pub struct Version {
     pub item: MemoryItem,
 }
 
-/// Every version of an item, oldest first, with the commit and event that made it.
+/// Where item `id` last lived on the history of `tip`, when it is no
+/// longer at the tip (deleted, by hand or by a repair): the newest commit
+/// that removed or changed a memory file named after the id.
+fn locate_in_history(store: &Store, commits: &[Oid], id: &str) -> Result<Option<String>> {
+    let file = format!("/{}/{id}.yaml", layout::shard(id));
+    for &commit in commits {
+        let parent = store.commit_info(commit)?.parents.first().copied();
+        let found = store
+            .tree_changes(parent, commit)?
+            .into_iter()
+            .find(|c| c.path.starts_with("memory/") && c.path.ends_with(&file));
+        if let Some(c) = found {
+            return Ok(Some(c.path));
+        }
+    }
+    Ok(None)
+}
+
+/// Every version of an item, oldest first, with the commit and event that
+/// made it; for any id that ever existed, including an item deleted since.
 pub fn history(store: &Store, id: &str) -> Result<Vec<Version>> {
     let tip = store.require_tip()?;
-    let path = locate(store, tip, id)?.ok_or_else(|| Error::NotFound {
-        what: format!("memory item {id}"),
+    let commits = store.history(tip, None)?;
+    let path = match locate(store, tip, id)? {
+        Some(p) => Some(p),
+        None if layout::valid_id(id) => locate_in_history(store, &commits, id)?,
+        None => None,
+    };
+    let path = path.ok_or_else(|| Error::NotFound {
+        what: format!("memory item {id} (at the tip or anywhere in history)"),
     })?;
     let mut out = Vec::new();
-    for commit in store.history(tip, None)? {
+    for commit in commits {
         let info = store.commit_info(commit)?;
         let now_blob = store.blob_id(commit, &path)?;
         let parent_blob = match info.parents.first() {

@@ -13,6 +13,9 @@
 //!   their schema;
 //! - ids match the paths the files live at;
 //! - episodes are never edited or deleted;
+//! - memory items, batches, run files and project state are never deleted
+//!   by hand (cairn retires them through its own commands; history keeps
+//!   every version);
 //! - a working set's `_update_seq` grows by exactly one per commit, or, over
 //!   a range of commits cairn did not write, never goes back.
 
@@ -65,7 +68,11 @@ fn parse_finding(path: &str, e: &Error) -> Finding {
         Error::TooLarge { bytes, limit, .. } => Finding::new(
             path,
             "max_file_bytes",
-            format!("the file is {bytes} bytes, over limits.max_file_bytes ({limit})"),
+            format!(
+                "the file is {}, over limits.max_file_bytes ({})",
+                schema::human_bytes(*bytes),
+                schema::human_bytes(*limit)
+            ),
         )
         .fix("keep the file under the limit (split it) or raise limits.max_file_bytes in cairn.yaml"),
         Error::TooDeep { pointer, limit, .. } => Finding::new(
@@ -174,6 +181,28 @@ pub fn check_path(path: &str) -> Option<Finding> {
     })
 }
 
+/// For the kinds of file that are never deleted by hand (memory items,
+/// batches, run files, trusted project state), what to do instead.
+/// Episodes have their own rule; the config, the registry, conflict
+/// records and files cairn does not know may be removed.
+fn kept_instead(kind: &str, path: &str) -> Option<String> {
+    let id = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.strip_suffix(".yaml"))
+        .unwrap_or(path);
+    let instead = match kind {
+        "memory_item" => format!(
+            "retire the item through cairn instead: `cairn memory reject {id} --reason R` for a candidate, or propose an MCR {{op: delete, target_id: {id}}} with `cairn memory propose RUN` for an active item"
+        ),
+        "mcr_batch" => "a batch records what a run proposed; reject its items (`cairn memory reject ID --reason R`) instead".into(),
+        "working_set" | "interaction" => "a run's files are its history; leave them in place (a finished run simply stays idle)".into(),
+        "project_state" => format!("invalidate its entries instead: `cairn state invalidate {id} CATEGORY KEY`"),
+        _ => return None,
+    };
+    Some(instead)
+}
+
 /// Checks one changed file: `old` is its content before (if it existed).
 pub fn check_change(
     path: &str,
@@ -205,6 +234,23 @@ pub fn check_change(
             )),
         );
     }
+    if !is_episode && old.is_some() && after == After::Gone {
+        if let Some(instead) = layout::schema_for(path).and_then(|k| kept_instead(k, path)) {
+            findings.push(
+                Finding::new(
+                    path,
+                    "kept_file_deleted",
+                    format!(
+                        "{} was deleted by hand; cairn keeps these files so that nothing leaves history: {instead}",
+                        layout::schema_for(path).unwrap_or_default().replace('_', " ")
+                    ),
+                )
+                .fix(format!(
+                    "restore it: `git restore --staged --worktree {path}` (or `cairn fsck --repair` after a commit)"
+                )),
+            );
+        }
+    }
     let bytes = match after {
         After::Gone => return findings,
         After::Content(b) if b.len() as u64 > limits.max_bytes => {
@@ -217,8 +263,9 @@ pub fn check_change(
                     path,
                     "max_file_bytes",
                     format!(
-                        "the file is {size} bytes, over limits.max_file_bytes ({})",
-                        limits.max_bytes
+                        "the file is {}, over limits.max_file_bytes ({})",
+                        schema::human_bytes(size),
+                        schema::human_bytes(limits.max_bytes)
                     ),
                 )
                 .fix(format!(

@@ -149,15 +149,47 @@ pub fn violations(name: &str, value: &Value) -> Vec<Violation> {
     let validator = validator(name).unwrap_or_else(|| panic!("unknown schema {name}"));
     let mut out: Vec<Violation> = validator
         .iter_errors(value)
-        .map(|e| Violation {
-            pointer: e.instance_path().to_string(),
-            rule: e.kind().keyword().to_string(),
-            message: e.to_string(),
+        .map(|e| {
+            let rule = e.kind().keyword().to_string();
+            let mut message = e.to_string();
+            // A value of the wrong shape: say what the field holds.
+            if rule == "type" {
+                if let Some(what) = e
+                    .absolute_keyword_location()
+                    .and_then(|uri| description_at(uri.as_str()))
+                {
+                    message = format!("{message}; expected: {what}");
+                }
+            }
+            Violation {
+                pointer: e.instance_path().to_string(),
+                rule,
+                message,
+            }
         })
         .collect();
     out.sort_by(|a, b| (&a.pointer, &a.rule).cmp(&(&b.pointer, &b.rule)));
     out.dedup();
     out
+}
+
+/// The description of the nearest schema node (below a schema's root) at or
+/// above a keyword location (`BASE_URI` + file name + `#` + pointer): what
+/// the field that broke the rule holds.
+fn description_at(location: &str) -> Option<String> {
+    let (file, pointer) = location.strip_prefix(BASE_URI)?.split_once('#')?;
+    let (_, schema) = parsed().iter().find(|(name, _)| file_name(name) == file)?;
+    let mut at = pointer.to_string();
+    while let Some(cut) = at.rfind('/') {
+        at.truncate(cut);
+        if at.is_empty() {
+            break;
+        }
+        if let Some(d) = schema.pointer(&at).and_then(|n| n.get("description")) {
+            return d.as_str().map(|d| d.trim_end_matches('.').to_string());
+        }
+    }
+    None
 }
 
 /// Validates `value` against schema `name`; the error names `file`.
@@ -232,6 +264,7 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         budget.max_recorded_anchor_events = 100_000;
         budget.max_recorded_anchor_bytes = budget.max_recorded_anchor_bytes.min(max_bytes);
         budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.min(max_bytes);
+        let spent = budget_words(&budget);
         budget.max_reader_input_bytes = Some(limits.max_bytes as usize);
         options.budget = Some(budget);
         // YAML 1.2 core scalars: `y`, `no`, `0755` and `1_000` stay text.
@@ -241,14 +274,25 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
         let parsed: Option<Value> =
             serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-                let message = first_line(&e.to_string());
-                if message.contains("budget breached: Depth") {
+                let raw = first_line(&e.to_string());
+                // "is not valid YAML: error: line 8 ..." says error twice.
+                let plain = raw.strip_prefix("error: ").unwrap_or(&raw);
+                let message = match spent(&e) {
+                    Some(words) => {
+                        let at = plain.find("budget breached").unwrap_or(plain.len());
+                        format!("{}{words}", &plain[..at])
+                    }
+                    None => plain.to_string(),
+                };
+                if matches!(
+                    breach_of(&e),
+                    Some(serde_saphyr::budget::BudgetBreach::Depth { .. })
+                ) {
                     Error::TooDeep {
                         file: file.to_string(),
                         pointer: format!(
                             "({})",
-                            message
-                                .split(": budget")
+                            raw.split(": budget")
                                 .next()
                                 .unwrap_or_default()
                                 .trim_start_matches("error: ")
@@ -273,6 +317,100 @@ pub fn parse_document(file: &str, bytes: &[u8], limits: ParseLimits) -> Result<V
         });
     }
     Ok(value)
+}
+
+/// The budget breach behind a YAML error, if one is.
+fn breach_of(e: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    let mut e = e;
+    loop {
+        match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = &**error,
+            serde_saphyr::Error::Budget { breach, .. } => return Some(breach),
+            _ => return None,
+        }
+    }
+}
+
+/// Says in words which of `budget`'s limits a YAML error breached.
+fn budget_words(
+    budget: &serde_saphyr::budget::Budget,
+) -> impl Fn(&serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let b = budget.clone();
+    move |e| {
+        let words = match breach_of(e)? {
+            B::Nodes { .. } => format!(
+                "the document grows past {} values, lists and maps (counting every copy its aliases make), the most cairn parses: an alias bomb is refused",
+                thousands(b.max_nodes)
+            ),
+            B::Aliases { .. } => format!(
+                "the document uses more than {} aliases (*name), the most cairn accepts",
+                thousands(b.max_aliases)
+            ),
+            B::AliasAnchorRatio { aliases, anchors } => format!(
+                "the document uses {} aliases for {} anchors: too many copies of anchored values (an alias bomb is refused)",
+                thousands(*aliases),
+                thousands(*anchors)
+            ),
+            B::Anchors { .. } => format!(
+                "the document defines more than {} anchors (&name), the most cairn accepts",
+                thousands(b.max_anchors)
+            ),
+            B::Events { .. } => format!(
+                "the document is longer than {} YAML tokens, the most cairn parses",
+                thousands(b.max_events)
+            ),
+            B::Documents { .. } => format!(
+                "the input holds more than {} YAML documents",
+                thousands(b.max_documents)
+            ),
+            B::ScalarBytes { .. } => format!(
+                "the document's text values add up to more than {}",
+                human_bytes(b.max_total_scalar_bytes as u64)
+            ),
+            B::MergeKeys { .. } => format!(
+                "the document uses more than {} merge keys (<<)",
+                thousands(b.max_merge_keys)
+            ),
+            B::Depth { .. } => "the document nests too deep".to_string(),
+            B::InputBytes { .. } => "the input is larger than the limit".to_string(),
+            B::SequenceUnbalanced => "the document's lists and maps do not close".to_string(),
+            _ => "the document is too complex to parse safely".to_string(),
+        };
+        Some(words)
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A size for people: `512 bytes`, `60 KiB`, `8 MiB`, `1.5 GiB` (one
+/// decimal where it is not whole).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            let value = n as f64 / size as f64;
+            let text = format!("{value:.1}");
+            return format!("{} {unit}", text.trim_end_matches(".0"));
+        }
+    }
+    if n == 1 {
+        "1 byte".into()
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 fn first_line(s: &str) -> String {

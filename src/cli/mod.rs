@@ -45,7 +45,7 @@ pub struct Cli {
     /// Print one JSON envelope: {"ok": true, "data": ...} or {"ok": false, "error": ...}.
     #[arg(long, global = true)]
     json: bool,
-    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's user.name.
+    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's identity (GIT_AUTHOR_NAME, user.name, ...).
     #[arg(long, global = true, value_name = "NAME")]
     actor: Option<String>,
     /// Make a write idempotent: a retry with the same key returns the first result; the key with a different request is refused (CONFLICT).
@@ -199,7 +199,10 @@ fn parse_actor(s: &str) -> Actor {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failure(e),
+    };
     let now = match std::env::var("CAIRN_NOW") {
         Ok(s) if !s.is_empty() => match cairn::event::parse_rfc3339(&s) {
             Some(t) => Some(t),
@@ -222,6 +225,9 @@ pub fn main() -> i32 {
             now,
             actor,
             lock_timeout: None,
+            git_env: Some(cairn::store::identity::GitEnv::from_vars(
+                std::env::vars_os(),
+            )),
         },
         key: cli.idempotency_key.clone(),
     };
@@ -258,6 +264,50 @@ pub fn main() -> i32 {
         Command::Mcp(a) => return mcp::cmd_mcp(&ctx, a),
     };
     finish(&ctx, result)
+}
+
+/// Reports arguments clap refused. Under `--json` that is the USAGE
+/// envelope on stdout (exit 2) like every other failure; without it, clap's
+/// own text. Help and version output are not failures and print as usual.
+fn parse_failure(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if help || !json_requested(std::env::args_os().skip(1)) {
+        e.exit();
+    }
+    let env = api::error_envelope(usage_json(&e));
+    print_stdout(&serde_json::to_string_pretty(&env).expect("JSON values serialize"));
+    2
+}
+
+/// Whether `--json` is among the arguments (before a `--` that ends the options).
+fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+/// The USAGE error body of a clap error: its first line as the message, the
+/// whole text (usage line and the `--help` pointer) under `details.usage`.
+fn usage_json(e: &clap::Error) -> Value {
+    let text = e.render().to_string();
+    let message = match e.kind() {
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a subcommand is required; `--help` lists them".to_string()
+        }
+        // The first paragraph: "the following required arguments were not
+        // provided:" is followed by the arguments on their own lines.
+        _ => text
+            .lines()
+            .skip_while(|l| l.trim().is_empty())
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string(),
+    };
+    let mut body = api::usage_error_json(&message);
+    body["details"]["usage"] = Value::String(text.trim_end().to_string());
+    body
 }
 
 fn finish(ctx: &Ctx, result: CmdResult) -> i32 {

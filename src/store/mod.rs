@@ -53,6 +53,7 @@ use crate::{layout, schema};
 pub mod bundle;
 pub mod history;
 pub mod idempotency;
+pub mod identity;
 mod journal;
 pub mod lock;
 mod objects;
@@ -73,10 +74,15 @@ pub use transaction::{Committed, Mutation, NoSteps, Steps};
 pub struct StoreOptions {
     /// A fixed clock (`CAIRN_NOW` in the CLI); `None` reads the system clock.
     pub now: Option<OffsetDateTime>,
-    /// Who writes; `None` takes git's `user.name`/`user.email`, then a default.
+    /// Who writes (author and committer); `None` follows git's rules (see
+    /// [`identity`]) with `git_env`, else takes git's
+    /// `user.name`/`user.email`, then a default.
     pub actor: Option<Actor>,
     /// Overrides `limits.lock_timeout_ms` of `cairn.yaml`.
     pub lock_timeout: Option<Duration>,
+    /// The environment git's identity rules read (`GIT_AUTHOR_NAME`,
+    /// `GIT_CONFIG_GLOBAL`, ...), when no `actor` is given.
+    pub git_env: Option<identity::GitEnv>,
 }
 
 /// The author of commits, and the actor of ledger events.
@@ -113,6 +119,8 @@ pub struct Store {
     local_dir: PathBuf,
     options: StoreOptions,
     actor: Actor,
+    /// Who commits (the same as `actor` unless git's rules say otherwise).
+    committer: Actor,
     /// What the layers above add to every write.
     steps: Arc<dyn Steps>,
     parsed: std::cell::RefCell<ParsedFiles>,
@@ -386,18 +394,32 @@ impl Store {
             (false, Some(w)) => w.join(".cairn"),
             (false, None) => repo.path().join(".cairn"),
         };
-        let actor = match &options.actor {
-            Some(a) => a.clone(),
-            None => repo
-                .signature()
-                .ok()
-                .and_then(|s| {
-                    Some(Actor {
-                        name: s.name().ok()?.to_string(),
-                        email: s.email().ok()?.to_string(),
+        let (actor, committer) = match (&options.actor, &options.git_env) {
+            (Some(a), _) => (a.clone(), a.clone()),
+            (None, Some(env)) => {
+                let by_rules = |role| {
+                    let ident = identity::resolve(env, repo.commondir(), role);
+                    let default = Actor::default();
+                    Actor {
+                        name: ident.name.unwrap_or(default.name),
+                        email: ident.email.unwrap_or(default.email),
+                    }
+                };
+                (by_rules("author"), by_rules("committer"))
+            }
+            (None, None) => {
+                let a = repo
+                    .signature()
+                    .ok()
+                    .and_then(|s| {
+                        Some(Actor {
+                            name: s.name().ok()?.to_string(),
+                            email: s.email().ok()?.to_string(),
+                        })
                     })
-                })
-                .unwrap_or_default(),
+                    .unwrap_or_default();
+                (a.clone(), a)
+            }
         };
         drop(head);
         Ok(Store {
@@ -407,6 +429,7 @@ impl Store {
             local_dir,
             options,
             actor,
+            committer,
             steps,
             parsed: Default::default(),
         })
@@ -445,9 +468,14 @@ impl Store {
         &self.local_dir
     }
 
-    /// Who this store writes as.
+    /// Who this store writes as: the commits' author and the ledger's actor.
     pub fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    /// Who commits this store's writes (and tags its milestones).
+    pub fn committer(&self) -> &Actor {
+        &self.committer
     }
 
     /// The store clock.

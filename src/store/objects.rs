@@ -26,7 +26,7 @@ impl Store {
         merged: &[Oid],
         changes: &Changes,
         message: &str,
-        sig: &git2::Signature<'_>,
+        (author, committer): (&git2::Signature<'_>, &git2::Signature<'_>),
     ) -> Result<Oid> {
         let mut objects = Vec::new();
         let base_tree = match base {
@@ -46,8 +46,11 @@ impl Store {
         for p in base.iter().chain(merged) {
             text.push_str(&format!("parent {p}\n"));
         }
-        let who = signature_line(sig);
-        text.push_str(&format!("author {who}\ncommitter {who}\n\n{message}"));
+        text.push_str(&format!(
+            "author {}\ncommitter {}\n\n{message}",
+            signature_line(author),
+            signature_line(committer)
+        ));
         let commit = new_object(pack::Kind::Commit, text.into_bytes(), &mut objects);
         pack::write(&self.repo.path().join("objects").join("pack"), &mut objects)?;
         self.repo
@@ -276,8 +279,8 @@ impl Store {
             .find_object(commit, Some(ObjectType::Commit))
             .map_err(|e| Error::git(format!("read commit {commit}"), e))?;
         let sig = git2::Signature::new(
-            &self.actor.name,
-            &self.actor.email,
+            &self.committer.name,
+            &self.committer.email,
             &git2::Time::new(self.now().unix_timestamp(), 0),
         )
         .map_err(|e| Error::git("make signature", e))?;

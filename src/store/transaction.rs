@@ -214,14 +214,19 @@ impl Store {
                     key.digest
                 ));
             }
-            let sig = git2::Signature::new(
-                &self.actor.name,
-                &self.actor.email,
-                &git2::Time::new(now.unix_timestamp(), 0),
-            )
-            .map_err(|e| Error::git("make signature", e))?;
-            let commit =
-                self.write_commit_packed(snap.commit, merged, &mutation.changes, &message, &sig)?;
+            let when = git2::Time::new(now.unix_timestamp(), 0);
+            let sig = |who: &super::Actor| {
+                git2::Signature::new(&who.name, &who.email, &when)
+                    .map_err(|e| Error::git("make signature", e))
+            };
+            let (author, committer) = (sig(&self.actor)?, sig(&self.committer)?);
+            let commit = self.write_commit_packed(
+                snap.commit,
+                merged,
+                &mutation.changes,
+                &message,
+                (&author, &committer),
+            )?;
             self.write_journal(snap.commit, commit, &mutation.changes, &mutation.tags)?;
             crate::failpoint::failpoint!("store::before_cas");
             let moved = (|| {

@@ -86,6 +86,7 @@ pub fn options(actor: &str, lock_timeout: Duration) -> StoreOptions {
             email: format!("{actor}@test.invalid"),
         }),
         lock_timeout: Some(lock_timeout),
+        git_env: None,
     }
 }
 
