@@ -341,7 +341,7 @@ fn budget_words(
     move |e| {
         let words = match breach_of(e)? {
             B::Nodes { .. } => format!(
-                "the document grows past {} values, lists and maps (counting every copy its aliases make), the most cairn parses: an alias bomb is refused",
+                "the document grows past {} values, lists and maps (counting every copy its aliases make; the limit is the file's size in bytes, at least 4,096): an alias bomb is refused",
                 thousands(b.max_nodes)
             ),
             B::Aliases { .. } => format!(
@@ -358,7 +358,7 @@ fn budget_words(
                 thousands(b.max_anchors)
             ),
             B::Events { .. } => format!(
-                "the document is longer than {} YAML tokens, the most cairn parses",
+                "the document expands past {} YAML tokens (counting every copy its aliases make; the limit is the file's size in bytes, at least 4,096): an alias bomb is refused",
                 thousands(b.max_events)
             ),
             B::Documents { .. } => format!(
