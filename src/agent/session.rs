@@ -222,6 +222,7 @@ pub fn context(store: &Store, input: &HookInput, config: &AgentsConfig) -> Resul
                     run_id: choice.run_id.clone(),
                     query: None,
                     budget: Some(budget),
+                    project_hint: project.clone(),
                 },
             )?;
             text.push_str(b.markdown.trim_end());

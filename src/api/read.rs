@@ -115,6 +115,12 @@ pub struct BriefRequest {
     #[arg(long)]
     #[serde(default)]
     pub budget: Option<u64>,
+    /// The project to brief when the run names none (a registered name;
+    /// default: the store's only project). The CLI passes the current
+    /// folder's name when this is not given.
+    #[arg(long)]
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// Builds a run's brief (markdown plus usage, drops and timing).
@@ -125,6 +131,7 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
             run_id: req.run.clone(),
             query: req.query.clone(),
             budget: req.budget,
+            project_hint: req.project.clone(),
         },
     )
 }
@@ -149,8 +156,9 @@ pub struct LogRequest {
     #[arg(long)]
     #[serde(default)]
     pub until: Option<String>,
-    /// Only events by this actor.
-    #[arg(long)]
+    /// Only events made by this actor (a filter on the events' actor, the
+    /// commit author's name; it does not set who writes).
+    #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub actor: Option<String>,
     /// At most this many (the newest).

@@ -23,7 +23,26 @@ pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
         )));
     }
     let store = ctx.open_reading()?;
-    let b = api::brief(&store, &a.req)?;
+    let mut req = a.req;
+    match &req.project {
+        // A name given must be one the registry knows.
+        Some(p) => {
+            if cairn::project::Registry::at_tip(&store)?.find(p).is_none() {
+                return Err(CliError::Usage(format!(
+                    "--project {p:?} is not a registered project (`cairn project list`)"
+                )));
+            }
+        }
+        // Else the current folder (or a parent) may name one.
+        None => {
+            let cwd = std::env::current_dir().ok();
+            req.project = cairn::agent::session::project_of(
+                &store,
+                cwd.as_deref().and_then(|d| d.to_str()),
+            )?;
+        }
+    }
+    let b = api::brief(&store, &req)?;
     if a.format == "json" && !ctx.json {
         return Ok(Output::new(
             serde_json::to_string_pretty(&b).expect("briefs serialize"),
