@@ -217,7 +217,8 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     });
     // Items per section, each list in descending value.
     let mut items: Vec<Item> = Vec::new();
-    let (project, project_from) = run_project(store, ws.project.as_deref(), req.project_hint.as_deref())?;
+    let (project, project_from) =
+        run_project(store, ws.project.as_deref(), req.project_hint.as_deref())?;
     if let Some(p) = &project {
         let (_, entries) = project::state_get(store, p, None)?;
         for e in entries {
@@ -535,7 +536,12 @@ fn select_memories(
     slots: usize,
 ) -> (Vec<search::Hit>, usize) {
     let matched = |h: &search::Hit| -> std::collections::BTreeSet<String> {
-        h.matched.get("content").cloned().unwrap_or_default().into_iter().collect()
+        h.matched
+            .get("content")
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
     };
     let known: std::collections::BTreeSet<String> = hits.iter().flat_map(matched).collect();
     let needed = known.len().min(2);

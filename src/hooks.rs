@@ -888,7 +888,10 @@ mod tests {
             let new = old.replace("\"a\"", "\"b\"");
             let out = touch_updated_at(old.as_bytes(), new.as_bytes(), now).unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert_eq!(text, format!("id: mem_x\ncontent: \"b\"\nupdated_at: {want}\n"));
+            assert_eq!(
+                text,
+                format!("id: mem_x\ncontent: \"b\"\nupdated_at: {want}\n")
+            );
         }
         // An edit that set updated_at itself, or changed nothing, is left alone.
         let old = "content: a\nupdated_at: '2026-01-01T00:00:00Z'\n";

@@ -646,7 +646,11 @@ pub fn close(
     }
     let committed = store.transact(
         crate::idempotency::keyed(key, "run.close", || {
-            vec![json!(run_id), json!(outcome == Outcome::Done), json!(summary)]
+            vec![
+                json!(run_id),
+                json!(outcome == Outcome::Done),
+                json!(summary),
+            ]
         })
         .as_ref(),
         |snap| {

@@ -173,7 +173,11 @@ pub struct RunCloseReport {
 }
 
 /// Closes a run.
-pub fn run_close(store: &Store, req: &RunCloseRequest, key: Option<&str>) -> Result<RunCloseReport> {
+pub fn run_close(
+    store: &Store,
+    req: &RunCloseRequest,
+    key: Option<&str>,
+) -> Result<RunCloseReport> {
     let outcome = match req.outcome.to_ascii_lowercase().as_str() {
         "done" => working_set::Outcome::Done,
         "failed" => working_set::Outcome::Failed,

@@ -36,10 +36,8 @@ pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
         // Else the current folder (or a parent) may name one.
         None => {
             let cwd = std::env::current_dir().ok();
-            req.project = cairn::agent::session::project_of(
-                &store,
-                cwd.as_deref().and_then(|d| d.to_str()),
-            )?;
+            req.project =
+                cairn::agent::session::project_of(&store, cwd.as_deref().and_then(|d| d.to_str()))?;
         }
     }
     let b = api::brief(&store, &req)?;

@@ -132,10 +132,10 @@ fn write_options(matches: &clap::ArgMatches) -> Result<(Option<String>, Option<S
         leaf = sub;
     }
     let mut out = [None, None];
-    for (slot, (id, flag)) in out
-        .iter_mut()
-        .zip([("write_actor", "--actor"), ("idempotency_key", "--idempotency-key")])
-    {
+    for (slot, (id, flag)) in out.iter_mut().zip([
+        ("write_actor", "--actor"),
+        ("idempotency_key", "--idempotency-key"),
+    ]) {
         let before = matches.get_one::<String>(id).cloned();
         let after = match leaf.try_get_one::<String>(id) {
             Ok(v) => v.cloned(),
@@ -617,4 +617,25 @@ fn read_input(path: &str, max: u64) -> Result<(String, Vec<u8>), Error> {
         });
     }
     Ok((label, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_command_exists_and_the_command_line_is_consistent() {
+        // `mut_subcommand` panics on a path that names no command.
+        let cmd = command();
+        cmd.clone().debug_assert();
+        for (path, keyed) in WRITES {
+            let mut c = &cmd;
+            for name in *path {
+                c = c.find_subcommand(name).expect("listed commands exist");
+            }
+            let ids: Vec<&str> = c.get_arguments().map(|a| a.get_id().as_str()).collect();
+            assert!(ids.contains(&"write_actor"), "{path:?}");
+            assert_eq!(ids.contains(&"idempotency_key"), *keyed, "{path:?}");
+        }
+    }
 }

@@ -141,7 +141,12 @@ pub fn cmd_run(ctx: &Ctx, cmd: RunCommand) -> CmdResult {
 /// The human text of `cairn run show`.
 fn show_text(r: &api::RunShowReport) -> String {
     let ws = &r.working_set;
-    let mut out = vec![format!("{}  {}  seq {}", ws.run_id, ws.status.as_str(), ws.update_seq)];
+    let mut out = vec![format!(
+        "{}  {}  seq {}",
+        ws.run_id,
+        ws.status.as_str(),
+        ws.update_seq
+    )];
     out.push(format!("objective: {}", ws.objective));
     if let Some(p) = &ws.project {
         out.push(format!("project: {p}"));
@@ -150,7 +155,10 @@ fn show_text(r: &api::RunShowReport) -> String {
         out.push(format!(
             "closed: {}{}",
             c.at,
-            c.summary.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+            c.summary
+                .as_ref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
         ));
     }
     if let Some(s) = &ws.current_stage {
@@ -185,6 +193,9 @@ fn show_text(r: &api::RunShowReport) -> String {
         )),
         None => out.push("milestones: none".into()),
     }
-    out.push(format!("created {}, updated {}", ws.created_at, ws.updated_at));
+    out.push(format!(
+        "created {}, updated {}",
+        ws.created_at, ws.updated_at
+    ));
     out.join("\n")
 }
