@@ -53,9 +53,6 @@ pub struct BriefRequest {
     pub query: Option<String>,
     /// The token budget (default `budgets.brief_tokens`).
     pub budget: Option<u64>,
-    /// A name for the project when the run names none (e.g. the folder the
-    /// agent works in); used when the project registry knows it.
-    pub project_hint: Option<String>,
 }
 
 /// Multipliers of a memory's search score in the brief, by type: curated
@@ -202,6 +199,17 @@ fn label(text: &str) -> String {
 
 /// Builds the brief of a run.
 pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
+    brief_with_hint(store, req, None)
+}
+
+/// Builds the brief of a run; `project_hint` names the project when the
+/// run names none (e.g. the folder the agent works in), and counts when
+/// the project registry knows it.
+pub fn brief_with_hint(
+    store: &Store,
+    req: &BriefRequest,
+    project_hint: Option<&str>,
+) -> Result<Brief> {
     let started = Instant::now();
     let config = store.config()?;
     let ws = working_set::show(store, &req.run_id, None)?;
@@ -217,8 +225,7 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     });
     // Items per section, each list in descending value.
     let mut items: Vec<Item> = Vec::new();
-    let (project, project_from) =
-        run_project(store, ws.project.as_deref(), req.project_hint.as_deref())?;
+    let (project, project_from) = run_project(store, ws.project.as_deref(), project_hint)?;
     if let Some(p) = &project {
         let (_, entries) = project::state_get(store, p, None)?;
         for e in entries {

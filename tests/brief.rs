@@ -96,7 +96,6 @@ fn a_loose_budget_keeps_everything_in_trust_order() {
             run_id: "run_brief".into(),
             query: Some("search index catch-up".into()),
             budget: Some(6000),
-            project_hint: None,
         },
     )
     .unwrap();
@@ -129,7 +128,6 @@ fn a_tight_budget_drops_the_least_valuable_whole_items() {
             run_id: "run_brief".into(),
             query: Some("search index catch-up".into()),
             budget: Some(90),
-            project_hint: None,
         },
     )
     .unwrap();
@@ -158,7 +156,6 @@ fn the_brief_is_deterministic_and_uses_a_store_template() {
         run_id: "run_brief".into(),
         query: None,
         budget: None,
-        project_hint: None,
     };
     let a = brief::brief(&store, &req).unwrap();
     let b = brief::brief(&store, &req).unwrap();

@@ -115,24 +115,28 @@ pub struct BriefRequest {
     #[arg(long)]
     #[serde(default)]
     pub budget: Option<u64>,
-    /// The project to brief when the run names none (a registered name;
-    /// default: the store's only project). The CLI passes the current
-    /// folder's name when this is not given.
-    #[arg(long)]
-    #[serde(default)]
-    pub project: Option<String>,
 }
 
 /// Builds a run's brief (markdown plus usage, drops and timing).
 pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
-    brief::brief(
+    brief_with_hint(store, req, None)
+}
+
+/// Builds a run's brief; `project_hint` names the project when the run
+/// names none (see [`brief::brief_with_hint`]).
+pub fn brief_with_hint(
+    store: &Store,
+    req: &BriefRequest,
+    project_hint: Option<&str>,
+) -> Result<Brief> {
+    brief::brief_with_hint(
         store,
         &brief::BriefRequest {
             run_id: req.run.clone(),
             query: req.query.clone(),
             budget: req.budget,
-            project_hint: req.project.clone(),
         },
+        project_hint,
     )
 }
 
