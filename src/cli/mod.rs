@@ -131,23 +131,30 @@ fn write_options(matches: &clap::ArgMatches) -> Result<(Option<String>, Option<S
         path.push(name);
         leaf = sub;
     }
+    // What the command takes, by the table (clap only checks ids in debug builds).
+    let write = WRITES.iter().find(|(p, _)| *p == path.as_slice());
+    let takes = [write.is_some(), write.is_some_and(|(_, keyed)| *keyed)];
     let mut out = [None, None];
-    for (slot, (id, flag)) in out.iter_mut().zip([
+    for ((slot, takes), (id, flag)) in out.iter_mut().zip(takes).zip([
         ("write_actor", "--actor"),
         ("idempotency_key", "--idempotency-key"),
     ]) {
         let before = matches.get_one::<String>(id).cloned();
-        let after = match leaf.try_get_one::<String>(id) {
-            Ok(v) => v.cloned(),
-            Err(_) if before.is_some() => {
+        if !takes {
+            if before.is_some() {
                 return Err(format!(
-                    "{flag} applies to commands that write; `cairn {}` does not take it",
+                    "{flag} applies to commands that write{}; `cairn {}` does not take it",
+                    if id == "idempotency_key" {
+                        " and replay a retry"
+                    } else {
+                        ""
+                    },
                     path.join(" ")
-                ))
+                ));
             }
-            Err(_) => None,
-        };
-        *slot = after.or(before);
+            continue;
+        }
+        *slot = leaf.get_one::<String>(id).cloned().or(before);
     }
     let [actor, key] = out;
     Ok((actor, key))
