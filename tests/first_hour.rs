@@ -224,16 +224,25 @@ fn issue_23_memory_delete_goes_through_the_gate_or_its_logged_override() {
     );
 
     // A delete of something that is not an item, or without a reason, changes nothing.
-    let (code, _) = env.json(&[
-        "memory",
-        "delete",
-        "mem_01KKJZS2YFSTBQQ5W6ASQZ1Y2K",
-        "--reason",
-        "r",
-        "--run",
-        &run,
-    ]);
-    assert_ne!(code, 0);
+    let e = refused(
+        &env,
+        &[
+            "memory",
+            "delete",
+            "mem_01KKJZS2YFSTBQQ5W6ASQZ1Y2K",
+            "--reason",
+            "r",
+            "--run",
+            &run,
+        ],
+        None,
+        "VALIDATION",
+        3,
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("no memory item"),
+        "{e}"
+    );
     refused(
         &env,
         &["memory", "delete", &ids[1], "--run", &run],
@@ -259,8 +268,8 @@ fn issue_23_completions_for_bash_zsh_and_fish_and_a_man_page() {
             "memory",
             "propose",
             "close",
-            "--outcome",
-            "--allow-outside-milestone",
+            "outcome",
+            "allow-outside-milestone",
         ] {
             assert!(script.contains(word), "{shell} misses {word}");
         }
