@@ -505,15 +505,15 @@ fn issue_23_a_hand_edit_of_a_memory_item_bumps_updated_at_in_its_own_quotes() {
             .unwrap()
     };
 
-    // 1. The file as cairn wrote it (single quotes), content edited by hand
-    //    in double quotes with a comment: only updated_at changes besides.
+    // 1. The file as cairn wrote it (double quotes), content edited by hand
+    //    with a comment: only updated_at changes besides.
     let original = env.read(&path);
     let stamp = original
         .lines()
         .find(|l| l.starts_with("updated_at: "))
         .unwrap()
         .to_string();
-    assert!(stamp.starts_with("updated_at: '"), "{original}");
+    assert!(stamp.starts_with("updated_at: \""), "{original}");
     let edited = original.replace(
         "content: the parser takes UTF-8",
         "content: \"the parser takes UTF-8 only\" # checked",
@@ -532,7 +532,7 @@ fn issue_23_a_hand_edit_of_a_memory_item_bumps_updated_at_in_its_own_quotes() {
         .find(|l| l.starts_with("updated_at: "))
         .unwrap();
     assert!(
-        new_stamp.starts_with("updated_at: '2026-02-01T00:00:00"),
+        new_stamp.starts_with("updated_at: \"2026-02-01T00:00:00"),
         "{committed}"
     );
     assert_eq!(
@@ -550,15 +550,15 @@ fn issue_23_a_hand_edit_of_a_memory_item_bumps_updated_at_in_its_own_quotes() {
     assert_eq!(after["created_at"], before["created_at"]);
     assert_ne!(after["updated_at"], before["updated_at"]);
 
-    // 2. A file whose updated_at is double-quoted keeps double quotes.
-    let doubled = committed
-        .replace(new_stamp, &new_stamp.replace('\'', "\""))
+    // 2. A file whose updated_at is single-quoted keeps single quotes.
+    let single = committed
+        .replace(new_stamp, &new_stamp.replace('"', "'"))
         .replace("UTF-8 only\"", "UTF-8 only, always\"");
-    env.put(&path, &doubled);
+    env.put(&path, &single);
     assert!(commit("2026-03-01T00:00:00Z").status.success());
     let committed = env.git(&["show", &format!("HEAD:{path}")]);
     assert!(
-        committed.contains("updated_at: \"2026-03-01T00:00:00"),
+        committed.contains("updated_at: '2026-03-01T00:00:00"),
         "{committed}"
     );
 
@@ -591,17 +591,19 @@ fn issue_23_a_plain_git_pull_of_divergent_clones_merges() {
     a.ok(&["state", "set", "proj", "deploy", "region", "eu-west"]);
     b.ok(&["state", "set", "proj", "owner", "team", "parsers"]);
     a.ok(&["sync"]);
+    let (theirs, ours) = (a.head(), b.head());
     // No flags: what a newcomer types.
     let out = b.git_output(&["pull", "--no-edit"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("Need to specify how to reconcile"), "{err}");
-    let parents = b.git(&["rev-list", "--parents", "-n", "1", "HEAD"]);
-    assert_eq!(
-        parents.split_whitespace().count(),
-        3,
-        "a merge commit: {parents}"
-    );
+    // A merge of both sides (the post-merge hook may commit after it).
+    for side in [&theirs, &ours] {
+        let merged = b.git_output(&["merge-base", "--is-ancestor", side, "HEAD"]);
+        assert!(merged.status.success(), "{side} is not in HEAD");
+    }
+    let merges = b.git(&["rev-list", "--merges", &format!("{ours}..HEAD")]);
+    assert_eq!(merges.lines().count(), 1, "one merge commit: {merges}");
     let state = b.ok(&["state", "get", "proj"]).to_string();
     assert!(
         state.contains("eu-west") && state.contains("parsers"),
