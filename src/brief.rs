@@ -55,6 +55,31 @@ pub struct BriefRequest {
     pub budget: Option<u64>,
 }
 
+/// Multipliers of a memory's search score in the brief, by type: curated
+/// knowledge (decisions, facts) before raw conversation (episodic turns,
+/// captured interactions). Types not listed weigh 1.
+pub const TYPE_WEIGHTS: [(&str, f64); 8] = [
+    ("decision", 1.3),
+    ("fact", 1.2),
+    ("identity", 1.1),
+    ("preference", 1.1),
+    ("project", 1.1),
+    ("adaptation", 0.9),
+    ("episodic", 0.6),
+    ("interaction", 0.5),
+];
+
+/// Multiplier of a memory scoped to the run's own project or run; one
+/// scoped to another project gets its inverse.
+pub const OWN_SCOPE_WEIGHT: f64 = 1.5;
+
+/// The relevance floor: a memory's text match (its BM25) must reach this
+/// share of the best candidate's to be briefed.
+pub const RELEVANCE_FLOOR: f64 = 0.25;
+
+/// How many search candidates the brief ranks per memory slot.
+const CANDIDATES_PER_SLOT: usize = 5;
+
 /// Token use of one section.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SectionUsage {
@@ -147,6 +172,17 @@ pub struct Brief {
     /// What the brief says it left out: one line per section and reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
+    /// The project whose trusted state the brief shows, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Where that project came from: `run` (the run names it), `hint` (the
+    /// caller's name for it, e.g. the current folder) or `only` (the store's
+    /// only registered project).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_from: Option<&'static str>,
+    /// Memories the search found that match the query too weakly to brief
+    /// (below the relevance floor), not counted in `dropped`.
+    pub below_floor: usize,
 }
 
 struct Item {
@@ -163,6 +199,17 @@ fn label(text: &str) -> String {
 
 /// Builds the brief of a run.
 pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
+    brief_with_hint(store, req, None)
+}
+
+/// Builds the brief of a run; `project_hint` names the project when the
+/// run names none (e.g. the folder the agent works in), and counts when
+/// the project registry knows it.
+pub fn brief_with_hint(
+    store: &Store,
+    req: &BriefRequest,
+    project_hint: Option<&str>,
+) -> Result<Brief> {
     let started = Instant::now();
     let config = store.config()?;
     let ws = working_set::show(store, &req.run_id, None)?;
@@ -178,7 +225,7 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     });
     // Items per section, each list in descending value.
     let mut items: Vec<Item> = Vec::new();
-    let project = ws.project.clone();
+    let (project, project_from) = run_project(store, ws.project.as_deref(), project_hint)?;
     if let Some(p) = &project {
         let (_, entries) = project::state_get(store, p, None)?;
         for e in entries {
@@ -234,13 +281,19 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     }
     let search_started = Instant::now();
     let mut memories = Vec::new();
+    let mut below_floor = 0;
     if config.budgets.brief_memories > 0 {
         let q = SearchQuery {
             text: query.clone(),
-            top_k: config.budgets.brief_memories,
+            top_k: config.budgets.brief_memories * CANDIDATES_PER_SLOT,
             ..Default::default()
         };
-        memories = search::search(store, &q, &search::Ranking::from(&config), &|_, _| {})?.hits;
+        let hits = search::search(store, &q, &search::Ranking::from(&config), &|_, _| {})?.hits;
+        let own = Scopes {
+            run_id: &ws.run_id,
+            project: project.as_deref(),
+        };
+        (memories, below_floor) = select_memories(hits, &own, config.budgets.brief_memories);
     }
     let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
     for m in &memories {
@@ -371,6 +424,12 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
     let warnings = conflict_warnings(store, &ws.run_id, project.as_deref())?;
     let used = total(&keep);
     let mut left_out = left_out_lines(&dropped, budget);
+    if below_floor > 0 {
+        left_out.push(format!(
+            "memories: {below_floor} weaker match{} of the objective and next action (below the relevance floor)",
+            if below_floor == 1 { "" } else { "es" }
+        ));
+    }
     if used > budget {
         left_out.push(format!(
             "the brief takes {used} tokens, over the budget of {budget}: trusted state, the objective, acceptance criteria, constraints and pinned context are never cut for it"
@@ -380,6 +439,7 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         "warnings": warnings,
         "run_id": ws.run_id,
         "project": project,
+        "project_from": project_from,
         "objective": ws.objective,
         "status": ws.status.as_str(),
         "stage": ws.current_stage,
@@ -421,7 +481,103 @@ pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
         timing_ms,
         warnings,
         left_out,
+        project,
+        project_from,
+        below_floor,
     })
+}
+
+/// The project to brief: the run's, else the hint when the registry knows
+/// it, else the store's only registered project; and where it came from.
+fn run_project(
+    store: &Store,
+    of_run: Option<&str>,
+    hint: Option<&str>,
+) -> Result<(Option<String>, Option<&'static str>)> {
+    if let Some(p) = of_run {
+        return Ok((Some(p.to_string()), Some("run")));
+    }
+    let registry = project::Registry::at_tip(store)?;
+    if let Some(p) = hint.and_then(|h| registry.find(h)) {
+        return Ok((Some(p.id.clone()), Some("hint")));
+    }
+    match registry.projects.as_slice() {
+        [only] => Ok((Some(only.id.clone()), Some("only"))),
+        _ => Ok((None, None)),
+    }
+}
+
+/// The run's own scopes: memory there counts as matching the run.
+struct Scopes<'a> {
+    run_id: &'a str,
+    project: Option<&'a str>,
+}
+
+impl Scopes<'_> {
+    /// 1 for the run's own project or run, -1 for another project, else 0.
+    fn affinity(&self, hit: &search::Hit) -> i8 {
+        match (hit.scope.as_str(), hit.scope_id.as_deref()) {
+            ("run", Some(id)) if id == self.run_id => 1,
+            ("project", Some(id)) => match self.project {
+                Some(p) if p.eq_ignore_ascii_case(id) => 1,
+                Some(_) => -1,
+                None => 0,
+            },
+            _ => 0,
+        }
+    }
+}
+
+/// The memories to brief out of the search's candidates, best first, and
+/// how many fell below the relevance floor.
+///
+/// The floor: a memory's text match (BM25, which weighs rare words above
+/// words every item has) must reach [`RELEVANCE_FLOOR`] of the best
+/// candidate's, and it must match two of the query's words that the store
+/// knows (one when it knows one), where being in the run's own project or
+/// run counts as one. The rest is ranked by search score times its type's
+/// weight ([`TYPE_WEIGHTS`]) and its scope's ([`OWN_SCOPE_WEIGHT`]).
+fn select_memories(
+    hits: Vec<search::Hit>,
+    own: &Scopes<'_>,
+    slots: usize,
+) -> (Vec<search::Hit>, usize) {
+    let matched = |h: &search::Hit| -> std::collections::BTreeSet<String> {
+        h.matched
+            .get("content")
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    };
+    let known: std::collections::BTreeSet<String> = hits.iter().flat_map(matched).collect();
+    let needed = known.len().min(2);
+    let best = hits.iter().map(|h| h.bm25).fold(0.0, f64::max);
+    let total = hits.len();
+    let mut kept: Vec<(f64, search::Hit)> = hits
+        .into_iter()
+        .filter(|h| {
+            let affinity = own.affinity(h);
+            let evidence = matched(h).len() + usize::from(affinity > 0);
+            h.bm25 >= RELEVANCE_FLOOR * best && evidence >= needed
+        })
+        .map(|h| {
+            let kind = TYPE_WEIGHTS
+                .iter()
+                .find(|(k, _)| *k == h.kind)
+                .map_or(1.0, |(_, w)| *w);
+            let scope = match own.affinity(&h) {
+                1 => OWN_SCOPE_WEIGHT,
+                -1 => 1.0 / OWN_SCOPE_WEIGHT,
+                _ => 1.0,
+            };
+            (h.score * kind * scope, h)
+        })
+        .collect();
+    let below_floor = total - kept.len();
+    kept.sort_by(|(a, x), (b, y)| b.total_cmp(a).then_with(|| x.id.cmp(&y.id)));
+    kept.truncate(slots);
+    (kept.into_iter().map(|(_, h)| h).collect(), below_floor)
 }
 
 /// The run's newest episode (episode ids are ULIDs: their order is the

@@ -52,6 +52,7 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
 pub enum EventType {
     StoreInit,
     RunBooted,
+    RunClosed,
     WsUpdateApplied,
     WsConflictResolved,
     MemoryProposed,
@@ -81,6 +82,7 @@ impl EventType {
         match self {
             EventType::StoreInit => "STORE_INIT",
             EventType::RunBooted => "RUN_BOOTED",
+            EventType::RunClosed => "RUN_CLOSED",
             EventType::WsUpdateApplied => "WS_UPDATE_APPLIED",
             EventType::WsConflictResolved => "WS_CONFLICT_RESOLVED",
             EventType::MemoryProposed => "MEMORY_PROPOSED",

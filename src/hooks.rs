@@ -344,11 +344,15 @@ pub struct PreCommitReport {
     pub checked: usize,
     /// Working sets whose `_update_seq` it bumped: (path, new seq).
     pub bumped: Vec<(String, u64)>,
+    /// Memory items whose `updated_at` it set (hand edits that left it alone).
+    pub touched: Vec<String>,
     /// Mirror pages it regenerated and staged (or wrote, when untracked).
     pub pages: Vec<String>,
 }
 
-/// Replaces the value of a top-level `key:` line, if the file has one.
+/// Replaces the value of a top-level `key:` line, if the file has one,
+/// quoting the new value the way the old one was quoted (single, double or
+/// plain), so the rest of the file keeps the user's style.
 fn replace_top_level(text: &str, key: &str, value: &str) -> Option<String> {
     let prefix = format!("{key}:");
     let mut found = false;
@@ -356,9 +360,17 @@ fn replace_top_level(text: &str, key: &str, value: &str) -> Option<String> {
     for line in text.split_inclusive('\n') {
         if !found && line.starts_with(&prefix) {
             found = true;
+            let old = line[prefix.len()..].trim_start();
             out.push_str(&prefix);
             out.push(' ');
-            out.push_str(value);
+            match old.chars().next() {
+                Some('\'') => out.push_str(&format!("'{}'", value.replace('\'', "''"))),
+                Some('"') => out.push_str(&format!(
+                    "\"{}\"",
+                    value.replace('\\', "\\\\").replace('"', "\\\"")
+                )),
+                _ => out.push_str(value),
+            }
             out.push('\n');
         } else {
             out.push_str(line);
@@ -367,16 +379,23 @@ fn replace_top_level(text: &str, key: &str, value: &str) -> Option<String> {
     found.then_some(out)
 }
 
-/// A hand-edited working set with `_update_seq` left alone, bumped by one
-/// (and `updated_at` set, unless the edit set it). The rest of the file keeps
-/// the user's formatting.
-fn bump_seq(old: &[u8], new: &[u8], now: &str) -> Option<(Vec<u8>, u64)> {
+/// Parses both versions of a hand-edited file (None when either does not
+/// parse: the rules report that).
+fn parse_pair(old: &[u8], new: &[u8]) -> Option<(Value, Value)> {
     let limits = schema::ParseLimits {
         max_bytes: u64::MAX,
         max_depth: 256,
     };
     let old_v = schema::parse_document("old", old, limits).ok()?;
-    let mut new_v = schema::parse_document("new", new, limits).ok()?;
+    let new_v = schema::parse_document("new", new, limits).ok()?;
+    Some((old_v, new_v))
+}
+
+/// A hand-edited working set with `_update_seq` left alone, bumped by one
+/// (and `updated_at` set, unless the edit set it). The rest of the file keeps
+/// the user's formatting.
+fn bump_seq(old: &[u8], new: &[u8], now: &str) -> Option<(Vec<u8>, u64)> {
+    let (old_v, mut new_v) = parse_pair(old, new)?;
     let seq = old_v.get("_update_seq")?.as_u64()?;
     if new_v.get("_update_seq")?.as_u64()? != seq || old_v == new_v {
         return None;
@@ -386,7 +405,7 @@ fn bump_seq(old: &[u8], new: &[u8], now: &str) -> Option<(Vec<u8>, u64)> {
     let text = String::from_utf8_lossy(new);
     let edited = replace_top_level(&text, "_update_seq", &next.to_string()).and_then(|t| {
         if touch_time {
-            replace_top_level(&t, "updated_at", &format!("'{now}'"))
+            replace_top_level(&t, "updated_at", now)
         } else {
             Some(t)
         }
@@ -402,6 +421,24 @@ fn bump_seq(old: &[u8], new: &[u8], now: &str) -> Option<(Vec<u8>, u64)> {
         }
     };
     Some((bytes, next))
+}
+
+/// A hand-edited memory item whose `updated_at` the edit left alone, with
+/// it set to `now` (the rest of the file as the user wrote it).
+fn touch_updated_at(old: &[u8], new: &[u8], now: &str) -> Option<Vec<u8>> {
+    let (old_v, mut new_v) = parse_pair(old, new)?;
+    if old_v == new_v || old_v.get("updated_at") != new_v.get("updated_at") {
+        return None;
+    }
+    new_v.get("updated_at")?;
+    let text = String::from_utf8_lossy(new);
+    Some(match replace_top_level(&text, "updated_at", now) {
+        Some(t) => t.into_bytes(),
+        None => {
+            new_v["updated_at"] = Value::from(now);
+            schema::to_yaml(&new_v).into_bytes()
+        }
+    })
 }
 
 /// The canonical files a page's banner says to edit instead.
@@ -470,10 +507,24 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
     // hand edit do not apply, and no seq is bumped.
     let merging = store.git_operation_started() && store.incoming_head().is_some();
 
-    // Working sets edited by hand get their seq bumped (staged only if all is well).
+    // Working sets edited by hand get their seq bumped, memory items their
+    // `updated_at` (staged only if all is well).
     let mut rewritten = Changes::new();
     let mut runs = BTreeSet::new();
     for c in &changes {
+        if layout::schema_for(&c.path) == Some("memory_item") {
+            if let (false, Some(old), Some((new, true))) = (merging, c.old, c.new) {
+                if store.blob_size(new)? > limits.max_bytes {
+                    continue;
+                }
+                let (old, new) = (store.read_blob(old)?, store.read_blob(new)?);
+                if let Some(bytes) = touch_updated_at(&old, &new, &now) {
+                    report.touched.push(c.path.clone());
+                    rewritten.insert(c.path.clone(), Some(bytes));
+                }
+            }
+            continue;
+        }
         if layout::schema_for(&c.path) != Some("working_set") {
             continue;
         }
@@ -823,6 +874,30 @@ mod tests {
         assert!(text.contains("objective:   b   # edited\n"));
         assert!(text.contains("updated_at: '2026-02-02T00:00:00.000Z'\n"));
         assert!(bump_seq(old, old, "x").is_none());
+    }
+
+    #[test]
+    fn rewrites_keep_the_quoting_of_the_value_they_replace() {
+        let now = "2026-02-02T00:00:00Z";
+        for (style, want) in [
+            ("'2026-01-01T00:00:00Z'", format!("'{now}'")),
+            ("\"2026-01-01T00:00:00Z\"", format!("\"{now}\"")),
+            ("2026-01-01T00:00:00Z", now.to_string()),
+        ] {
+            let old = format!("id: mem_x\ncontent: \"a\"\nupdated_at: {style}\n");
+            let new = old.replace("\"a\"", "\"b\"");
+            let out = touch_updated_at(old.as_bytes(), new.as_bytes(), now).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(
+                text,
+                format!("id: mem_x\ncontent: \"b\"\nupdated_at: {want}\n")
+            );
+        }
+        // An edit that set updated_at itself, or changed nothing, is left alone.
+        let old = "content: a\nupdated_at: '2026-01-01T00:00:00Z'\n";
+        let set = "content: b\nupdated_at: '2026-01-05T00:00:00Z'\n";
+        assert!(touch_updated_at(old.as_bytes(), set.as_bytes(), now).is_none());
+        assert!(touch_updated_at(old.as_bytes(), old.as_bytes(), now).is_none());
     }
 
     #[test]

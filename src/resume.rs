@@ -969,6 +969,15 @@ pub struct Loaded {
     pub commit: String,
 }
 
+/// The pack's working set, open again: resuming a closed run goes on with
+/// its work, so the closure (and its final status) stays with the source.
+fn reopened(mut ws: WorkingSet) -> WorkingSet {
+    if ws.closed.take().is_some() {
+        ws.status = crate::working_set::Status::Idle;
+    }
+    ws
+}
+
 /// Verifies the pack at `path` and boots a run from it in one commit
 /// (RESUME_LOADED). Nothing is written unless the whole pack verifies.
 pub fn load(store: &Store, path: &Path, opts: &LoadOptions, key: Option<&str>) -> Result<Loaded> {
@@ -1025,7 +1034,8 @@ fn load_contents(
             let (run_id, ws) = match &opts.into_run {
                 Some(into) => {
                     let current = crate::working_set::read(snap, into)?;
-                    let mut ws = c.working_set.clone();
+                    crate::working_set::refuse_closed(&current)?;
+                    let mut ws = reopened(c.working_set.clone());
                     ws.run_id = into.clone();
                     ws.update_seq = current.update_seq + 1;
                     ws.created_at = current.created_at.clone();
@@ -1042,7 +1052,7 @@ fn load_contents(
                     }
                     // A new run's ledger starts at seq 0 (fsck keeps seqs gap-free);
                     // the source's seq rides in `resumed_from.source_seq`.
-                    let mut ws = c.working_set.clone();
+                    let mut ws = reopened(c.working_set.clone());
                     ws.run_id = id.clone();
                     ws.update_seq = 0;
                     (id, ws)

@@ -102,6 +102,19 @@ pub struct WorkingSet {
     pub budget: Budget,
     pub created_at: String,
     pub updated_at: String,
+    /// Set when the run was closed ([`close`]): a closed run takes no patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closed>,
+}
+
+/// How and when a run was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    /// When (RFC 3339).
+    pub at: String,
+    /// How the run ended, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 impl WorkingSet {
@@ -214,6 +227,7 @@ pub fn apply_patch(
     let expected = patch["expected_seq"]
         .as_u64()
         .expect("schema requires an integer");
+    refuse_closed(ws)?;
     if expected != ws.update_seq {
         return Err(Error::SeqConflict {
             run_id: ws.run_id.clone(),
@@ -311,6 +325,22 @@ pub fn apply_patch(
         removed,
         appended,
     })
+}
+
+/// Refuses to change a closed run (POLICY `RUN_CLOSED`).
+pub fn refuse_closed(ws: &WorkingSet) -> Result<()> {
+    match &ws.closed {
+        None => Ok(()),
+        Some(c) => Err(Error::Policy {
+            rule: "RUN_CLOSED",
+            message: format!(
+                "run {} was closed at {} ({}); a closed run takes no more changes: boot a new run for further work",
+                ws.run_id,
+                c.at,
+                ws.status.as_str()
+            ),
+        }),
+    }
 }
 
 fn unwrap_patch(patch: &Value) -> &Value {
@@ -465,6 +495,7 @@ pub fn boot(
                 },
                 created_at: rfc3339(now),
                 updated_at: rfc3339(now),
+                closed: None,
             };
             let mut changes = Changes::new();
             changes.insert(path, Some(ws.to_yaml().into_bytes()));
@@ -586,6 +617,80 @@ pub fn patch(
     })
 }
 
+/// How a run ended, for [`close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The objective was met (status DONE).
+    Done,
+    /// The run gave up (status FAILED).
+    Failed,
+}
+
+/// Closes a run in one commit (RUN_CLOSED, seq + 1): its status becomes
+/// DONE or FAILED, `closed` records when (and `summary`), and from then on
+/// the working set refuses patches. Closing a closed run is refused too.
+pub fn close(
+    store: &Store,
+    run_id: &str,
+    outcome: Outcome,
+    summary: Option<&str>,
+    key: Option<&str>,
+) -> Result<(WorkingSet, Committed)> {
+    if summary.is_some_and(|s| s.trim().is_empty()) {
+        return Err(Error::Invalid {
+            file: "--summary".into(),
+            pointer: "/closed/summary".into(),
+            rule: "minLength",
+            message: "the summary is empty; leave it out or say how the run ended".into(),
+        });
+    }
+    let committed = store.transact(
+        crate::idempotency::keyed(key, "run.close", || {
+            vec![
+                json!(run_id),
+                json!(outcome == Outcome::Done),
+                json!(summary),
+            ]
+        })
+        .as_ref(),
+        |snap| {
+            let now = rfc3339(snap.now());
+            let mut ws = read(snap, run_id)?;
+            refuse_closed(&ws)?;
+            ws.status = match outcome {
+                Outcome::Done => Status::Done,
+                Outcome::Failed => Status::Failed,
+            };
+            ws.update_seq += 1;
+            ws.updated_at = now.clone();
+            ws.closed = Some(Closed {
+                at: now,
+                summary: summary.map(str::to_string),
+            });
+            let path = layout::working_set(run_id);
+            schema::validate(
+                "working_set",
+                &path,
+                &serde_json::to_value(&ws).expect("working sets serialize"),
+            )?;
+            let mut changes = Changes::new();
+            changes.insert(path, Some(ws.to_yaml().into_bytes()));
+            Ok(Mutation {
+                tags: Vec::new(),
+                changes,
+                event: EventDraft::new(
+                    EventType::RunClosed,
+                    format!("close run {run_id}: {}", ws.status.as_str()),
+                )
+                .run(run_id, Some(ws.update_seq))
+                .payload(json!({"status": ws.status, "summary": summary})),
+            })
+        },
+    )?;
+    let ws = show_at_commit(store, run_id, committed.commit)?;
+    Ok((ws, committed))
+}
+
 /// The working set of a run at a commit.
 pub fn show_at_commit(store: &Store, run_id: &str, commit: git2::Oid) -> Result<WorkingSet> {
     let path = layout::working_set(run_id);
@@ -635,6 +740,9 @@ pub struct RunSummary {
     pub current_stage: Option<String>,
     /// When it last changed.
     pub updated_at: String,
+    /// When and how it was closed, if it was (`cairn run close`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closed>,
 }
 
 /// Every run at the tip, sorted by id.
@@ -656,6 +764,7 @@ pub fn list(store: &Store) -> Result<Vec<RunSummary>> {
             seq: ws.update_seq,
             current_stage: ws.current_stage,
             updated_at: ws.updated_at,
+            closed: ws.closed,
         });
     }
     out.sort_by(|a, b| a.run_id.cmp(&b.run_id));

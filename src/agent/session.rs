@@ -216,13 +216,14 @@ pub fn context(store: &Store, input: &HookInput, config: &AgentsConfig) -> Resul
             // for the lines above; the cut below is the hard limit.
             let room = cap.saturating_sub(text.chars().count() + 64) as u64 / 4;
             let budget = store.config()?.budgets.brief_tokens.min(room).max(1);
-            let b = brief::brief(
+            let b = brief::brief_with_hint(
                 store,
                 &BriefRequest {
                     run_id: choice.run_id.clone(),
                     query: None,
                     budget: Some(budget),
                 },
+                project.as_deref(),
             )?;
             text.push_str(b.markdown.trim_end());
             text.push('\n');

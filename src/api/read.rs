@@ -119,13 +119,24 @@ pub struct BriefRequest {
 
 /// Builds a run's brief (markdown plus usage, drops and timing).
 pub fn brief(store: &Store, req: &BriefRequest) -> Result<Brief> {
-    brief::brief(
+    brief_with_hint(store, req, None)
+}
+
+/// Builds a run's brief; `project_hint` names the project when the run
+/// names none (see [`brief::brief_with_hint`]).
+pub fn brief_with_hint(
+    store: &Store,
+    req: &BriefRequest,
+    project_hint: Option<&str>,
+) -> Result<Brief> {
+    brief::brief_with_hint(
         store,
         &brief::BriefRequest {
             run_id: req.run.clone(),
             query: req.query.clone(),
             budget: req.budget,
         },
+        project_hint,
     )
 }
 
@@ -149,8 +160,9 @@ pub struct LogRequest {
     #[arg(long)]
     #[serde(default)]
     pub until: Option<String>,
-    /// Only events by this actor.
-    #[arg(long)]
+    /// Only events made by this actor (a filter on the events' actor, the
+    /// commit author's name; it does not set who writes).
+    #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub actor: Option<String>,
     /// At most this many (the newest).

@@ -106,6 +106,98 @@ pub fn run_list(store: &Store) -> Result<RunListReport> {
     })
 }
 
+/// Show a run.
+#[derive(clap::Args, Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunShowRequest {
+    /// The run.
+    pub run: String,
+}
+
+/// A run at a glance: its working set and its milestones.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunShowReport {
+    /// The run id.
+    pub run_id: String,
+    /// Its working set at the tip.
+    pub working_set: WorkingSet,
+    /// How many milestones it took.
+    pub episodes: usize,
+    /// The newest milestone, if any.
+    pub last_episode: Option<Episode>,
+}
+
+/// Shows a run.
+pub fn run_show(store: &Store, req: &RunShowRequest) -> Result<RunShowReport> {
+    let working_set = working_set::show(store, &req.run, None)?;
+    let mut episodes = episode::list(store, &req.run)?;
+    Ok(RunShowReport {
+        run_id: working_set.run_id.clone(),
+        working_set,
+        episodes: episodes.len(),
+        last_episode: episodes.pop(),
+    })
+}
+
+/// Close a run: DONE or FAILED for good; it then refuses patches.
+#[derive(clap::Args, Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCloseRequest {
+    /// The run.
+    pub run: String,
+    /// How it ended: `done` (status DONE) or `failed` (status FAILED).
+    #[arg(long, default_value = "done", value_parser = ["done", "failed"])]
+    #[serde(default = "done")]
+    pub outcome: String,
+    /// How the run ended, in a sentence (kept in the working set).
+    #[arg(long)]
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+fn done() -> String {
+    "done".into()
+}
+
+/// What closing a run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunCloseReport {
+    /// The run id.
+    pub run_id: String,
+    /// Its working set, closed.
+    pub working_set: WorkingSet,
+    /// The RUN_CLOSED event.
+    pub event: Event,
+    /// True when an idempotency key matched an earlier close.
+    pub replayed: bool,
+}
+
+/// Closes a run.
+pub fn run_close(
+    store: &Store,
+    req: &RunCloseRequest,
+    key: Option<&str>,
+) -> Result<RunCloseReport> {
+    let outcome = match req.outcome.to_ascii_lowercase().as_str() {
+        "done" => working_set::Outcome::Done,
+        "failed" => working_set::Outcome::Failed,
+        other => {
+            return Err(invalid_field(
+                "outcome",
+                "enum",
+                format!("outcome {other:?} is neither `done` nor `failed`"),
+            ))
+        }
+    };
+    let (ws, c) = working_set::close(store, &req.run, outcome, req.summary.as_deref(), key)?;
+    Ok(RunCloseReport {
+        run_id: ws.run_id.clone(),
+        working_set: ws,
+        event: c.event,
+        replayed: c.replayed,
+    })
+}
+
 /// Show a working set.
 #[derive(clap::Args, Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -13,6 +13,11 @@ pub struct BriefArgs {
     /// md (the markdown) or json (markdown plus usage, drops and timing).
     #[arg(long, default_value = "md")]
     format: String,
+    /// The project to brief when the run names none (a registered name).
+    /// Default: the project the current folder or a parent names, else the
+    /// store's only project.
+    #[arg(long)]
+    project: Option<String>,
 }
 
 pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
@@ -23,7 +28,23 @@ pub fn cmd_brief(ctx: &Ctx, a: BriefArgs) -> CmdResult {
         )));
     }
     let store = ctx.open_reading()?;
-    let b = api::brief(&store, &a.req)?;
+    let hint = match a.project {
+        // A name given must be one the registry knows.
+        Some(p) => {
+            if cairn::project::Registry::at_tip(&store)?.find(&p).is_none() {
+                return Err(CliError::Usage(format!(
+                    "--project {p:?} is not a registered project (`cairn project list`)"
+                )));
+            }
+            Some(p)
+        }
+        // Else the current folder (or a parent) may name one.
+        None => {
+            let cwd = std::env::current_dir().ok();
+            cairn::agent::session::project_of(&store, cwd.as_deref().and_then(|d| d.to_str()))?
+        }
+    };
+    let b = api::brief_with_hint(&store, &a.req, hint.as_deref())?;
     if a.format == "json" && !ctx.json {
         return Ok(Output::new(
             serde_json::to_string_pretty(&b).expect("briefs serialize"),

@@ -138,6 +138,9 @@ fn pre_commit(ctx: &Ctx) -> CmdResult {
     for (path, seq) in &report.bumped {
         parts.push(format!("bumped {path} to _update_seq {seq}"));
     }
+    for path in &report.touched {
+        parts.push(format!("set updated_at of {path}"));
+    }
     if !report.pages.is_empty() {
         parts.push(format!(
             "staged {} regenerated mirror page(s)",

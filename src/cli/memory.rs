@@ -1,4 +1,4 @@
-//! `cairn memory propose | commit | queue | promote | reject | edit | list | show | history`.
+//! `cairn memory propose | commit | queue | promote | reject | edit | delete | list | show | history`.
 
 use cairn::api::{
     self, MemoryCommitRequest, MemoryListReport, MemoryListRequest, MemoryPromoteRequest,
@@ -14,6 +14,7 @@ use super::{read_input, CliError, CmdResult, Ctx, Output};
 #[derive(clap::Subcommand, Debug)]
 pub enum MemoryCommand {
     /// Stage memory change requests (JSON or YAML: a list, one MCR, or the seed's {"mcrs": [...]}) as one batch.
+    #[command(after_long_help = EXAMPLE_MCRS)]
     Propose(ProposeArgs),
     /// Commit a batch outside a milestone (needs --allow-outside-milestone; logged as an override).
     Commit(MemoryCommitRequest),
@@ -33,7 +34,61 @@ pub enum MemoryCommand {
     History(MemoryShowRequest),
     /// Bulk-import active memory items from JSON Lines (one object per line), in few commits.
     Import(ImportArgs),
+    /// Delete (invalidate) an item: stages a one-item batch (`op: delete`) in
+    /// RUN, to commit at the run's next milestone; with
+    /// --allow-outside-milestone it is committed at once (a logged override).
+    /// History keeps the item.
+    Delete(DeleteArgs),
 }
+
+/// Delete an item.
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// The item (mem_...).
+    id: String,
+    /// Why it no longer holds (the MCR's rationale).
+    #[arg(long)]
+    reason: String,
+    /// The run the deletion is proposed in.
+    #[arg(long)]
+    run: String,
+    /// Commit the batch now instead of at the run's next milestone (logged as an override).
+    #[arg(long)]
+    allow_outside_milestone: bool,
+}
+
+/// A complete MCR file, one change of each kind, shown by `memory propose --help`.
+pub(super) const EXAMPLE_MCRS: &str = "\
+Example MCR file (mcrs.yaml; `cairn schema show memory_change_request` has every field):
+
+  # add: a new item (type, scope and content required)
+  - op: add
+    type: fact                # fact, preference, decision, identity, episodic, knowledge, adaptation, project
+    scope: project            # global, user, org, project, run
+    scope_id: parser          # which project (user, org, run); not for global
+    content: The parser accepts UTF-8 input only.
+    confidence: 0.9           # 0 to 1
+    rationale: Seen in the parser's tests.
+    tags: [parser, encoding]
+    ttl: P90D                 # optional: expires after 90 days
+  # update: change an item in place (history keeps the old text)
+  - op: update
+    target_id: mem_01K84G7ZWYRD6Z1RV0WHE6M111
+    content: The parser accepts UTF-8 and UTF-16 input.
+    rationale: UTF-16 support landed.
+  # supersede: a new item replaces the old one (kept as superseded, linked both ways)
+  - op: supersede
+    target_id: mem_01K0RDV1EWZEPEEXJ1T6BJ7NVC
+    content: Releases are cut on Tuesdays.
+    rationale: The team moved the release day.
+  # delete: the item becomes invalid (history keeps it)
+  - op: delete
+    target_id: mem_01KKJZS2YFSTBQQ5W6ASQZ1Y2K
+    rationale: The flag was removed.
+
+Stage it, then commit it at a milestone:
+  cairn memory propose RUN --file mcrs.yaml
+  cairn milestone RUN --reason \"parser notes\" --commit-batch BATCH";
 
 /// Import.
 #[derive(clap::Args, Debug)]
@@ -201,6 +256,45 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
             Ok(Output::new(
                 format!("{} edited", report.item.id),
                 json!(report),
+            ))
+        }
+        MemoryCommand::Delete(a) => {
+            let mcr = json!({"op": "delete", "target_id": a.id, "rationale": a.reason});
+            let staged = api::memory_propose_document(
+                &store,
+                &a.run,
+                &mcr,
+                Map::new(),
+                "memory delete",
+                ctx.key(),
+            )?;
+            let batch = staged.batch_id.clone();
+            if !a.allow_outside_milestone {
+                return Ok(Output::new(
+                    format!(
+                        "{}staged {batch}: delete {}\ncommit it at a milestone: cairn milestone {} --reason R --commit-batch {batch} (or now: cairn memory commit {batch} --allow-outside-milestone)",
+                        if staged.replayed { "(replayed) " } else { "" },
+                        a.id,
+                        a.run
+                    ),
+                    json!({"proposed": staged, "committed": null}),
+                ));
+            }
+            // The commit is keyed apart from the proposal, so a retry
+            // replays both steps.
+            let key = ctx.key().map(|k| format!("{k}/commit"));
+            let req = MemoryCommitRequest {
+                batch: batch.clone(),
+                allow_outside_milestone: true,
+            };
+            let committed = api::memory_commit(&store, &req, key.as_deref())?;
+            Ok(Output::new(
+                format!(
+                    "{} deleted (invalid) by {batch}, outside a milestone (override logged in {})",
+                    a.id,
+                    &committed.event.commit[..12]
+                ),
+                json!({"proposed": staged, "committed": committed}),
             ))
         }
         MemoryCommand::Import(a) => {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use cairn::api;
 use cairn::store::Actor;
 use cairn::{Error, Store, StoreOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 
 /// cairn: a git-native context store for AI agents.
@@ -40,19 +40,124 @@ use serde_json::Value;
 #[command(name = "cairn", version, about, long_about = None)]
 pub struct Cli {
     /// The store to use (else CAIRN_STORE, else the repository around the current folder).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     store: Option<PathBuf>,
     /// Print one JSON envelope: {"ok": true, "data": ...} or {"ok": false, "error": ...}.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
-    /// Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's identity (GIT_AUTHOR_NAME, user.name, ...).
-    #[arg(long, global = true, value_name = "NAME")]
-    actor: Option<String>,
-    /// Make a write idempotent: a retry with the same key returns the first result; the key with a different request is refused (CONFLICT).
-    #[arg(long, global = true, value_name = "KEY")]
-    idempotency_key: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The help heading of the flags every command takes.
+const GLOBAL: &str = "Global options";
+/// The help heading of the flags of commands that commit.
+const WRITE: &str = "Write options";
+
+/// The commands that commit, by path: they take `--actor`, and those
+/// marked `true` also `--idempotency-key` (the writes that replay a retry).
+/// Read commands take neither, so their help does not offer them.
+const WRITES: &[(&[&str], bool)] = &[
+    (&["init"], false),
+    (&["demo"], false),
+    (&["run", "boot"], true),
+    (&["run", "close"], true),
+    (&["ws", "patch"], true),
+    (&["memory", "propose"], true),
+    (&["memory", "commit"], true),
+    (&["memory", "promote"], true),
+    (&["memory", "reject"], true),
+    (&["memory", "edit"], true),
+    (&["memory", "delete"], true),
+    (&["memory", "import"], false),
+    (&["milestone"], true),
+    (&["project", "add"], true),
+    (&["state", "set"], true),
+    (&["state", "invalidate"], true),
+    (&["snapshot"], false),
+    (&["resume", "load"], true),
+    (&["conflicts", "resolve"], true),
+    (&["sync"], false),
+    (&["fsck"], false),
+    (&["mirror"], false),
+    (&["serve"], false),
+    (&["mcp"], false),
+    (&["hook-agent"], false),
+];
+
+/// `--actor`: who writes.
+fn actor_arg() -> clap::Arg {
+    clap::Arg::new("write_actor")
+        .long("actor")
+        .value_name("NAME")
+        .help("Who is writing (the commit author and ledger actor); else CAIRN_ACTOR, else git's identity (GIT_AUTHOR_NAME, user.name, ...)")
+        .help_heading(WRITE)
+}
+
+/// `--idempotency-key`: a write's retry key.
+fn key_arg() -> clap::Arg {
+    clap::Arg::new("idempotency_key")
+        .long("idempotency-key")
+        .value_name("KEY")
+        .help("Make the write idempotent: a retry with the same key returns the first result; the key with a different request is refused (CONFLICT)")
+        .help_heading(WRITE)
+}
+
+fn with_write_flags(cmd: clap::Command, path: &[&str], keyed: bool) -> clap::Command {
+    match path.split_first() {
+        None if keyed => cmd.arg(actor_arg()).arg(key_arg()),
+        None => cmd.arg(actor_arg()),
+        Some((first, rest)) => cmd.mut_subcommand(first, |sub| with_write_flags(sub, rest, keyed)),
+    }
+}
+
+/// The whole command line: the derived commands, the write options on the
+/// commands that commit, and both before the command too (`cairn --actor
+/// NAME run boot ...`), where they must name a command that takes them.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command().arg(actor_arg()).arg(key_arg());
+    for (path, keyed) in WRITES {
+        cmd = with_write_flags(cmd, path, *keyed);
+    }
+    cmd
+}
+
+/// The write options given (`actor`, `idempotency key`), before or after the
+/// command; a usage error when the command does not take one given before it.
+fn write_options(matches: &clap::ArgMatches) -> Result<(Option<String>, Option<String>), String> {
+    let mut leaf = matches;
+    let mut path = Vec::new();
+    while let Some((name, sub)) = leaf.subcommand() {
+        path.push(name);
+        leaf = sub;
+    }
+    // What the command takes, by the table (clap only checks ids in debug builds).
+    let write = WRITES.iter().find(|(p, _)| *p == path.as_slice());
+    let takes = [write.is_some(), write.is_some_and(|(_, keyed)| *keyed)];
+    let mut out = [None, None];
+    for ((slot, takes), (id, flag)) in out.iter_mut().zip(takes).zip([
+        ("write_actor", "--actor"),
+        ("idempotency_key", "--idempotency-key"),
+    ]) {
+        let before = matches.get_one::<String>(id).cloned();
+        if !takes {
+            if before.is_some() {
+                return Err(format!(
+                    "{flag} applies to commands that write{}; `cairn {}` does not take it",
+                    if id == "idempotency_key" {
+                        " and replay a retry"
+                    } else {
+                        ""
+                    },
+                    path.join(" ")
+                ));
+            }
+            continue;
+        }
+        *slot = leaf.get_one::<String>(id).cloned().or(before);
+    }
+    let [actor, key] = out;
+    Ok((actor, key))
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +210,29 @@ enum Command {
     #[command(hide = true)]
     HookAgent(agent::HookAgentArgs),
     Mcp(mcp::McpArgs),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
+}
+
+/// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+///
+/// E.g. `cairn completions bash > ~/.local/share/bash-completion/completions/cairn`,
+/// `cairn completions zsh > "${fpath[1]}/_cairn"`,
+/// `cairn completions fish > ~/.config/fish/completions/cairn.fish`.
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// Print the man page (roff), or write one page per command into a folder.
+///
+/// E.g. `cairn man | man -l -`, or `cairn man --dir ~/.local/share/man/man1`.
+#[derive(clap::Args, Debug)]
+pub struct ManArgs {
+    /// Write cairn.1 and a page per command (cairn-run-boot.1, ...) here instead.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// What a command produced: a human text and the JSON `data`.
@@ -199,9 +327,25 @@ fn parse_actor(s: &str) -> Actor {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let matches = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return parse_failure(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return parse_failure(e),
+    };
+    let (actor, key) = match write_options(&matches) {
+        Ok(v) => v,
+        Err(msg) => {
+            let ctx = Ctx {
+                store: None,
+                json: cli.json,
+                options: StoreOptions::default(),
+                key: None,
+            };
+            return finish(&ctx, Err(CliError::Usage(msg)));
+        }
     };
     let now = match std::env::var("CAIRN_NOW") {
         Ok(s) if !s.is_empty() => match cairn::event::parse_rfc3339(&s) {
@@ -213,9 +357,7 @@ pub fn main() -> i32 {
         },
         _ => None,
     };
-    let actor = cli
-        .actor
-        .clone()
+    let actor = actor
         .or_else(|| std::env::var("CAIRN_ACTOR").ok().filter(|s| !s.is_empty()))
         .map(|s| parse_actor(&s));
     let ctx = Ctx {
@@ -229,7 +371,7 @@ pub fn main() -> i32 {
                 std::env::vars_os(),
             )),
         },
-        key: cli.idempotency_key.clone(),
+        key,
     };
     let result = match cli.command {
         Command::Init(a) => init::cmd_init(&ctx, a),
@@ -262,8 +404,58 @@ pub fn main() -> i32 {
         Command::Interactions(a) => agent::cmd_interactions(&ctx, a),
         Command::HookAgent(a) => return agent::cmd_hook_agent(&ctx, a),
         Command::Mcp(a) => return mcp::cmd_mcp(&ctx, a),
+        Command::Completions(a) => cmd_completions(a),
+        Command::Man(a) => cmd_man(a),
     };
     finish(&ctx, result)
+}
+
+/// `cairn completions SHELL`.
+fn cmd_completions(a: CompletionsArgs) -> CmdResult {
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut command(), "cairn", &mut script);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    Ok(Output::new(
+        script.trim_end(),
+        serde_json::json!({"shell": a.shell.to_string(), "script": script}),
+    ))
+}
+
+fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> CliError {
+    CliError::Lib(Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `cairn man [--dir DIR]`.
+fn cmd_man(a: ManArgs) -> CmdResult {
+    let cmd = command();
+    let Some(dir) = a.dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .map_err(|e| io_error("render the man page", Path::new("<stdout>"), e))?;
+        let page = String::from_utf8_lossy(&page).into_owned();
+        return Ok(Output::new(
+            page.trim_end(),
+            serde_json::json!({"page": page}),
+        ));
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+    clap_mangen::generate_to(cmd, &dir).map_err(|e| io_error("write man pages into", &dir, e))?;
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| io_error("list", &dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".1") && p.contains("cairn"))
+        .collect();
+    files.sort();
+    Ok(Output::new(
+        format!("wrote {} man page(s) to {}", files.len(), dir.display()),
+        serde_json::json!({"files": files}),
+    ))
 }
 
 /// Reports arguments clap refused. Under `--json` that is the USAGE
@@ -432,4 +624,25 @@ fn read_input(path: &str, max: u64) -> Result<(String, Vec<u8>), Error> {
         });
     }
     Ok((label, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_command_exists_and_the_command_line_is_consistent() {
+        // `mut_subcommand` panics on a path that names no command.
+        let cmd = command();
+        cmd.clone().debug_assert();
+        for (path, keyed) in WRITES {
+            let mut c = &cmd;
+            for name in *path {
+                c = c.find_subcommand(name).expect("listed commands exist");
+            }
+            let ids: Vec<&str> = c.get_arguments().map(|a| a.get_id().as_str()).collect();
+            assert!(ids.contains(&"write_actor"), "{path:?}");
+            assert_eq!(ids.contains(&"idempotency_key"), *keyed, "{path:?}");
+        }
+    }
 }

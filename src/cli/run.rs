@@ -1,18 +1,31 @@
-//! `cairn run boot | list`.
+//! `cairn run boot | list | show | close`.
 
-use cairn::api::{self, RunBootRequest};
+use cairn::api::{self, RunBootRequest, RunCloseRequest, RunShowRequest};
 use cairn::working_set::BootRequest;
 use serde_json::json;
 
 use super::{CmdResult, Ctx, Output};
 
-/// Start and list runs.
+/// Start, list, show and close runs.
 #[derive(clap::Subcommand, Debug)]
 pub enum RunCommand {
     /// Boot a run: create its working set at seq 0 (RUN_BOOTED).
     Boot(BootArgs),
-    /// List the runs in the store.
-    List,
+    /// List the open runs in the store (closed ones too with --all).
+    List(ListArgs),
+    /// Show a run: objective, status, next action, context and its last milestone.
+    Show(RunShowRequest),
+    /// Close a run (RUN_CLOSED): its status becomes DONE or FAILED for good,
+    /// it leaves `run list`, and its working set refuses further patches.
+    Close(RunCloseRequest),
+}
+
+/// List runs.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Include closed runs.
+    #[arg(long)]
+    all: bool,
 }
 
 /// Boot a run.
@@ -79,22 +92,110 @@ pub fn cmd_run(ctx: &Ctx, cmd: RunCommand) -> CmdResult {
                 json!(report),
             ))
         }
-        RunCommand::List => {
-            let report = api::run_list(&store)?;
+        RunCommand::List(a) => {
+            let mut report = api::run_list(&store)?;
+            let total = report.runs.len();
+            if !a.all {
+                report.runs.retain(|r| r.closed.is_none());
+            }
+            let hidden = total - report.runs.len();
             let mut human = String::new();
             for r in &report.runs {
                 human.push_str(&format!(
-                    "{}  {:<7} seq {:<4} {}\n",
+                    "{}  {:<7} seq {:<4} {}{}\n",
                     r.run_id,
                     r.status.as_str(),
                     r.seq,
-                    r.objective
+                    r.objective,
+                    if r.closed.is_some() { "  (closed)" } else { "" }
                 ));
             }
-            if report.runs.is_empty() {
+            if total == 0 {
                 human.push_str("no runs yet (cairn run boot --objective ...)\n");
+            } else if hidden > 0 {
+                human.push_str(&format!("{hidden} closed run(s) not shown (--all)\n"));
             }
             Ok(Output::new(human.trim_end(), json!(report)))
         }
+        RunCommand::Show(a) => {
+            let report = api::run_show(&store, &a)?;
+            Ok(Output::new(show_text(&report), json!(report)))
+        }
+        RunCommand::Close(a) => {
+            let report = api::run_close(&store, &a, ctx.key())?;
+            Ok(Output::new(
+                format!(
+                    "{}{} closed: {} at seq {} (commit {}); it takes no more patches",
+                    if report.replayed { "(replayed) " } else { "" },
+                    report.run_id,
+                    report.working_set.status.as_str(),
+                    report.working_set.update_seq,
+                    &report.event.commit[..12]
+                ),
+                json!(report),
+            ))
+        }
     }
+}
+
+/// The human text of `cairn run show`.
+fn show_text(r: &api::RunShowReport) -> String {
+    let ws = &r.working_set;
+    let mut out = vec![format!(
+        "{}  {}  seq {}",
+        ws.run_id,
+        ws.status.as_str(),
+        ws.update_seq
+    )];
+    out.push(format!("objective: {}", ws.objective));
+    if let Some(p) = &ws.project {
+        out.push(format!("project: {p}"));
+    }
+    if let Some(c) = &ws.closed {
+        out.push(format!(
+            "closed: {}{}",
+            c.at,
+            c.summary
+                .as_ref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(s) = &ws.current_stage {
+        out.push(format!("stage: {s}"));
+    }
+    if let Some(n) = &ws.next_action {
+        out.push(format!("next action: {n}"));
+    }
+    for (label, list) in [
+        ("criterion", &ws.acceptance_criteria),
+        ("constraint", &ws.constraints),
+    ] {
+        for item in list.iter().flatten() {
+            out.push(format!("{label}: {item}"));
+        }
+    }
+    out.push(format!(
+        "context: {} pinned, {} sliding",
+        ws.pinned_context.len(),
+        ws.sliding_context.len()
+    ));
+    match &r.last_episode {
+        Some(e) => out.push(format!(
+            "milestones: {} (last {}: {}{})",
+            r.episodes,
+            e.episode_id,
+            e.reason,
+            e.next_entry_point
+                .as_ref()
+                .map(|n| format!("; next: {n}"))
+                .unwrap_or_default()
+        )),
+        None => out.push("milestones: none".into()),
+    }
+    out.push(format!(
+        "created {}, updated {}",
+        ws.created_at, ws.updated_at
+    ));
+    out.join("\n")
 }

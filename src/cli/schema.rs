@@ -15,7 +15,8 @@ pub enum SchemaCommand {
     List,
     /// Print one schema.
     Show {
-        /// The schema name (see `cairn schema list`).
+        /// The schema name (see `cairn schema list`), its long name
+        /// (`memory_change_request` for `mcr`) or its file name.
         name: String,
     },
     /// Write every schema into a folder as <name>.v2.1.schema.json.
@@ -25,14 +26,50 @@ pub enum SchemaCommand {
     },
 }
 
+/// Long names of the schemas whose names are abbreviations.
+const LONG_NAMES: &[(&str, &str)] = &[
+    ("memory_change_request", "mcr"),
+    ("memory_change_request_batch", "mcr_batch"),
+];
+
+/// The schema a name means: its name, a long name, either in any case and
+/// with `-` or spaces for `_`, or its file name (`mcr.v2.1.schema.json`).
+fn resolve(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+    for suffix in [".json", ".schema", ".v2.1"] {
+        if let Some(s) = n.strip_suffix(suffix) {
+            n = s.to_string();
+        }
+    }
+    match LONG_NAMES.iter().find(|(long, _)| *long == n) {
+        Some((_, short)) => short.to_string(),
+        None => n,
+    }
+}
+
 pub fn cmd_schema(_ctx: &Ctx, cmd: SchemaCommand) -> CmdResult {
     match cmd {
         SchemaCommand::List => {
             let names: Vec<&str> = SCHEMAS.iter().map(|(n, _)| *n).collect();
-            Ok(Output::new(names.join("\n"), json!({"schemas": names})))
+            let human = names
+                .iter()
+                .map(|n| match LONG_NAMES.iter().find(|(_, short)| short == n) {
+                    Some((long, _)) => format!("{n} ({long})"),
+                    None => n.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let aliases: serde_json::Map<String, serde_json::Value> = LONG_NAMES
+                .iter()
+                .map(|(long, short)| (long.to_string(), json!(short)))
+                .collect();
+            Ok(Output::new(
+                human,
+                json!({"schemas": names, "aliases": aliases}),
+            ))
         }
         SchemaCommand::Show { name } => {
-            let t = text(&name).ok_or_else(|| {
+            let t = text(&resolve(&name)).ok_or_else(|| {
                 CliError::Lib(Error::NotFound {
                     what: format!("schema {name:?} (see `cairn schema list`)"),
                 })
