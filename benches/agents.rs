@@ -23,43 +23,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cairn::store::{Changes, Mutation};
+use cairn::search;
 use cairn::working_set::{self, BootRequest};
-use cairn::{layout, ledger, search, Store, StoreOptions};
-use common::{num, table_header, table_row};
+use common::{num, populate_memory, table_header, table_row};
 use serde_json::json;
 
 const EXE: &str = env!("CARGO_BIN_EXE_cairn");
-
-fn populate(dir: &Path, n: usize) -> Store {
-    let store = Store::init(dir, false, StoreOptions::default()).expect("init");
-    let t = Instant::now();
-    store
-        .transact(None, |_| {
-            let mut changes = Changes::new();
-            for i in 0..n {
-                let id = format!("mem_{i:026}");
-                let item = json!({
-                    "_schema_version": "2.1", "id": id, "type": "fact",
-                    "scope": "global", "content": format!("parser note {i}: the grammar rule number {} handles nested blocks", i % 97),
-                    "confidence": 0.7, "status": "active", "source_refs": ["run:bench"],
-                    "created_at": "2026-01-18T10:00:00Z", "updated_at": "2026-01-18T10:00:00Z"
-                });
-                changes.insert(
-                    layout::memory_item("global", None, &id),
-                    Some(cairn::schema::to_yaml(&item).into_bytes()),
-                );
-            }
-            Ok(Mutation {
-                changes,
-                event: ledger::EventDraft::new(ledger::EventType::MemoryImported, "populate"),
-                tags: Vec::new(),
-            })
-        })
-        .expect("populate");
-    eprintln!("populated {n} items in {:.1} s", t.elapsed().as_secs_f64());
-    store
-}
 
 /// Runs one hook process with `input` on stdin; (milliseconds, stdout).
 fn hook(home: &Path, hook: &str, input: &[u8]) -> (f64, String) {
@@ -89,7 +58,7 @@ fn hook(home: &Path, hook: &str, input: &[u8]) -> (f64, String) {
 fn size_rows(n: usize, ops: usize) {
     let tmp = tempfile::TempDir::new().expect("tempdir");
     let root = tmp.path().join("store");
-    let store = populate(&root, n);
+    let store = populate_memory(&root, n);
     working_set::boot(
         &store,
         &BootRequest {

@@ -1,7 +1,47 @@
 //! Small helpers the benchmarks share: settings from the environment,
-//! percentiles and one-line reports.
+//! percentiles, one-line reports and a store of N memory items.
 
 #![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use cairn::store::{Changes, Mutation};
+use cairn::{layout, ledger, Store, StoreOptions};
+use serde_json::json;
+
+/// A new work-tree store at `dir` holding `n` active global memory items
+/// (`mem_<i, 26 digits>`: "parser note i: the grammar rule number i % 97
+/// handles nested blocks"), written in one commit; prints how long it took.
+pub fn populate_memory(dir: &Path, n: usize) -> Store {
+    let store = Store::init(dir, false, StoreOptions::default()).expect("init");
+    let t = Instant::now();
+    store
+        .transact(None, |_| {
+            let mut changes = Changes::new();
+            for i in 0..n {
+                let id = format!("mem_{i:026}");
+                let item = json!({
+                    "_schema_version": "2.1", "id": id, "type": "fact",
+                    "scope": "global", "content": format!("parser note {i}: the grammar rule number {} handles nested blocks", i % 97),
+                    "confidence": 0.7, "status": "active", "source_refs": ["run:bench"],
+                    "created_at": "2026-01-18T10:00:00Z", "updated_at": "2026-01-18T10:00:00Z"
+                });
+                changes.insert(
+                    layout::memory_item("global", None, &id),
+                    Some(cairn::schema::to_yaml(&item).into_bytes()),
+                );
+            }
+            Ok(Mutation {
+                changes,
+                event: ledger::EventDraft::new(ledger::EventType::MemoryImported, "populate"),
+                tags: Vec::new(),
+            })
+        })
+        .expect("populate");
+    eprintln!("populated {n} items in {:.1} s", t.elapsed().as_secs_f64());
+    store
+}
 
 /// A numeric setting from the environment: `default` when unset or blank,
 /// an error naming the variable when it is not a number.

@@ -545,9 +545,12 @@ fn ledger_event_light(store: &Store, id: Oid) -> Result<Event> {
 /// unreadable, foreign or outdated.
 pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
     let path = index_dir(store);
-    let tip = store.require_tip()?;
     // Catch-up writes; one writer at a time across processes.
     let _lock = StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
+    // The tip is read under the lock: read before it, another opener could
+    // catch the index up past it meanwhile, and this one would then find the
+    // index's commit not an ancestor of its older tip and rebuild everything.
+    let tip = store.require_tip()?;
     let reason = match guarded("open", || SearchIndex::open_existing(&path)) {
         Ok((idx, payload)) => {
             if payload.commit == tip.to_string() {
