@@ -186,14 +186,16 @@ fn main() {
     plain.length_prior = 0.0;
     plain.feedback_terms = 0;
     plain.group_weight = 0.0;
+    plain.proximity_weight = 0.0;
     let mut rows: Vec<(String, Ranking)> =
         vec![("BM25 (stemmed; every method off)".into(), plain.clone())];
     type Switch = fn(&mut Ranking, &Ranking);
-    let methods: [(&str, Switch); 4] = [
+    let methods: [(&str, Switch); 5] = [
         ("question words", |r, d| r.question_words = d.question_words),
         ("length prior", |r, d| r.length_prior = d.length_prior),
         ("feedback (RM3)", |r, d| r.feedback_terms = d.feedback_terms),
         ("session context", |r, d| r.group_weight = d.group_weight),
+        ("proximity", |r, d| r.proximity_weight = d.proximity_weight),
     ];
     for (name, on) in &methods {
         let mut r = plain.clone();

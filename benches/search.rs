@@ -149,6 +149,7 @@ fn main() {
         question_words: false,
         length_prior: 0.0,
         feedback_terms: 0,
+        proximity_weight: 0.0,
         group_weight: 0.0,
         ..defaults.clone()
     };

@@ -84,6 +84,9 @@ pub struct SearchConfig {
     /// Pseudo-relevance feedback: the weight of the strongest added term
     /// relative to a query term.
     pub feedback_weight: f64,
+    /// Boost of neighbouring query words found near each other in an
+    /// item, relative to a query term (0 = off).
+    pub proximity_weight: f64,
 }
 
 impl Default for SearchConfig {
@@ -103,6 +106,7 @@ impl Default for SearchConfig {
             feedback_terms: 10,
             feedback_docs: 5,
             feedback_weight: 0.3,
+            proximity_weight: 0.5,
         }
     }
 }

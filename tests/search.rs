@@ -1,5 +1,6 @@
 //! Memory search: incremental catch-up, rebuild equivalence, identifiers,
-//! filters, scope weights, deterministic ties, corrupt-index recovery.
+//! filters, scope weights, deterministic ties, corrupt-index recovery, and
+//! each recall method (question words, length prior, feedback, proximity).
 
 mod common;
 
@@ -543,6 +544,7 @@ fn bare() -> Ranking {
         question_words: false,
         length_prior: 0.0,
         feedback_terms: 0,
+        proximity_weight: 0.0,
         group_weight: 0.0,
         ..Ranking::default()
     }
@@ -608,4 +610,39 @@ fn feedback_lifts_items_that_share_the_best_hits_words() {
     let got = ranked(&f, "deploy", &on);
     // The expansion reorders what matches; it brings in nothing that does not.
     assert_eq!(got, [ids[0].clone(), ids[1].clone()]);
+}
+
+#[test]
+fn proximity_lifts_items_with_the_query_words_together() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("notes about the parser module and its release"),
+        add("release notes for the parser module today"),
+    ]));
+    let scores = |ranking: &Ranking| -> Vec<(String, f64)> {
+        search::search(
+            &f.store,
+            &SearchQuery {
+                text: "release notes".into(),
+                top_k: 10,
+                ..Default::default()
+            },
+            ranking,
+            &quiet,
+        )
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| (h.id, h.score))
+        .collect()
+    };
+    let off = scores(&bare());
+    assert_eq!(off.len(), 2);
+    assert_eq!(off[0].1, off[1].1, "the same words, the same length: {off:?}");
+    let on = scores(&Ranking {
+        proximity_weight: 0.5,
+        ..bare()
+    });
+    assert_eq!(on[0].0, ids[1]);
+    assert!(on[0].1 > on[1].1, "{on:?}");
 }

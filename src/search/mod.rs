@@ -686,6 +686,8 @@ pub struct Ranking {
     pub feedback_docs: usize,
     /// Weight of the strongest feedback term relative to a query term.
     pub feedback_weight: f64,
+    /// Boost of neighbouring query words found near each other (0 = off).
+    pub proximity_weight: f64,
 }
 
 impl Default for Ranking {
@@ -714,6 +716,7 @@ impl From<&StoreConfig> for Ranking {
             feedback_terms: config.search.feedback_terms,
             feedback_docs: config.search.feedback_docs,
             feedback_weight: config.search.feedback_weight,
+            proximity_weight: config.search.proximity_weight,
         }
     }
 }
@@ -1087,12 +1090,24 @@ fn run_search(
         matched_terms.entry("content").or_default().extend(words);
     }
     phrases.retain(|p| !p.is_empty());
+    // Neighbouring query words found near each other in an item.
+    let mut pairs = Vec::new();
+    if ranking.proximity_weight > 0.0 {
+        let words: Vec<&QueryTerm> = terms.list.iter().filter(|t| t.field == f.content).collect();
+        for w in words.windows(2) {
+            pairs.push([
+                Term::from_field_text(f.content, &w[0].text),
+                Term::from_field_text(f.content, &w[1].text),
+            ]);
+        }
+    }
     let searcher = idx.searcher()?;
     let pass = Pass {
         searcher: &searcher,
         fields: f,
         filters: &clauses,
         phrases: &phrases,
+        pairs: &pairs,
         ranking,
         now,
         scored: !terms.list.is_empty() || !phrases.is_empty(),
@@ -1183,6 +1198,10 @@ fn query_terms(question_words: bool, text: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// How many words may stand between two neighbouring query words for the
+/// proximity boost to count them as near.
+const PROXIMITY_SLOP: u32 = 2;
+
 /// One scoring pass over the index: the filters, the phrases, and a list
 /// of weighted terms; ranks the candidates with the store's ranking.
 struct Pass<'a> {
@@ -1190,6 +1209,7 @@ struct Pass<'a> {
     fields: Fields,
     filters: &'a [(Occur, Box<dyn Query>)],
     phrases: &'a [Vec<Term>],
+    pairs: &'a [[Term; 2]],
     ranking: &'a Ranking,
     now: i64,
     scored: bool,
@@ -1215,6 +1235,17 @@ impl Pass<'_> {
             (Occur::Should, q)
         };
         let mut should: Vec<(Occur, Box<dyn Query>)> = terms.iter().map(term_query).collect();
+        for pair in self.pairs {
+            let mut phrase = PhraseQuery::new(pair.to_vec());
+            phrase.set_slop(PROXIMITY_SLOP);
+            should.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(phrase),
+                    ranking.proximity_weight as f32 * ranking.content_boost,
+                )),
+            ));
+        }
         for terms in self.phrases {
             let q: Box<dyn Query> = if terms.len() == 1 {
                 Box::new(TermQuery::new(
