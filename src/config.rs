@@ -73,8 +73,8 @@ pub struct SearchConfig {
     /// Drop the filler words of questions ("remember", "mentioned",
     /// "tell") from the query when other words remain.
     pub question_words: bool,
-    /// Exponent of the length prior: an item longer than the average is
-    /// scored × (average / length)^this (0 = off).
+    /// Exponent of the length prior: an item longer than the median item
+    /// is scored × (median / length)^this (0 = off).
     pub length_prior: f64,
     /// Pseudo-relevance feedback: terms added from the best first-pass
     /// hits (0 = off).

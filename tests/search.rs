@@ -638,7 +638,10 @@ fn proximity_lifts_items_with_the_query_words_together() {
     };
     let off = scores(&bare());
     assert_eq!(off.len(), 2);
-    assert_eq!(off[0].1, off[1].1, "the same words, the same length: {off:?}");
+    assert_eq!(
+        off[0].1, off[1].1,
+        "the same words, the same length: {off:?}"
+    );
     let on = scores(&Ranking {
         proximity_weight: 0.5,
         ..bare()

@@ -159,6 +159,9 @@ pub struct SearchIndex {
     /// commit garbage-collects merged segments) or rebuilding cannot pull
     /// files from under this reader. Open files outlive their unlinking.
     pinned: Option<Searcher>,
+    /// The median item length of the pinned searcher (for the length
+    /// prior), worked out on first use and shared by kept handles.
+    median: std::sync::Arc<std::sync::OnceLock<f64>>,
 }
 
 fn index_dir(store: &Store) -> PathBuf {
@@ -276,6 +279,7 @@ impl SearchIndex {
             path: path.to_path_buf(),
             rebuilt: None,
             pinned: None,
+            median: Default::default(),
         })
     }
 
@@ -315,6 +319,7 @@ impl SearchIndex {
                 path: path.to_path_buf(),
                 rebuilt: None,
                 pinned: None,
+                median: Default::default(),
             },
             payload,
         ))
@@ -517,6 +522,7 @@ impl SearchIndex {
     /// Takes the searcher this index answers from; call with the index lock held.
     fn pin(mut self) -> Result<SearchIndex> {
         self.pinned = None;
+        self.median = Default::default();
         self.pinned = Some(self.searcher()?);
         Ok(self)
     }
@@ -529,6 +535,7 @@ impl SearchIndex {
             path: self.path.clone(),
             rebuilt: None,
             pinned: self.pinned.clone(),
+            median: self.median.clone(),
         }
     }
 
@@ -1112,6 +1119,7 @@ fn run_search(
         now,
         scored: !terms.list.is_empty() || !phrases.is_empty(),
         top_k: q.top_k.max(1),
+        median: &idx.median,
     };
     let mut hits = pass.run(&terms.list, &[])?;
     if pass.scored && ranking.feedback_terms > 0 && ranking.feedback_weight > 0.0 {
@@ -1214,9 +1222,19 @@ struct Pass<'a> {
     now: i64,
     scored: bool,
     top_k: usize,
+    /// The median item length, worked out once per index.
+    median: &'a std::sync::OnceLock<f64>,
 }
 
 impl Pass<'_> {
+    fn median_length(&self) -> Result<f64> {
+        if let Some(m) = self.median.get() {
+            return Ok(*m);
+        }
+        let m = median_length(self.searcher, self.fields)?;
+        Ok(*self.median.get_or_init(|| m))
+    }
+
     /// The candidates for `terms`, best first.
     ///
     /// `expansion` terms (from feedback) add to the score of items that
@@ -1285,7 +1303,7 @@ impl Pass<'_> {
             )
             .map_err(|e| tantivy_err("search", e))?;
         let average = if self.scored && ranking.length_prior > 0.0 {
-            average_length(searcher, f)?
+            self.median_length()?
         } else {
             0.0
         };
@@ -1398,33 +1416,42 @@ impl Pass<'_> {
     }
 }
 
-/// The multiplier of the length prior: 1 up to the average length, then
-/// (average / length)^exponent — a long item matches many words by its
-/// length alone, a focused one by its topic.
-fn length_prior(length: f64, average: f64, exponent: f64) -> f64 {
-    if length <= average || length <= 0.0 {
+/// The multiplier of the length prior: 1 up to the typical (median)
+/// length, then (typical / length)^exponent — a long item matches many
+/// words by its length alone, a focused one by its topic.
+fn length_prior(length: f64, typical: f64, exponent: f64) -> f64 {
+    if length <= typical || length <= 0.0 {
         1.0
     } else {
-        (average / length).powf(exponent)
+        (typical / length).powf(exponent)
     }
 }
 
-/// The average content length (in analysed tokens) of indexed items.
-fn average_length(searcher: &Searcher, f: Fields) -> Result<f64> {
-    let mut tokens = 0u64;
+/// The median content length (in analysed tokens, as tantivy's field
+/// norms keep it) of the indexed items that have content.
+fn median_length(searcher: &Searcher, f: Fields) -> Result<f64> {
+    let mut histogram = [0u64; 256];
     for seg in searcher.segment_readers() {
-        tokens += seg
-            .inverted_index(f.content)
-            .map_err(|e| tantivy_err("read postings", e))?
-            .total_num_tokens();
+        let norms = seg
+            .get_fieldnorms_reader(f.content)
+            .map_err(|e| tantivy_err("read field norms", e))?;
+        let alive = seg.alive_bitset();
+        for doc in 0..seg.max_doc() {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                histogram[usize::from(norms.fieldnorm_id(doc))] += 1;
+            }
+        }
     }
-    let mut docs = 0u64;
-    for kind in ["memory", "interaction"] {
-        docs += searcher
-            .doc_freq(&Term::from_field_text(f.doc_kind, kind))
-            .map_err(|e| tantivy_err("count", e))?;
+    // Id 0 is an empty field: events, and items without words.
+    let total: u64 = histogram[1..].iter().sum();
+    let mut seen = 0;
+    for (id, n) in histogram.iter().enumerate().skip(1) {
+        seen += n;
+        if seen * 2 >= total {
+            return Ok(f64::from(tantivy::fieldnorm::id_to_fieldnorm(id as u8)));
+        }
     }
-    Ok(tokens as f64 / docs.max(1) as f64)
+    Ok(0.0)
 }
 
 /// Pseudo-relevance feedback (RM3-style): the terms that weigh most in the
