@@ -94,7 +94,7 @@ fn build_store(memories: &[Value], tmp: &std::path::Path) -> (Store, HashMap<Str
     let dir = kept.clone().unwrap_or_else(|| tmp.join("store"));
     let map_file = dir.with_extension("ids.json");
     if kept.is_some() && map_file.exists() {
-        let store = Store::open(&dir).expect("open the kept store");
+        let store = Store::open(&dir, StoreOptions::default()).expect("open the kept store");
         let external: HashMap<String, String> =
             serde_json::from_str(&std::fs::read_to_string(&map_file).expect("read ids"))
                 .expect("ids JSON");

@@ -1278,7 +1278,11 @@ impl Pass<'_> {
             };
             should.push((Occur::Must, q));
         }
-        let mut clauses = self.filters.to_vec();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+            .filters
+            .iter()
+            .map(|(o, q)| (*o, q.box_clone()))
+            .collect();
         if self.scored && !expansion.is_empty() {
             let mut scored: Vec<(Occur, Box<dyn Query>)> =
                 vec![(Occur::Must, Box::new(BooleanQuery::new(should)))];
@@ -1431,6 +1435,7 @@ fn length_prior(length: f64, typical: f64, exponent: f64) -> f64 {
 /// norms keep it) of the indexed items that have content.
 fn median_length(searcher: &Searcher, f: Fields) -> Result<f64> {
     let mut histogram = [0u64; 256];
+    let mut lengths = [0u32; 256];
     for seg in searcher.segment_readers() {
         let norms = seg
             .get_fieldnorms_reader(f.content)
@@ -1438,7 +1443,9 @@ fn median_length(searcher: &Searcher, f: Fields) -> Result<f64> {
         let alive = seg.alive_bitset();
         for doc in 0..seg.max_doc() {
             if alive.is_none_or(|a| a.is_alive(doc)) {
-                histogram[usize::from(norms.fieldnorm_id(doc))] += 1;
+                let id = usize::from(norms.fieldnorm_id(doc));
+                histogram[id] += 1;
+                lengths[id] = norms.fieldnorm(doc);
             }
         }
     }
@@ -1448,7 +1455,7 @@ fn median_length(searcher: &Searcher, f: Fields) -> Result<f64> {
     for (id, n) in histogram.iter().enumerate().skip(1) {
         seen += n;
         if seen * 2 >= total {
-            return Ok(f64::from(tantivy::fieldnorm::id_to_fieldnorm(id as u8)));
+            return Ok(f64::from(lengths[id]));
         }
     }
     Ok(0.0)
