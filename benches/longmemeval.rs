@@ -193,7 +193,7 @@ fn main() {
     let methods: [(&str, Switch); 5] = [
         ("question words", |r, d| r.question_words = d.question_words),
         ("length prior", |r, d| r.length_prior = d.length_prior),
-        ("feedback (RM3)", |r, d| r.feedback_terms = d.feedback_terms),
+        ("feedback (RM3, 10 terms; off by default)", |r, _| r.feedback_terms = 10),
         ("session context", |r, d| r.group_weight = d.group_weight),
         ("proximity", |r, d| r.proximity_weight = d.proximity_weight),
     ];
@@ -206,7 +206,7 @@ fn main() {
     for (name, on) in &methods {
         let mut r = defaults.clone();
         on(&mut r, &plain);
-        rows.push((format!("defaults − {name}"), r));
+        rows.push((format!("defaults, {name} toggled"), r));
     }
     let mut old = plain.clone();
     old.group_weight = defaults.group_weight;

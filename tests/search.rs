@@ -617,7 +617,7 @@ fn proximity_lifts_items_with_the_query_words_together() {
     let f = fixture();
     let ids = f.commit(json!([
         add("notes about the parser module and its release"),
-        add("release notes for the parser module today"),
+        add("release notes for the parser module"),
     ]));
     let scores = |ranking: &Ranking| -> Vec<(String, f64)> {
         search::search(
