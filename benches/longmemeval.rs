@@ -193,7 +193,9 @@ fn main() {
     let methods: [(&str, Switch); 5] = [
         ("question words", |r, d| r.question_words = d.question_words),
         ("length prior", |r, d| r.length_prior = d.length_prior),
-        ("feedback (RM3, 10 terms; off by default)", |r, _| r.feedback_terms = 10),
+        ("feedback (RM3, 10 terms; off by default)", |r, _| {
+            r.feedback_terms = 10
+        }),
         ("session context", |r, d| r.group_weight = d.group_weight),
         ("proximity", |r, d| r.proximity_weight = d.proximity_weight),
     ];

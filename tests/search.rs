@@ -571,7 +571,7 @@ fn question_words_do_not_outweigh_the_topic() {
 #[test]
 fn the_length_prior_prefers_the_focused_item() {
     let f = fixture();
-    let long = "postgres ".repeat(3)
+    let long = "postgres ".repeat(8)
         + "and then a long rambling story about lunch, weather, traffic, the office plants, \
            a new coffee machine, parking spaces, holidays, birthdays and the printer";
     let ids = f.commit(json!([add(&long), add("we run postgres"), add("tea")]));
