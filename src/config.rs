@@ -102,7 +102,7 @@ impl Default for SearchConfig {
             group_tag_prefix: "session:".into(),
             group_weight: 0.5,
             question_words: true,
-            length_prior: 1.0,
+            length_prior: 0.5,
             feedback_terms: 0,
             feedback_docs: 5,
             feedback_weight: 0.3,
