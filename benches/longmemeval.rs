@@ -7,6 +7,14 @@
 //! Data: `CAIRN_LONGMEMEVAL_DIR` (default `target/longmemeval`); when it has
 //! no `memories.jsonl`, `../shared/bench/get-longmemeval.py` is run to fetch
 //! it (one PyPI wheel). Run: `cargo bench --bench longmemeval`.
+//!
+//! The store has the default `cairn.yaml`. The questions are asked under
+//! several rankings built from it — each recall method off and on, and the
+//! old benchmark-specific `tag_weights: {role:assistant: 0.5}` — so the
+//! ablation table comes from one store and one sitting. The plain BM25
+//! script of the benchmark runs too when `python3` is there
+//! (`CAIRN_BENCH_PEER=0` skips it). `CAIRN_LONGMEMEVAL_STORE=DIR` keeps the
+//! store in DIR and reuses it on the next run (for development).
 
 mod common;
 
@@ -14,82 +22,86 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cairn::search::{self, SearchQuery};
+use cairn::search::{self, Ranking, SearchQuery};
 use cairn::{memory, Store, StoreOptions};
-use common::pct;
+use common::{data_dir, pct, read_jsonl};
 use serde_json::{json, Value};
 
-fn read_jsonl(path: &PathBuf) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("JSONL"))
-        .collect()
-}
+/// Recall at 1, 5 and 10 per category (and `ALL`), and the latencies in ms.
+type Scores = (BTreeMap<String, [f64; 4]>, Vec<f64>);
 
-fn data_dir() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("CAIRN_LONGMEMEVAL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target/longmemeval"));
-    if !dir.join("memories.jsonl").exists() {
-        let script = manifest.join("../shared/bench/get-longmemeval.py");
-        eprintln!("fetching LongMemEval with {}", script.display());
-        let ok = std::process::Command::new("python3")
-            .arg(&script)
-            .arg("--out")
-            .arg(&dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "could not fetch the data: run python3 {} --out {}",
-            script.display(),
-            dir.display()
-        );
+fn evaluate(
+    store: &Store,
+    queries: &[Value],
+    external: &HashMap<String, String>,
+    ranking: &Ranking,
+) -> Scores {
+    let mut per_cat: BTreeMap<String, [f64; 4]> = BTreeMap::new(); // hits@1, @5, @10, n
+    let mut latencies = Vec::new();
+    for q in queries {
+        let evidence: Vec<&str> = q["evidence"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if evidence.is_empty() {
+            continue;
+        }
+        let sq = SearchQuery {
+            text: q["question"].as_str().unwrap_or_default().to_string(),
+            top_k: 10,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let results = search::search(store, &sq, ranking, &|_, _| {}).expect("search");
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ranked: Vec<&str> = results
+            .hits
+            .iter()
+            .map(|h| external[&h.id].as_str())
+            .collect();
+        let hit_at = |k: usize| {
+            f64::from(u8::from(
+                ranked.iter().take(k).any(|id| evidence.contains(id)),
+            ))
+        };
+        for cat in [
+            q["category"].as_str().unwrap_or("?").to_string(),
+            "ALL".to_string(),
+        ] {
+            let e = per_cat.entry(cat).or_default();
+            e[0] += hit_at(1);
+            e[1] += hit_at(5);
+            e[2] += hit_at(10);
+            e[3] += 1.0;
+        }
     }
-    dir
+    latencies.sort_by(f64::total_cmp);
+    (per_cat, latencies)
 }
 
-fn main() {
-    // `cargo bench` passes --bench; ignore arguments.
-    let dir = data_dir();
-    let memories = read_jsonl(&dir.join("memories.jsonl"));
-    let queries = read_jsonl(&dir.join("queries.jsonl"));
-    let assistant: f64 = std::env::var("CAIRN_BENCH_ASSISTANT_WEIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.5);
-    let tmp = tempfile::TempDir::new().expect("temp dir");
-    let store =
-        Store::init(&tmp.path().join("store"), true, StoreOptions::default()).expect("init");
+fn recall(v: &[f64; 4]) -> [f64; 3] {
+    [
+        100.0 * v[0] / v[3],
+        100.0 * v[1] / v[3],
+        100.0 * v[2] / v[3],
+    ]
+}
 
-    // The store's ranking configuration for conversational memory: the
-    // speaker is a tag, assistant turns weigh less (CAIRN_BENCH_ASSISTANT_WEIGHT,
-    // default 0.5), one conversation is a group (the default `session:` prefix).
-    store
-        .transact(None, |snap| {
-            let text =
-                String::from_utf8(snap.read(cairn::layout::CONFIG)?.unwrap_or_default()).unwrap();
-            let text = text.replace(
-                "  tag_weights: {}\n",
-                &format!("  tag_weights:\n    role:assistant: {assistant}\n"),
-            );
-            let mut changes = cairn::store::Changes::new();
-            changes.insert(cairn::layout::CONFIG.into(), Some(text.into_bytes()));
-            Ok(cairn::store::Mutation {
-                changes,
-                event: cairn::ledger::EventDraft::new(
-                    cairn::ledger::EventType::ConfigChanged,
-                    "benchmark ranking",
-                ),
-                tags: Vec::new(),
-            })
-        })
-        .expect("configure");
-
+/// Builds (or, with `CAIRN_LONGMEMEVAL_STORE`, reuses) the store and
+/// returns it with the map from cairn ids to the benchmark's turn ids.
+fn build_store(memories: &[Value], tmp: &std::path::Path) -> (Store, HashMap<String, String>) {
+    let kept = std::env::var_os("CAIRN_LONGMEMEVAL_STORE").map(PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| tmp.join("store"));
+    let map_file = dir.with_extension("ids.json");
+    if kept.is_some() && map_file.exists() {
+        let store = Store::open(&dir, StoreOptions::default()).expect("open the kept store");
+        let external: HashMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(&map_file).expect("read ids"))
+                .expect("ids JSON");
+        println!("reusing the store in {}", dir.display());
+        return (store, external);
+    }
+    let store = Store::init(&dir, true, StoreOptions::default()).expect("init");
     let records: Vec<Value> = memories
         .iter()
         .map(|m| {
@@ -115,82 +127,148 @@ fn main() {
         &|_, _| {},
     )
     .expect("import");
-    let import_s = started.elapsed().as_secs_f64();
+    println!(
+        "LongMemEval oracle: {} memories imported in {} commit(s) in {:.1} s",
+        report.imported,
+        report.commits,
+        started.elapsed().as_secs_f64()
+    );
     let external: HashMap<String, String> = report
         .ids
         .iter()
-        .zip(&memories)
+        .zip(memories)
         .map(|(id, m)| (id.clone(), m["id"].as_str().unwrap_or_default().to_string()))
         .collect();
-    let ranking = cairn::search::Ranking::from(&store.config().expect("config"));
+    if kept.is_some() {
+        std::fs::write(&map_file, serde_json::to_string(&external).expect("ids"))
+            .expect("write ids");
+    }
+    (store, external)
+}
+
+/// The plain BM25 script of the benchmark, run on the same data now.
+fn peer(dir: &std::path::Path) {
+    if std::env::var("CAIRN_BENCH_PEER").as_deref() == Ok("0") {
+        println!("peer: skipped (CAIRN_BENCH_PEER=0)");
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/bm25_baseline.py");
+    match std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            print!(
+                "peer (plain BM25 script): {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(out) => println!("peer failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => println!("peer not run ({}): {e}", script.display()),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; ignore arguments.
+    let dir = data_dir();
+    let memories = read_jsonl(&dir.join("memories.jsonl"));
+    let queries = read_jsonl(&dir.join("queries.jsonl"));
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (store, external) = build_store(&memories, tmp.path());
     let started = Instant::now();
     search::rebuild(&store, &|_, _| {}).expect("index");
-    let index_s = started.elapsed().as_secs_f64();
+    println!("index built in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut per_cat: BTreeMap<String, [f64; 4]> = BTreeMap::new(); // hits@1, @5, @10, n
-    let mut latencies = Vec::new();
-    for q in &queries {
-        let evidence: Vec<&str> = q["evidence"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if evidence.is_empty() {
-            continue;
-        }
-        let sq = SearchQuery {
-            text: q["question"].as_str().unwrap_or_default().to_string(),
-            top_k: 10,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let results = search::search(&store, &sq, &ranking, &|_, _| {}).expect("search");
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-        let ranked: Vec<&str> = results
-            .hits
-            .iter()
-            .map(|h| external[&h.id].as_str())
-            .collect();
-        let hit_at = |k: usize| {
-            f64::from(u8::from(
-                ranked.iter().take(k).any(|id| evidence.contains(id)),
-            ))
-        };
-        for cat in [
-            q["category"].as_str().unwrap_or("?").to_string(),
-            "ALL".to_string(),
-        ] {
-            let e = per_cat.entry(cat).or_default();
-            e[0] += hit_at(1);
-            e[1] += hit_at(5);
-            e[2] += hit_at(10);
-            e[3] += 1.0;
-        }
+    let defaults = Ranking::from(&store.config().expect("config"));
+    let mut plain = defaults.clone();
+    plain.question_words = false;
+    plain.length_prior = 0.0;
+    plain.feedback_terms = 0;
+    plain.group_weight = 0.0;
+    plain.proximity_weight = 0.0;
+    let mut rows: Vec<(String, Ranking)> =
+        vec![("BM25 (stemmed; every method off)".into(), plain.clone())];
+    type Switch = fn(&mut Ranking, &Ranking);
+    let methods: [(&str, Switch); 5] = [
+        ("question words", |r, d| r.question_words = d.question_words),
+        ("length prior", |r, d| r.length_prior = d.length_prior),
+        ("feedback (RM3, 10 terms; off by default)", |r, _| {
+            r.feedback_terms = 10
+        }),
+        ("session context", |r, d| r.group_weight = d.group_weight),
+        ("proximity", |r, d| r.proximity_weight = d.proximity_weight),
+    ];
+    for (name, on) in &methods {
+        let mut r = plain.clone();
+        on(&mut r, &defaults);
+        rows.push((format!("BM25 + {name}"), r));
     }
-    latencies.sort_by(f64::total_cmp);
-    let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
-    println!("LongMemEval oracle: {} memories imported in {} commit(s) in {import_s:.1} s; index built in {index_s:.1} s", report.imported, report.commits);
-    println!(
-        "{:<28} {:>5} {:>6} {:>6} {:>6}",
-        "category", "n", "R@1", "R@5", "R@10"
-    );
-    let all = per_cat.remove("ALL").unwrap_or_default();
-    for (cat, v) in per_cat
-        .iter()
-        .chain(std::iter::once((&"ALL".to_string(), &all)))
+    rows.push(("defaults (all methods)".into(), defaults.clone()));
+    for (name, on) in &methods {
+        let mut r = defaults.clone();
+        on(&mut r, &plain);
+        rows.push((format!("defaults, {name} toggled"), r));
+    }
+    let mut old = plain.clone();
+    old.group_weight = defaults.group_weight;
+    old.tag_weights.insert("role:assistant".into(), 0.5);
+    rows.push((
+        "old: session context + tag_weights role:assistant 0.5".into(),
+        old,
+    ));
+    let mut both = defaults.clone();
+    both.tag_weights.insert("role:assistant".into(), 0.5);
+    rows.push(("defaults + tag_weights role:assistant 0.5".into(), both));
+    if let Some(only) = std::env::var("CAIRN_BENCH_ROWS")
+        .ok()
+        .filter(|s| !s.is_empty())
     {
-        println!(
-            "{:<28} {:>5} {:>6.1} {:>6.1} {:>6.1}",
-            cat,
-            v[3],
-            100.0 * v[0] / v[3],
-            100.0 * v[1] / v[3],
-            100.0 * v[2] / v[3]
-        );
+        let keep: Vec<usize> = only
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        rows = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, r)| r)
+            .collect();
     }
+
+    peer(&dir);
     println!(
-        "search latency over {} queries (in-process, index warm): mean {mean:.2} ms, p50 {:.2} ms, p99 {:.2} ms",
-        latencies.len(),
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.99)
+        "{:<56} {:>6} {:>6} {:>6} {:>8} {:>8}",
+        "ranking", "R@1", "R@5", "R@10", "p50 ms", "p99 ms"
     );
+    let mut per_category = None;
+    for (name, ranking) in &rows {
+        let (mut cats, lat) = evaluate(&store, &queries, &external, ranking);
+        let all = recall(&cats.remove("ALL").unwrap_or_default());
+        println!(
+            "{name:<56} {:>6.1} {:>6.1} {:>6.1} {:>8.2} {:>8.2}",
+            all[0],
+            all[1],
+            all[2],
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+        if name.starts_with("defaults (") {
+            per_category = Some(cats);
+        }
+    }
+    if let Some(cats) = per_category {
+        println!("\nper category, defaults:");
+        println!(
+            "{:<28} {:>5} {:>6} {:>6} {:>6}",
+            "category", "n", "R@1", "R@5", "R@10"
+        );
+        for (cat, v) in &cats {
+            let r = recall(v);
+            println!(
+                "{cat:<28} {:>5} {:>6.1} {:>6.1} {:>6.1}",
+                v[3], r[0], r[1], r[2]
+            );
+        }
+    }
 }

@@ -70,6 +70,23 @@ pub struct SearchConfig {
     pub group_tag_prefix: String,
     /// Share of a group's best score each member gets added.
     pub group_weight: f64,
+    /// Drop the filler words of questions ("remember", "mentioned",
+    /// "tell") from the query when other words remain.
+    pub question_words: bool,
+    /// Exponent of the length prior: an item longer than the median item
+    /// is scored × (median / length)^this (0 = off).
+    pub length_prior: f64,
+    /// Pseudo-relevance feedback: terms added from the best first-pass
+    /// hits (0 = off).
+    pub feedback_terms: usize,
+    /// Pseudo-relevance feedback: how many first-pass hits lend terms.
+    pub feedback_docs: usize,
+    /// Pseudo-relevance feedback: the weight of the strongest added term
+    /// relative to a query term.
+    pub feedback_weight: f64,
+    /// Boost of neighbouring query words found near each other in an
+    /// item, relative to a query term (0 = off).
+    pub proximity_weight: f64,
 }
 
 impl Default for SearchConfig {
@@ -84,6 +101,12 @@ impl Default for SearchConfig {
             tag_weights: Default::default(),
             group_tag_prefix: "session:".into(),
             group_weight: 0.5,
+            question_words: true,
+            length_prior: 0.5,
+            feedback_terms: 0,
+            feedback_docs: 5,
+            feedback_weight: 0.3,
+            proximity_weight: 0.5,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Memory search: incremental catch-up, rebuild equivalence, identifiers,
-//! filters, scope weights, deterministic ties, corrupt-index recovery.
+//! filters, scope weights, deterministic ties, corrupt-index recovery, and
+//! each recall method (question words, length prior, feedback, proximity).
 
 mod common;
 
@@ -565,4 +566,135 @@ fn hostile_questions_are_never_refused() {
         [ids[0].clone()]
     );
     assert_eq!(f.search("Which game did they play, cs:go?")[0], ids[1]);
+}
+
+/// The ids of a search for `text` under `ranking`, best first.
+fn ranked(f: &Fixture, text: &str, ranking: &Ranking) -> Vec<String> {
+    search::search(
+        &f.store,
+        &SearchQuery {
+            text: text.into(),
+            top_k: 10,
+            ..Default::default()
+        },
+        ranking,
+        &quiet,
+    )
+    .unwrap()
+    .hits
+    .into_iter()
+    .map(|h| h.id)
+    .collect()
+}
+
+/// The default ranking with every recall method off.
+fn bare() -> Ranking {
+    Ranking {
+        question_words: false,
+        length_prior: 0.0,
+        feedback_terms: 0,
+        proximity_weight: 0.0,
+        group_weight: 0.0,
+        ..Ranking::default()
+    }
+}
+
+#[test]
+fn question_words_do_not_outweigh_the_topic() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("I mentioned that I remember the old laptop"),
+        add("the kubernetes cluster runs in eu-west"),
+    ]));
+    let question = "Do you remember what I mentioned about kubernetes?";
+    assert_eq!(ranked(&f, question, &bare())[0], ids[0]);
+    let on = Ranking {
+        question_words: true,
+        ..bare()
+    };
+    assert_eq!(ranked(&f, question, &on), [ids[1].clone()]);
+    // A question of filler words only still searches with them.
+    assert_eq!(ranked(&f, "what did I mention?", &on), [ids[0].clone()]);
+}
+
+#[test]
+fn the_length_prior_prefers_the_focused_item() {
+    let f = fixture();
+    let long = "postgres ".repeat(8)
+        + "and then a long rambling story about lunch, weather, traffic, the office plants, \
+           a new coffee machine, parking spaces, holidays, birthdays and the printer";
+    let ids = f.commit(json!([add(&long), add("we run postgres"), add("tea")]));
+    assert_eq!(ranked(&f, "postgres", &bare())[0], ids[0]);
+    let on = Ranking {
+        length_prior: 1.0,
+        ..bare()
+    };
+    assert_eq!(
+        ranked(&f, "postgres", &on),
+        [ids[1].clone(), ids[0].clone()]
+    );
+}
+
+#[test]
+fn feedback_lifts_items_that_share_the_best_hits_words() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("deploy checklist: run migrations, tag the release"),
+        add("deploy day"),
+        add("migrations run before each release"),
+        add("release tags follow the migrations"),
+    ]));
+    let off = ranked(&f, "deploy", &bare());
+    assert_eq!(
+        off,
+        [ids[1].clone(), ids[0].clone()],
+        "shorter first without feedback"
+    );
+    let on = Ranking {
+        feedback_terms: 10,
+        feedback_docs: 5,
+        feedback_weight: 0.5,
+        ..bare()
+    };
+    let got = ranked(&f, "deploy", &on);
+    // The expansion reorders what matches; it brings in nothing that does not.
+    assert_eq!(got, [ids[0].clone(), ids[1].clone()]);
+}
+
+#[test]
+fn proximity_lifts_items_with_the_query_words_together() {
+    let f = fixture();
+    let ids = f.commit(json!([
+        add("notes about the parser module and its release"),
+        add("release notes for the parser module"),
+    ]));
+    let scores = |ranking: &Ranking| -> Vec<(String, f64)> {
+        search::search(
+            &f.store,
+            &SearchQuery {
+                text: "release notes".into(),
+                top_k: 10,
+                ..Default::default()
+            },
+            ranking,
+            &quiet,
+        )
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| (h.id, h.score))
+        .collect()
+    };
+    let off = scores(&bare());
+    assert_eq!(off.len(), 2);
+    assert_eq!(
+        off[0].1, off[1].1,
+        "the same words, the same length: {off:?}"
+    );
+    let on = scores(&Ranking {
+        proximity_weight: 0.5,
+        ..bare()
+    });
+    assert_eq!(on[0].0, ids[1]);
+    assert!(on[0].1 > on[1].1, "{on:?}");
 }

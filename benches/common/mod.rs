@@ -115,3 +115,41 @@ pub fn table_row(name: &str, ms: Vec<f64>, decimals: usize) {
         pct(&ms, 0.99)
     );
 }
+
+/// The records of a JSONL file.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSONL"))
+        .collect()
+}
+
+/// The LongMemEval data (`CAIRN_LONGMEMEVAL_DIR`, default
+/// `target/longmemeval`), fetched with `../shared/bench/get-longmemeval.py`
+/// when it is not there yet.
+pub fn data_dir() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("CAIRN_LONGMEMEVAL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| manifest.join("target/longmemeval"));
+    if !dir.join("memories.jsonl").exists() {
+        let script = manifest.join("../shared/bench/get-longmemeval.py");
+        eprintln!("fetching LongMemEval with {}", script.display());
+        let ok = std::process::Command::new("python3")
+            .arg(&script)
+            .arg("--out")
+            .arg(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "could not fetch the data: run python3 {} --out {}",
+            script.display(),
+            dir.display()
+        );
+    }
+    dir
+}

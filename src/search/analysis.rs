@@ -129,6 +129,37 @@ pub(super) fn stopwords() -> StopWordFilter {
     StopWordFilter::remove(STOPWORDS.split_whitespace().map(str::to_string))
 }
 
+/// Words that make a sentence a question about remembered conversation
+/// rather than name its topic ("do you remember what I mentioned…",
+/// "how many times did we talk about…"). Dropped from queries only.
+const QUESTION_WORDS: &str = "remember remind recall mention mentioned mentioning told tell \
+    telling said say saying talk talked talking discuss discussed discussing conversation \
+    conversations chat chatted earlier previously previous ever again still currently exactly \
+    actually please know many much";
+
+/// The English analyzer of query text that also drops [`QUESTION_WORDS`].
+pub(super) fn english_question() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(stopwords())
+        .filter(StopWordFilter::remove(
+            QUESTION_WORDS.split_whitespace().map(str::to_string),
+        ))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// The identifier analyzer of query text that also drops [`QUESTION_WORDS`].
+pub(super) fn identifiers_question() -> TextAnalyzer {
+    TextAnalyzer::builder(IdentifierTokenizer)
+        .filter(stopwords())
+        .filter(StopWordFilter::remove(
+            QUESTION_WORDS.split_whitespace().map(str::to_string),
+        ))
+        .build()
+}
+
 pub(super) fn english() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))

@@ -41,6 +41,7 @@ use crate::memory::{ItemStatus, MemoryItem, ScopeFilter};
 use crate::store::{Store, StoreLock};
 
 mod analysis;
+mod cache;
 
 use analysis::{analyze, english, identifiers};
 pub use analysis::{IdentifierStream, IdentifierTokenizer};
@@ -158,6 +159,9 @@ pub struct SearchIndex {
     /// commit garbage-collects merged segments) or rebuilding cannot pull
     /// files from under this reader. Open files outlive their unlinking.
     pinned: Option<Searcher>,
+    /// The median item length of the pinned searcher (for the length
+    /// prior), worked out on first use and shared by kept handles.
+    median: std::sync::Arc<std::sync::OnceLock<f64>>,
 }
 
 fn index_dir(store: &Store) -> PathBuf {
@@ -275,6 +279,7 @@ impl SearchIndex {
             path: path.to_path_buf(),
             rebuilt: None,
             pinned: None,
+            median: Default::default(),
         })
     }
 
@@ -314,6 +319,7 @@ impl SearchIndex {
                 path: path.to_path_buf(),
                 rebuilt: None,
                 pinned: None,
+                median: Default::default(),
             },
             payload,
         ))
@@ -516,8 +522,21 @@ impl SearchIndex {
     /// Takes the searcher this index answers from; call with the index lock held.
     fn pin(mut self) -> Result<SearchIndex> {
         self.pinned = None;
+        self.median = Default::default();
         self.pinned = Some(self.searcher()?);
         Ok(self)
+    }
+
+    /// Another handle on the same index and pinned searcher.
+    fn share(&self) -> SearchIndex {
+        SearchIndex {
+            index: self.index.clone(),
+            fields: self.fields,
+            path: self.path.clone(),
+            rebuilt: None,
+            pinned: self.pinned.clone(),
+            median: self.median.clone(),
+        }
     }
 
     fn searcher(&self) -> Result<Searcher> {
@@ -545,12 +564,28 @@ fn ledger_event_light(store: &Store, id: Oid) -> Result<Event> {
 /// unreadable, foreign or outdated.
 pub fn open(store: &Store, progress: Progress<'_>) -> Result<SearchIndex> {
     let path = index_dir(store);
+    if let Some(idx) = cache::get(&path, store.require_tip()?) {
+        return Ok(idx);
+    }
     // Catch-up writes; one writer at a time across processes.
     let _lock = StoreLock::acquire_named(store.local_dir(), "index.lock", Duration::from_secs(60))?;
     // The tip is read under the lock: read before it, another opener could
     // catch the index up past it meanwhile, and this one would then find the
     // index's commit not an ancestor of its older tip and rebuild everything.
     let tip = store.require_tip()?;
+    let idx = open_locked(store, &path, tip, progress)?;
+    cache::put(&path, tip, &idx);
+    Ok(idx)
+}
+
+/// [`open`] with the index lock held.
+fn open_locked(
+    store: &Store,
+    path: &Path,
+    tip: Oid,
+    progress: Progress<'_>,
+) -> Result<SearchIndex> {
+    let path = path.to_path_buf();
     let reason = match guarded("open", || SearchIndex::open_existing(&path)) {
         Ok((idx, payload)) => {
             if payload.commit == tip.to_string() {
@@ -651,6 +686,18 @@ pub struct Ranking {
     pub group_tag_prefix: String,
     /// ...and each gets this share of its group's best score added.
     pub group_weight: f64,
+    /// Drop the filler words of questions from the query.
+    pub question_words: bool,
+    /// Exponent of the length prior (0 = off).
+    pub length_prior: f64,
+    /// Terms added by pseudo-relevance feedback (0 = off).
+    pub feedback_terms: usize,
+    /// First-pass hits that lend feedback terms.
+    pub feedback_docs: usize,
+    /// Weight of the strongest feedback term relative to a query term.
+    pub feedback_weight: f64,
+    /// Boost of neighbouring query words found near each other (0 = off).
+    pub proximity_weight: f64,
 }
 
 impl Default for Ranking {
@@ -674,6 +721,12 @@ impl From<&StoreConfig> for Ranking {
             tag_weights: config.search.tag_weights.clone(),
             group_tag_prefix: config.search.group_tag_prefix.clone(),
             group_weight: config.search.group_weight,
+            question_words: config.search.question_words,
+            length_prior: config.search.length_prior,
+            feedback_terms: config.search.feedback_terms,
+            feedback_docs: config.search.feedback_docs,
+            feedback_weight: config.search.feedback_weight,
+            proximity_weight: config.search.proximity_weight,
         }
     }
 }
@@ -1003,33 +1056,9 @@ fn run_search(
         }
     }
     // Scored text: free words and text fields, over each analyzer.
-    let mut text_terms: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     let free = parsed.words.join(" ");
-    let mut add_terms = |field: Field,
-                         name: &'static str,
-                         terms: Vec<String>,
-                         boost: f32,
-                         should: &mut Vec<(Occur, Box<dyn Query>)>| {
-        let mut seen = BTreeSet::new();
-        for t in terms {
-            if seen.insert(t.clone()) {
-                should.push((
-                    Occur::Should,
-                    Box::new(BoostQuery::new(
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(field, &t),
-                            IndexRecordOption::WithFreqs,
-                        )),
-                        boost,
-                    )),
-                ));
-                text_terms.entry(name).or_default().push(t);
-            }
-        }
-    };
     let mut content_text = free.clone();
-    let mut tags_text = free.clone();
+    let mut tags_text = free;
     for (field, value) in &parsed.fields {
         match field.as_str() {
             "content" => content_text.push_str(&format!(" {value}")),
@@ -1037,163 +1066,79 @@ fn run_search(
             _ => {}
         }
     }
-    add_terms(
-        f.content,
-        "content",
-        analyze(&mut en, &content_text),
-        ranking.content_boost,
-        &mut should,
-    );
-    add_terms(
+    let mut terms = QueryTerms::default();
+    let (content_terms, ident_terms) = query_terms(ranking.question_words, &content_text);
+    terms.add(f.content, "content", content_terms, ranking.content_boost);
+    terms.add(
         f.content_ident,
         "identifiers",
-        analyze(&mut ident, &content_text),
+        ident_terms,
         ranking.identifier_boost,
-        &mut should,
     );
-    add_terms(
+    terms.add(
         f.tags,
         "tags",
         analyze(&mut ident, &tags_text),
         ranking.tags_boost,
-        &mut should,
     );
+    let mut matched_terms: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for t in &terms.list {
+        matched_terms
+            .entry(t.name)
+            .or_default()
+            .push(t.text.clone());
+    }
+    let mut phrases = Vec::new();
     for phrase in &parsed.phrases {
-        let terms: Vec<Term> = analyze(&mut en, phrase)
-            .into_iter()
-            .map(|t| Term::from_field_text(f.content, &t))
-            .collect();
-        match terms.len() {
-            0 => {}
-            1 => should.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    terms[0].clone(),
-                    IndexRecordOption::WithFreqs,
-                )),
-            )),
-            _ => should.push((
-                Occur::Must,
-                Box::new(BoostQuery::new(Box::new(PhraseQuery::new(terms)), 2.0)),
-            )),
-        }
-        for t in analyze(&mut en, phrase) {
-            text_terms.entry("content").or_default().push(t);
+        let words = analyze(&mut en, phrase);
+        phrases.push(
+            words
+                .iter()
+                .map(|t| Term::from_field_text(f.content, t))
+                .collect::<Vec<Term>>(),
+        );
+        matched_terms.entry("content").or_default().extend(words);
+    }
+    phrases.retain(|p| !p.is_empty());
+    // Neighbouring query words found near each other in an item.
+    let mut pairs = Vec::new();
+    if ranking.proximity_weight > 0.0 {
+        let words: Vec<&QueryTerm> = terms.list.iter().filter(|t| t.field == f.content).collect();
+        for w in words.windows(2) {
+            pairs.push([
+                Term::from_field_text(f.content, &w[0].text),
+                Term::from_field_text(f.content, &w[1].text),
+            ]);
         }
     }
-    let scored = !should.is_empty();
-    if scored {
-        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
-    } else {
-        clauses.push((Occur::Must, Box::new(AllQuery)));
-    }
-    let query = BooleanQuery::new(clauses);
     let searcher = idx.searcher()?;
-    let top_k = q.top_k.max(1);
-    let candidates = if scored {
-        (top_k * 4).max(100)
-    } else {
-        usize::MAX / 4
+    let pass = Pass {
+        searcher: &searcher,
+        fields: f,
+        filters: &clauses,
+        phrases: &phrases,
+        pairs: &pairs,
+        ranking,
+        now,
+        scored: !terms.list.is_empty() || !phrases.is_empty(),
+        top_k: q.top_k.max(1),
+        median: &idx.median,
     };
-    let docs = searcher
-        .search(
-            &query,
-            &TopDocs::with_limit(candidates.min(1_000_000)).order_by_score(),
-        )
-        .map_err(|e| tantivy_err("search", e))?;
-    let mut hits = Vec::new();
-    let mut groups: Vec<Option<String>> = Vec::new();
-    for (bm25, addr) in docs {
-        let d: TantivyDocument = searcher
-            .doc(addr)
-            .map_err(|e| tantivy_err("read document", e))?;
-        let text = |field: Field| {
-            d.get_first(field)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
-        let num_i = |field: Field| d.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
-        let conf = d
-            .get_first(f.confidence)
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.5);
-        let scope = text(f.scope).unwrap_or_default();
-        let updated = num_i(f.updated);
-        let tags = text(f.tags).unwrap_or_default();
-        let tag_weight: f64 = tags
-            .split_whitespace()
-            .filter_map(|t| ranking.tag_weights.get(t))
-            .product();
-        let group = tags
-            .split_whitespace()
-            .find(|t| {
-                !ranking.group_tag_prefix.is_empty() && t.starts_with(&ranking.group_tag_prefix)
-            })
-            .map(str::to_string);
-        let score = if scored {
-            let age_days = ((now - updated).max(0) as f64) / 86400.0;
-            let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
-            let weight = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
-            f64::from(bm25)
-                * weight
-                * tag_weight
-                * (1.0 + ranking.confidence_weight * (conf - 0.5))
-                * (1.0 + ranking.recency_weight * (recency - 0.5))
-        } else {
-            0.0
-        };
-        let content = text(f.content).unwrap_or_default();
-        groups.push(group);
-        hits.push(Hit {
-            recency_key: if scored { 0 } else { updated },
-            id: text(f.id).unwrap_or_default(),
-            score,
-            bm25: f64::from(bm25),
-            matched: BTreeMap::new(),
-            tags: tags.clone(),
-            content,
-            kind: text(f.kind).unwrap_or_default(),
-            scope,
-            scope_id: text(f.scope_id),
-            status: text(f.status).unwrap_or_default(),
-            confidence: conf,
-        });
-    }
-    // Items of one group (one conversation) lend each other a share of the group's best score.
-    if scored && ranking.group_weight > 0.0 {
-        let mut best: HashMap<&str, f64> = HashMap::new();
-        for (h, g) in hits.iter().zip(&groups) {
-            if let Some(g) = g {
-                let e = best.entry(g.as_str()).or_insert(0.0);
-                *e = e.max(h.score);
-            }
-        }
-        let best: HashMap<String, f64> =
-            best.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        for (h, g) in hits.iter_mut().zip(&groups) {
-            // An item outside any group is a group of its own.
-            let b = g
-                .as_ref()
-                .and_then(|g| best.get(g))
-                .copied()
-                .unwrap_or(h.score);
-            h.score += ranking.group_weight * b;
+    let mut hits = pass.run(&terms.list, &[])?;
+    if pass.scored && ranking.feedback_terms > 0 && ranking.feedback_weight > 0.0 {
+        let expansion = feedback(&searcher, f, &hits, &terms.list, ranking)?;
+        if !expansion.is_empty() {
+            hits = pass.run(&terms.list, &expansion)?;
         }
     }
-    hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| b.recency_key.cmp(&a.recency_key))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    hits.truncate(top_k);
+    hits.truncate(pass.top_k);
     // Why each hit matched: the query's analysed terms found in its fields.
-    if scored {
+    if pass.scored {
         for h in hits.iter_mut() {
             let doc_en: BTreeSet<String> = analyze(&mut en, &h.content).into_iter().collect();
             let doc_ident: BTreeSet<String> = analyze(&mut ident, &h.content).into_iter().collect();
             let doc_tags: BTreeSet<String> = analyze(&mut ident, &h.tags).into_iter().collect();
-            for (name, terms) in &text_terms {
+            for (name, terms) in &matched_terms {
                 let set = match *name {
                     "content" => &doc_en,
                     "identifiers" => &doc_ident,
@@ -1212,6 +1157,376 @@ fn run_search(
         rebuilt: None,
         took_ms: 0.0,
     })
+}
+
+/// One scored term of a query: the field, the name it is reported under
+/// in [`Hit::matched`], the analysed text and its boost.
+#[derive(Debug, Clone, PartialEq)]
+struct QueryTerm {
+    field: Field,
+    name: &'static str,
+    text: String,
+    boost: f32,
+}
+
+/// The scored terms of a query, each (field, text) once.
+#[derive(Default)]
+struct QueryTerms {
+    list: Vec<QueryTerm>,
+}
+
+impl QueryTerms {
+    fn add(&mut self, field: Field, name: &'static str, texts: Vec<String>, boost: f32) {
+        for text in texts {
+            if !self.list.iter().any(|t| t.field == field && t.text == text) {
+                self.list.push(QueryTerm {
+                    field,
+                    name,
+                    text,
+                    boost,
+                });
+            }
+        }
+    }
+}
+
+/// The content terms (English analysis) and identifier terms of query
+/// text. With `question_words`, the filler words of questions are dropped
+/// too, unless nothing else would be left.
+fn query_terms(question_words: bool, text: &str) -> (Vec<String>, Vec<String>) {
+    if question_words {
+        let content = analyze(&mut analysis::english_question(), text);
+        if !content.is_empty() {
+            return (
+                content,
+                analyze(&mut analysis::identifiers_question(), text),
+            );
+        }
+    }
+    (
+        analyze(&mut english(), text),
+        analyze(&mut identifiers(), text),
+    )
+}
+
+/// How many words may stand between two neighbouring query words for the
+/// proximity boost to count them as near.
+const PROXIMITY_SLOP: u32 = 2;
+
+/// One scoring pass over the index: the filters, the phrases, and a list
+/// of weighted terms; ranks the candidates with the store's ranking.
+struct Pass<'a> {
+    searcher: &'a Searcher,
+    fields: Fields,
+    filters: &'a [(Occur, Box<dyn Query>)],
+    phrases: &'a [Vec<Term>],
+    pairs: &'a [[Term; 2]],
+    ranking: &'a Ranking,
+    now: i64,
+    scored: bool,
+    top_k: usize,
+    /// The median item length, worked out once per index.
+    median: &'a std::sync::OnceLock<f64>,
+}
+
+impl Pass<'_> {
+    fn median_length(&self) -> Result<f64> {
+        if let Some(m) = self.median.get() {
+            return Ok(*m);
+        }
+        let m = median_length(self.searcher, self.fields)?;
+        Ok(*self.median.get_or_init(|| m))
+    }
+
+    /// The candidates for `terms`, best first.
+    ///
+    /// `expansion` terms (from feedback) add to the score of items that
+    /// match the query; they never bring in an item that does not.
+    fn run(&self, terms: &[QueryTerm], expansion: &[QueryTerm]) -> Result<Vec<Hit>> {
+        let f = self.fields;
+        let ranking = self.ranking;
+        let term_query = |t: &QueryTerm| -> (Occur, Box<dyn Query>) {
+            let q: Box<dyn Query> = Box::new(BoostQuery::new(
+                Box::new(TermQuery::new(
+                    Term::from_field_text(t.field, &t.text),
+                    IndexRecordOption::WithFreqs,
+                )),
+                t.boost,
+            ));
+            (Occur::Should, q)
+        };
+        let mut should: Vec<(Occur, Box<dyn Query>)> = terms.iter().map(term_query).collect();
+        for pair in self.pairs {
+            let mut phrase = PhraseQuery::new(pair.to_vec());
+            phrase.set_slop(PROXIMITY_SLOP);
+            should.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(phrase),
+                    ranking.proximity_weight as f32 * ranking.content_boost,
+                )),
+            ));
+        }
+        for terms in self.phrases {
+            let q: Box<dyn Query> = if terms.len() == 1 {
+                Box::new(TermQuery::new(
+                    terms[0].clone(),
+                    IndexRecordOption::WithFreqs,
+                ))
+            } else {
+                Box::new(BoostQuery::new(
+                    Box::new(PhraseQuery::new(terms.clone())),
+                    2.0,
+                ))
+            };
+            should.push((Occur::Must, q));
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+            .filters
+            .iter()
+            .map(|(o, q)| (*o, q.box_clone()))
+            .collect();
+        if self.scored && !expansion.is_empty() {
+            let mut scored: Vec<(Occur, Box<dyn Query>)> =
+                vec![(Occur::Must, Box::new(BooleanQuery::new(should)))];
+            scored.extend(expansion.iter().map(term_query));
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(scored))));
+        } else if self.scored {
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+        } else {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.searcher;
+        let candidates = if self.scored {
+            (self.top_k * 4).max(100)
+        } else {
+            usize::MAX / 4
+        };
+        let docs = searcher
+            .search(
+                &query,
+                &TopDocs::with_limit(candidates.min(1_000_000)).order_by_score(),
+            )
+            .map_err(|e| tantivy_err("search", e))?;
+        let average = if self.scored && ranking.length_prior > 0.0 {
+            self.median_length()?
+        } else {
+            0.0
+        };
+        let mut norms: HashMap<u32, tantivy::fieldnorm::FieldNormReader> = HashMap::new();
+        let mut hits = Vec::new();
+        let mut groups: Vec<Option<String>> = Vec::new();
+        for (bm25, addr) in docs {
+            let d: TantivyDocument = searcher
+                .doc(addr)
+                .map_err(|e| tantivy_err("read document", e))?;
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let num_i = |field: Field| d.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
+            let conf = d
+                .get_first(f.confidence)
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.5);
+            let scope = text(f.scope).unwrap_or_default();
+            let updated = num_i(f.updated);
+            let tags = text(f.tags).unwrap_or_default();
+            let tag_weight: f64 = tags
+                .split_whitespace()
+                .filter_map(|t| ranking.tag_weights.get(t))
+                .product();
+            let group = tags
+                .split_whitespace()
+                .find(|t| {
+                    !ranking.group_tag_prefix.is_empty() && t.starts_with(&ranking.group_tag_prefix)
+                })
+                .map(str::to_string);
+            let score = if self.scored {
+                let age_days = ((self.now - updated).max(0) as f64) / 86400.0;
+                let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
+                let weight = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
+                let length_weight = if average > 0.0 {
+                    let norms = match norms.entry(addr.segment_ord) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            searcher
+                                .segment_reader(addr.segment_ord)
+                                .get_fieldnorms_reader(f.content)
+                                .map_err(|e| tantivy_err("read field norms", e))?,
+                        ),
+                    };
+                    length_prior(
+                        f64::from(norms.fieldnorm(addr.doc_id)),
+                        average,
+                        ranking.length_prior,
+                    )
+                } else {
+                    1.0
+                };
+                f64::from(bm25)
+                    * weight
+                    * tag_weight
+                    * length_weight
+                    * (1.0 + ranking.confidence_weight * (conf - 0.5))
+                    * (1.0 + ranking.recency_weight * (recency - 0.5))
+            } else {
+                0.0
+            };
+            let content = text(f.content).unwrap_or_default();
+            groups.push(group);
+            hits.push(Hit {
+                recency_key: if self.scored { 0 } else { updated },
+                id: text(f.id).unwrap_or_default(),
+                score,
+                bm25: f64::from(bm25),
+                matched: BTreeMap::new(),
+                tags: tags.clone(),
+                content,
+                kind: text(f.kind).unwrap_or_default(),
+                scope,
+                scope_id: text(f.scope_id),
+                status: text(f.status).unwrap_or_default(),
+                confidence: conf,
+            });
+        }
+        // Items of one group (one conversation) lend each other a share of the group's best score.
+        if self.scored && ranking.group_weight > 0.0 {
+            let mut best: HashMap<&str, f64> = HashMap::new();
+            for (h, g) in hits.iter().zip(&groups) {
+                if let Some(g) = g {
+                    let e = best.entry(g.as_str()).or_insert(0.0);
+                    *e = e.max(h.score);
+                }
+            }
+            let best: HashMap<String, f64> =
+                best.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            for (h, g) in hits.iter_mut().zip(&groups) {
+                // An item outside any group is a group of its own.
+                let b = g
+                    .as_ref()
+                    .and_then(|g| best.get(g))
+                    .copied()
+                    .unwrap_or(h.score);
+                h.score += ranking.group_weight * b;
+            }
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| b.recency_key.cmp(&a.recency_key))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(hits)
+    }
+}
+
+/// The multiplier of the length prior: 1 up to the typical (median)
+/// length, then (typical / length)^exponent — a long item matches many
+/// words by its length alone, a focused one by its topic.
+fn length_prior(length: f64, typical: f64, exponent: f64) -> f64 {
+    if length <= typical || length <= 0.0 {
+        1.0
+    } else {
+        (typical / length).powf(exponent)
+    }
+}
+
+/// The median content length (in analysed tokens, as tantivy's field
+/// norms keep it) of the indexed items that have content.
+fn median_length(searcher: &Searcher, f: Fields) -> Result<f64> {
+    let mut histogram = [0u64; 256];
+    let mut lengths = [0u32; 256];
+    for seg in searcher.segment_readers() {
+        let norms = seg
+            .get_fieldnorms_reader(f.content)
+            .map_err(|e| tantivy_err("read field norms", e))?;
+        let alive = seg.alive_bitset();
+        for doc in 0..seg.max_doc() {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                let id = usize::from(norms.fieldnorm_id(doc));
+                histogram[id] += 1;
+                lengths[id] = norms.fieldnorm(doc);
+            }
+        }
+    }
+    // Id 0 is an empty field: events, and items without words.
+    let total: u64 = histogram[1..].iter().sum();
+    let mut seen = 0;
+    for (id, n) in histogram.iter().enumerate().skip(1) {
+        seen += n;
+        if seen * 2 >= total {
+            return Ok(f64::from(lengths[id]));
+        }
+    }
+    Ok(0.0)
+}
+
+/// Pseudo-relevance feedback (RM3-style): the terms that weigh most in the
+/// best first-pass hits — each hit's term frequencies, normalised by its
+/// length and weighted by its share of the hits' score, times the term's
+/// rarity — that the query does not have already, weighted so the
+/// strongest gets `feedback_weight` × a content term's boost.
+fn feedback(
+    searcher: &Searcher,
+    f: Fields,
+    hits: &[Hit],
+    query: &[QueryTerm],
+    ranking: &Ranking,
+) -> Result<Vec<QueryTerm>> {
+    let top: Vec<&Hit> = hits
+        .iter()
+        .take(ranking.feedback_docs.max(1))
+        .filter(|h| h.score > 0.0)
+        .collect();
+    let total: f64 = top.iter().map(|h| h.score).sum();
+    if total <= 0.0 {
+        return Ok(Vec::new());
+    }
+    let mut en = english();
+    let mut weights: BTreeMap<String, f64> = BTreeMap::new();
+    for h in top {
+        let words = analyze(&mut en, &h.content);
+        if words.is_empty() {
+            continue;
+        }
+        let share = h.score / total / words.len() as f64;
+        for w in words {
+            *weights.entry(w).or_default() += share;
+        }
+    }
+    let n = searcher.num_docs() as f64;
+    let mut ranked = Vec::new();
+    for (text, w) in weights {
+        if query.iter().any(|t| t.field == f.content && t.text == text) {
+            continue;
+        }
+        let df = searcher
+            .doc_freq(&Term::from_field_text(f.content, &text))
+            .map_err(|e| tantivy_err("count", e))? as f64;
+        // A word of one item only would just lift that item again.
+        if df < 2.0 {
+            continue;
+        }
+        ranked.push((w * ((n - df + 0.5) / (df + 0.5)).ln_1p(), text));
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.truncate(ranking.feedback_terms);
+    let strongest = ranked.first().map(|r| r.0).unwrap_or(0.0);
+    if strongest <= 0.0 {
+        return Ok(Vec::new());
+    }
+    Ok(ranked
+        .into_iter()
+        .map(|(w, text)| QueryTerm {
+            field: f.content,
+            name: "content",
+            text,
+            boost: (ranking.feedback_weight * w / strongest) as f32 * ranking.content_boost,
+        })
+        .collect())
 }
 
 /// Ledger events matching `q`, answered from the index (oldest first).
@@ -1324,6 +1639,38 @@ mod tests {
             analyze(&mut english(), "The deployments are running"),
             ["deploy", "run"]
         );
+    }
+
+    #[test]
+    fn stemming_matches_inflections() {
+        let mut en = english();
+        for (a, b) in [
+            ("deployed", "deploy"),
+            ("deploying", "deploys"),
+            ("migrations", "migration"),
+        ] {
+            assert_eq!(analyze(&mut en, a), analyze(&mut en, b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn question_words_are_dropped_unless_nothing_is_left() {
+        let q = "Can you remind me what I mentioned about the deployed service?";
+        assert_eq!(query_terms(true, q).0, ["deploy", "servic"]);
+        assert_eq!(
+            query_terms(false, q).0,
+            ["remind", "mention", "deploy", "servic"]
+        );
+        assert_eq!(query_terms(true, "what did I mention?").0, ["mention"]);
+    }
+
+    #[test]
+    fn the_length_prior_only_weighs_longer_than_average() {
+        assert_eq!(length_prior(10.0, 50.0, 1.0), 1.0);
+        assert_eq!(length_prior(50.0, 50.0, 1.0), 1.0);
+        assert!((length_prior(200.0, 50.0, 0.5) - 0.5).abs() < 1e-12);
+        assert!((length_prior(100.0, 50.0, 1.0) - 0.5).abs() < 1e-12);
+        assert_eq!(length_prior(100.0, 50.0, 0.0), 1.0);
     }
 
     #[test]
