@@ -83,8 +83,9 @@ fn import_row(n: usize) {
     let mut c = cli(&root);
     c.args(["memory", "import"]).arg(&file);
     let (ms, rss, out) = run_measured(c);
-    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(report["imported"], json!(n), "{out}");
+    let envelope: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let report = &envelope["data"];
+    assert_eq!(report["imported"], json!(n), "{}", envelope["error"]);
     println!(
         "cairn memory import of {n} items (work tree, mirror on): {:.1} s wall, {rss:.0} MB peak RSS, {} commits",
         ms / 1000.0,
@@ -101,8 +102,8 @@ fn log_row(store_dir: &Path, label: &str, reps: usize) {
         let mut c = cli(store_dir);
         c.arg("log");
         let (ms, rss, out) = run_measured(c);
-        let report: serde_json::Value = serde_json::from_str(&out).expect("json");
-        events = report["events"].as_array().map_or(0, Vec::len);
+        let envelope: serde_json::Value = serde_json::from_str(&out).expect("json");
+        events = envelope["data"]["events"].as_array().map_or(0, Vec::len);
         if r > 0 {
             times.push(ms);
             rss_max = rss_max.max(rss);
