@@ -39,6 +39,8 @@ fn run_measured(mut cmd: Command) -> (f64, f64, String) {
     cmd.stdout(out_file.reopen().expect("reopen"))
         .stderr(Stdio::null());
     let t = Instant::now();
+    // Reaped by `wait4` below, which also gives its own peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("spawn cairn");
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
