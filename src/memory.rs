@@ -1095,13 +1095,17 @@ pub struct ImportReport {
     pub ids: Vec<String>,
 }
 
+/// The most violations an import reports; the rest are counted.
+const MAX_IMPORT_VIOLATIONS: usize = 1000;
+
 /// Bulk-imports memory items as active memory, `batch` items per commit
 /// (MEMORY_IMPORTED). Each record is an object with `content` (or `text`) and
 /// optionally `type` (default knowledge), `scope` (default global),
 /// `scope_id`, `confidence` (default 0.5), `tags`, `rationale`,
 /// `source_refs`, `created_at` and an external `id` (kept as `import:<id>`).
 /// Every record is checked before anything is written: one bad record and
-/// nothing is imported.
+/// nothing is imported. See [`import_stream`] for input that does not fit in
+/// memory.
 pub fn import(
     store: &Store,
     records: &[Value],
@@ -1109,115 +1113,58 @@ pub fn import(
     batch: usize,
     progress: &dyn Fn(u64, u64),
 ) -> Result<ImportReport> {
+    import_stream(
+        store,
+        || Ok(records.iter().cloned().map(Ok)),
+        source,
+        batch,
+        progress,
+    )
+}
+
+/// [`import`] over records read twice from `records` (each call starts the
+/// input again): a first pass checks every record and keeps nothing but the
+/// violations (at most 1,000 are listed, the rest counted), a second pass
+/// writes the items `batch` per commit, each commit rendering the mirror
+/// pages once for its items. What stays in memory is one batch and the new
+/// ids, whatever the size of the input. A record the reader cannot give (an
+/// error from the iterator) stops the import before anything is written
+/// when the first pass meets it.
+pub fn import_stream<R, I>(
+    store: &Store,
+    mut records: R,
+    source: &str,
+    batch: usize,
+    progress: &dyn Fn(u64, u64),
+) -> Result<ImportReport>
+where
+    R: FnMut() -> Result<I>,
+    I: Iterator<Item = Result<Value>>,
+{
     let registry = Registry::at_tip(store)?;
     let now = store.now();
-    let mut items = Vec::with_capacity(records.len());
     let mut violations = Vec::new();
-    for (line, r) in records.iter().enumerate() {
-        let at = |field: &str| format!("/{line}/{field}");
-        let Some(obj) = r.as_object() else {
-            violations.push(Violation {
-                pointer: format!("/{line}"),
-                rule: "type".into(),
-                message: "a record is an object".into(),
-            });
-            continue;
-        };
-        let content = obj
-            .get("content")
-            .or_else(|| obj.get("text"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let scope = obj
-            .get("scope")
-            .and_then(Value::as_str)
-            .unwrap_or("global")
-            .to_string();
-        let mut scope_id = obj
-            .get("scope_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if scope == "project" {
-            scope_id = scope_id.map(|s| registry.canonicalize(&s));
-        }
-        let created = match obj.get("created_at").and_then(Value::as_str) {
-            Some(t) => match parse_rfc3339(t) {
-                Some(t) => t,
-                None => {
-                    violations.push(Violation {
-                        pointer: at("created_at"),
-                        rule: "format".into(),
-                        message: format!("{t:?} is not an RFC 3339 time"),
-                    });
-                    continue;
+    let mut more = 0usize;
+    let mut total = 0u64;
+    for (line, r) in records()?.enumerate() {
+        let r = r?;
+        total += 1;
+        if let Err(found) = import_item(&registry, now, source, line, &r) {
+            for v in found {
+                if violations.len() < MAX_IMPORT_VIOLATIONS {
+                    violations.push(v);
+                } else {
+                    more += 1;
                 }
-            },
-            None => now,
-        };
-        let mut source_refs: Vec<String> = obj
-            .get("source_refs")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(ext) = obj.get("id").and_then(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .or_else(|| v.as_u64().map(|n| n.to_string()))
-        }) {
-            source_refs.push(format!("import:{ext}"));
+            }
         }
-        source_refs.push(format!("file:{source}#{}", line + 1));
-        let item = MemoryItem {
-            schema_version: schema::SCHEMA_VERSION.into(),
-            id: ledger::new_id("mem", created),
-            kind: obj
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("knowledge")
-                .to_string(),
-            project: if scope == "project" {
-                scope_id.clone()
-            } else {
-                None
-            },
-            scope,
-            scope_id,
-            content: content.to_string(),
-            confidence: obj.get("confidence").and_then(Value::as_f64).unwrap_or(0.5),
-            status: ItemStatus::Active,
-            rationale: obj
-                .get("rationale")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            source_refs,
-            supersedes: None,
-            superseded_by: None,
-            tags: obj
-                .get("tags")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            disputed: false,
-            created_at: rfc3339(created),
-            updated_at: rfc3339(created),
-            expires_at: None,
-        };
-        let value = serde_json::to_value(&item).expect("items serialize");
-        for v in schema::violations("memory_item", &value) {
-            violations.push(Violation {
-                pointer: format!("/{line}{}", v.pointer),
-                ..v
-            });
-        }
-        items.push(item);
+    }
+    if more > 0 {
+        violations.push(Violation {
+            pointer: String::new(),
+            rule: "max_violations".into(),
+            message: format!("and {more} more violation(s) not listed"),
+        });
     }
     if !violations.is_empty() {
         return Err(Error::Schema {
@@ -1226,16 +1173,36 @@ pub fn import(
             violations,
         });
     }
-    let total = items.len() as u64;
+    let batch = batch.max(1);
     let mut commits = 0;
-    let mut ids = Vec::with_capacity(items.len());
-    for (n, chunk) in items.chunks(batch.max(1)).enumerate() {
+    let mut ids = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut chunk = Vec::with_capacity(batch.min(usize::try_from(total).unwrap_or(batch)));
+    let mut input = records()?.enumerate();
+    loop {
+        chunk.clear();
+        for (line, r) in input.by_ref() {
+            let item = import_item(&registry, now, source, line, &r?).map_err(|v| {
+                // The input changed between the passes.
+                Error::Schema {
+                    file: source.to_string(),
+                    schema: "memory_item".into(),
+                    violations: v,
+                }
+            })?;
+            chunk.push(item);
+            if chunk.len() == batch {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let first = ids.len();
         store.transact(None, |_| {
             let mut changes = Changes::new();
-            for item in chunk {
+            for item in &chunk {
                 changes.insert(item.path(), Some(item.to_yaml().into_bytes()));
             }
-            let first = n * batch.max(1);
             Ok(Mutation {
                 tags: Vec::new(),
                 changes,
@@ -1256,4 +1223,118 @@ pub fn import(
         commits,
         ids,
     })
+}
+
+/// The item record `line` of an import becomes, or what is wrong with it.
+fn import_item(
+    registry: &Registry,
+    now: OffsetDateTime,
+    source: &str,
+    line: usize,
+    r: &Value,
+) -> std::result::Result<MemoryItem, Vec<Violation>> {
+    let at = |field: &str| format!("/{line}/{field}");
+    let Some(obj) = r.as_object() else {
+        return Err(vec![Violation {
+            pointer: format!("/{line}"),
+            rule: "type".into(),
+            message: "a record is an object".into(),
+        }]);
+    };
+    let content = obj
+        .get("content")
+        .or_else(|| obj.get("text"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let scope = obj
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or("global")
+        .to_string();
+    let mut scope_id = obj
+        .get("scope_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if scope == "project" {
+        scope_id = scope_id.map(|s| registry.canonicalize(&s));
+    }
+    let created = match obj.get("created_at").and_then(Value::as_str) {
+        Some(t) => parse_rfc3339(t).ok_or_else(|| {
+            vec![Violation {
+                pointer: at("created_at"),
+                rule: "format".into(),
+                message: format!("{t:?} is not an RFC 3339 time"),
+            }]
+        })?,
+        None => now,
+    };
+    let mut source_refs: Vec<String> = obj
+        .get("source_refs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(ext) = obj.get("id").and_then(|v| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_u64().map(|n| n.to_string()))
+    }) {
+        source_refs.push(format!("import:{ext}"));
+    }
+    source_refs.push(format!("file:{source}#{}", line + 1));
+    let item = MemoryItem {
+        schema_version: schema::SCHEMA_VERSION.into(),
+        id: ledger::new_id("mem", created),
+        kind: obj
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("knowledge")
+            .to_string(),
+        project: if scope == "project" {
+            scope_id.clone()
+        } else {
+            None
+        },
+        scope,
+        scope_id,
+        content: content.to_string(),
+        confidence: obj.get("confidence").and_then(Value::as_f64).unwrap_or(0.5),
+        status: ItemStatus::Active,
+        rationale: obj
+            .get("rationale")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        source_refs,
+        supersedes: None,
+        superseded_by: None,
+        tags: obj
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        disputed: false,
+        created_at: rfc3339(created),
+        updated_at: rfc3339(created),
+        expires_at: None,
+    };
+    let value = serde_json::to_value(&item).expect("items serialize");
+    let found: Vec<Violation> = schema::violations("memory_item", &value)
+        .into_iter()
+        .map(|v| Violation {
+            pointer: format!("/{line}{}", v.pointer),
+            ..v
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(item)
+    } else {
+        Err(found)
+    }
 }

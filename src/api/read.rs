@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{invalid_field, one_or_many, time_field, Words};
 use crate::brief::{self, Brief};
 use crate::error::Result;
-use crate::ledger::{self, Event, EventType, LogQuery};
+use crate::ledger::{Event, EventType, LogQuery};
 use crate::memory::ScopeFilter;
 use crate::project::Registry;
 use crate::search::{self, IndexStatus, Progress, Ranking, SearchQuery, SearchResults};
@@ -199,19 +199,14 @@ pub struct LogReport {
     pub events: Vec<Event>,
 }
 
-/// Reads ledger events: filters answer from the search index; without
-/// filters the walk of the commits is as cheap.
+/// Reads ledger events from the search index (caught up to the tip first),
+/// which stores each event whole: no diff per commit. The answer is the one
+/// [`crate::ledger::query`]'s walk of the history gives.
 pub fn log_events(store: &Store, q: &LogQuery, progress: Progress<'_>) -> Result<Vec<Event>> {
-    let filtered = q.run_id.is_some()
-        || q.event_type.is_some()
-        || q.actor.is_some()
-        || q.since.is_some()
-        || q.until.is_some();
-    if filtered {
-        search::log(store, q, progress)
-    } else {
-        ledger::query(store, q)
+    if store.tip()?.is_none() {
+        return Ok(Vec::new());
     }
+    search::log(store, q, progress)
 }
 
 /// Queries the ledger.

@@ -130,6 +130,104 @@ pub struct EditArgs {
     stdin: Option<String>,
 }
 
+/// The records of a JSON Lines file, read a line at a time: blank lines are
+/// skipped, each other line is one document (labelled `FILE:LINE` in
+/// errors) and a line over the input size limit is refused without being
+/// held whole.
+struct JsonlRecords {
+    file: String,
+    reader: std::io::BufReader<std::fs::File>,
+    limits: cairn::schema::ParseLimits,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+fn jsonl_records(file: &str, limits: cairn::schema::ParseLimits) -> cairn::Result<JsonlRecords> {
+    let f = std::fs::File::open(file).map_err(|e| cairn::Error::Io {
+        op: "read",
+        path: file.into(),
+        source: e,
+    })?;
+    Ok(JsonlRecords {
+        file: file.to_string(),
+        reader: std::io::BufReader::with_capacity(1 << 16, f),
+        limits,
+        line: 0,
+        buf: Vec::new(),
+    })
+}
+
+impl JsonlRecords {
+    /// Reads the next line into `buf` (keeping at most one byte over the
+    /// limit) and returns its whole length, or `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<u64>> {
+        use std::io::BufRead;
+        self.buf.clear();
+        let keep = usize::try_from(self.limits.max_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let (mut len, mut any) = (0u64, false);
+        loop {
+            let avail = self.reader.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(any.then_some(len));
+            }
+            any = true;
+            let end = avail.iter().position(|&b| b == b'\n');
+            let part = &avail[..end.unwrap_or(avail.len())];
+            let room = keep.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&part[..part.len().min(room)]);
+            len += part.len() as u64;
+            let used = end.map_or(avail.len(), |i| i + 1);
+            self.reader.consume(used);
+            if end.is_some() {
+                return Ok(Some(len));
+            }
+        }
+    }
+}
+
+impl Iterator for JsonlRecords {
+    type Item = cairn::Result<Value>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.line += 1;
+            let len = match self.next_line() {
+                Ok(Some(len)) => len,
+                Ok(None) => return None,
+                Err(e) => {
+                    return Some(Err(cairn::Error::Io {
+                        op: "read",
+                        path: self.file.clone().into(),
+                        source: e,
+                    }))
+                }
+            };
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+            if std::str::from_utf8(&self.buf).is_ok_and(|t| t.trim().is_empty()) {
+                continue;
+            }
+            let label = format!("{}:{}", self.file, self.line);
+            if len > self.limits.max_bytes {
+                return Some(Err(cairn::Error::TooLarge {
+                    file: label,
+                    bytes: len,
+                    limit: self.limits.max_bytes,
+                    setting: "max_input_bytes",
+                }));
+            }
+            return Some(cairn::schema::parse_document(
+                &label,
+                &self.buf,
+                self.limits,
+            ));
+        }
+    }
+}
+
 /// `--file F` or a lone `-`.
 pub(super) fn source(file: Option<&str>, stdin: Option<&str>) -> Result<String, CliError> {
     match (file, stdin) {
@@ -298,26 +396,11 @@ pub fn cmd_memory(ctx: &Ctx, cmd: MemoryCommand) -> CmdResult {
             ))
         }
         MemoryCommand::Import(a) => {
-            let config = store.config()?;
-            let text = std::fs::read_to_string(&a.file).map_err(|e| cairn::Error::Io {
-                op: "read",
-                path: a.file.clone().into(),
-                source: e,
-            })?;
-            let mut records = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let label = format!("{}:{}", a.file, n + 1);
-                records.push(cairn::schema::parse_document(
-                    &label,
-                    line.as_bytes(),
-                    config.parse_limits(),
-                )?);
-            }
+            let limits = store.config()?.parse_limits();
             let bar = super::search::progress_bar();
-            let report = memory::import(&store, &records, &a.file, a.batch, &bar)?;
+            // The file is read twice, a line at a time: checked, then written.
+            let records = || jsonl_records(&a.file, limits);
+            let report = memory::import_stream(&store, records, &a.file, a.batch, &bar)?;
             Ok(Output::new(
                 format!(
                     "imported {} item(s) in {} commit(s)",

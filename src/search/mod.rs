@@ -13,6 +13,11 @@
 //! - One writer at a time (`.cairn/index.lock`, an OS lock); readers use
 //!   tantivy snapshots and never block the store's writers.
 //! - Ranking is deterministic: equal scores break ties by id.
+//! - Each ledger event is stored whole (its JSON, changed paths included),
+//!   numbered in the order of a history walk from the tip, oldest first: the
+//!   ledger is read back from the index without a diff per commit. A range
+//!   of new commits that holds a merge renumbers every event, so the order
+//!   stays that of the walk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,7 +52,7 @@ use analysis::{analyze, english, identifiers};
 pub use analysis::{IdentifierStream, IdentifierTokenizer};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
-const FORMAT: u64 = 3;
+const FORMAT: u64 = 4;
 /// The most query terms honoured; longer queries are cut with a warning.
 pub const MAX_QUERY_TERMS: usize = 256;
 /// Fields a query may name as `field:value`.
@@ -75,6 +80,8 @@ struct Fields {
     event_type: Field,
     actor: Field,
     ordinal: Field,
+    /// An event's JSON, stored only.
+    event: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -110,6 +117,7 @@ fn schema() -> (Schema, Fields) {
         event_type: b.add_text_field("event_type", STRING),
         actor: b.add_text_field("actor", STRING),
         ordinal: b.add_u64_field("ordinal", INDEXED | FAST | STORED),
+        event: b.add_text_field("event", STORED),
     };
     (b.build(), fields)
 }
@@ -405,6 +413,7 @@ impl SearchIndex {
             f.actor => e.actor.clone(),
             f.created => ts(&e.timestamp),
             f.ordinal => ordinal,
+            f.event => serde_json::to_string(e).expect("events serialize"),
         );
         if let Some(r) = &e.run_id {
             d.add_text(f.run, r);
@@ -448,7 +457,7 @@ impl SearchIndex {
         let mut ordinal = 0;
         for id in commits.into_iter().rev() {
             ordinal += 1;
-            let e = ledger_event_light(store, id)?;
+            let e = store.event_of(id)?;
             writer
                 .add_document(idx.event_doc(&e, ordinal))
                 .map_err(|e| tantivy_err("index", e))?;
@@ -508,10 +517,58 @@ impl SearchIndex {
                     .map_err(|e| tantivy_err("index", e))?;
             }
         }
+        let new = store.history(tip, Some(from))?;
+        let mut merged = false;
+        for &id in &new {
+            merged |= store.commit_info(id)?.parents.len() > 1;
+        }
+        if merged {
+            return self.renumber_events(store, writer, tip);
+        }
         let mut ordinal = payload.ordinal;
-        for id in store.history(tip, Some(from))?.into_iter().rev() {
+        for id in new.into_iter().rev() {
             ordinal += 1;
-            let e = ledger_event_light(store, id)?;
+            let e = store.event_of(id)?;
+            writer
+                .add_document(self.event_doc(&e, ordinal))
+                .map_err(|e| tantivy_err("index", e))?;
+        }
+        self.commit(&mut writer, tip, ordinal)
+    }
+
+    /// Numbers every event again in the order of a history walk from `tip`
+    /// (a merge can put older commits among the ones already numbered):
+    /// events already indexed are taken from their stored JSON, new ones
+    /// are read from their commits.
+    fn renumber_events(&self, store: &Store, mut writer: IndexWriter, tip: Oid) -> Result<()> {
+        let f = self.fields;
+        let searcher = self.searcher()?;
+        let kind = keyword(f.doc_kind, "event");
+        let docs = searcher
+            .search(&kind, &tantivy::collector::DocSetCollector)
+            .map_err(|e| tantivy_err("search events", e))?;
+        let mut known: HashMap<String, String> = HashMap::with_capacity(docs.len());
+        for addr in docs {
+            let d: TantivyDocument = searcher
+                .doc(addr)
+                .map_err(|e| tantivy_err("read document", e))?;
+            let id = d.get_first(f.id).and_then(|v| v.as_str());
+            let json = d.get_first(f.event).and_then(|v| v.as_str());
+            if let (Some(id), Some(json)) = (id, json) {
+                known.insert(id.to_string(), json.to_string());
+            }
+        }
+        writer.delete_term(Term::from_field_text(f.doc_kind, "event"));
+        let mut ordinal = 0;
+        for id in store.history(tip, None)?.into_iter().rev() {
+            ordinal += 1;
+            let stored = known
+                .get(&id.to_string())
+                .and_then(|j| serde_json::from_str::<Event>(j).ok());
+            let e = match stored {
+                Some(e) => e,
+                None => store.event_of(id)?,
+            };
             writer
                 .add_document(self.event_doc(&e, ordinal))
                 .map_err(|e| tantivy_err("index", e))?;
@@ -551,13 +608,6 @@ impl SearchIndex {
             .map_err(|e| tantivy_err("open reader", e))?;
         Ok(reader.searcher())
     }
-}
-
-/// A ledger event without its changed paths (the index does not need them).
-fn ledger_event_light(store: &Store, id: Oid) -> Result<Event> {
-    let info = store.commit_info(id)?;
-    let parsed = ledger::parse_message(&info.message);
-    Ok(ledger::build_event_from(&info, &parsed, Vec::new()))
 }
 
 /// Opens the index caught up to the tip, rebuilding it when it is missing,
@@ -1575,7 +1625,15 @@ fn log_in(store: &Store, idx: &SearchIndex, q: &LogQuery) -> Result<Vec<Event>> 
         ));
     }
     let searcher = idx.searcher()?;
-    let order = TopDocs::with_limit(1_000_000).order_by_u64_field("ordinal", tantivy::Order::Desc);
+    // Only the time filter is inexact in the index; without one, a limit
+    // takes just the newest documents.
+    let exact_in_index = q.since.is_none() && q.until.is_none();
+    let wanted = match q.limit {
+        Some(l) if exact_in_index => l,
+        _ => searcher.num_docs() as usize,
+    };
+    let order =
+        TopDocs::with_limit(wanted.max(1)).order_by_u64_field("ordinal", tantivy::Order::Desc);
     let docs = searcher
         .search(&BooleanQuery::new(clauses), &order)
         .map_err(|e| tantivy_err("search events", e))?;
@@ -1588,14 +1646,23 @@ fn log_in(store: &Store, idx: &SearchIndex, q: &LogQuery) -> Result<Vec<Event>> 
         let d: TantivyDocument = searcher
             .doc(addr)
             .map_err(|e| tantivy_err("read document", e))?;
-        let Some(commit) = d
-            .get_first(f.id)
+        let stored = d
+            .get_first(f.event)
             .and_then(|v| v.as_str())
-            .and_then(|s| Oid::from_str(s).ok())
-        else {
-            continue;
+            .and_then(|j| serde_json::from_str::<Event>(j).ok());
+        let e = match stored {
+            Some(e) => e,
+            // Every event document stores its event; one that does not is
+            // read from its commit.
+            None => match d
+                .get_first(f.id)
+                .and_then(|v| v.as_str())
+                .and_then(|s| Oid::from_str(s).ok())
+            {
+                Some(commit) => ledger::event_of(store, commit)?,
+                None => continue,
+            },
         };
-        let e = ledger::event_of(store, commit)?;
         if ledger::matches(&exact, &e) {
             out.push(e);
             if q.limit.is_some_and(|l| out.len() >= l) {
