@@ -74,7 +74,10 @@ struct Inode {
     /// The base file it was at the start, if any (its content is the base's).
     base: Option<PathBuf>,
     /// Contents handed to the kernel, in order.
-    versions: Vec<Vec<u8>>,
+    versions: Vec<(usize, Vec<u8>)>,
+    /// Renamed over an existing file (ext4's `auto_da_alloc` then writes
+    /// its data with the rename).
+    replaces: bool,
     /// How many of `versions` an fsync made durable.
     synced: usize,
 }
@@ -88,6 +91,8 @@ struct EntryOp {
     inode: Option<usize>,
     /// A rename's old name, which goes with it.
     from: Option<PathBuf>,
+    /// The operation's index in the recording.
+    at: usize,
     durable: bool,
 }
 
@@ -101,7 +106,23 @@ struct Tally {
 }
 
 /// Builds in `image` the disk a power cut after `ops[..k]` could leave.
-fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Path) -> Tally {
+fn crash_image(
+    base: &Path,
+    root: &Path,
+    ops: &[FsOp],
+    posix: bool,
+    rng: &mut Rng,
+    image: &Path,
+) -> Tally {
+    // Ordered: what the disk got without an fsync is the first `m` operations
+    // (folder entries and in-place writes in order), except new files' data.
+    // An fsync commits every earlier folder change with it (as ext4's
+    // journal does), so the prefix reaches at least the last fsync.
+    let floor = ops
+        .iter()
+        .rposition(|o| matches!(o, FsOp::Fsync { .. } | FsOp::FsyncDir { .. }))
+        .map_or(0, |i| i + 1);
+    let m = floor + rng.below(ops.len() - floor + 1);
     copy_dir(base, image);
     let rel = |p: &Path| {
         p.strip_prefix(root)
@@ -128,7 +149,7 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
             }
             None
         };
-    for op in ops {
+    for (at, op) in ops.iter().enumerate() {
         match op {
             FsOp::Write { path, content } => {
                 let p = rel(path);
@@ -143,12 +164,13 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
                             name: p.clone(),
                             inode: Some(i),
                             from: None,
+                            at,
                             durable: false,
                         });
                         i
                     }
                 };
-                inodes[ino].versions.push(content.clone());
+                inodes[ino].versions.push((at, content.clone()));
             }
             FsOp::Fsync { path } => {
                 let p = rel(path);
@@ -166,6 +188,9 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
                 let (f, t) = (rel(from), rel(to));
                 let ino = lookup(&mut names, &mut inodes, &f)
                     .unwrap_or_else(|| panic!("rename of {} which does not exist", f.display()));
+                if lookup(&mut names, &mut inodes, &t).is_some() {
+                    inodes[ino].replaces = true;
+                }
                 names.insert(f.clone(), None);
                 names.insert(t.clone(), Some(ino));
                 assert_eq!(parent(&f), parent(&t), "renames stay in their folder");
@@ -174,6 +199,7 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
                     name: t,
                     inode: Some(ino),
                     from: Some(f),
+                    at,
                     durable: false,
                 });
             }
@@ -185,6 +211,7 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
                     name: p,
                     inode: None,
                     from: None,
+                    at,
                     durable: false,
                 });
             }
@@ -199,7 +226,11 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
         .filter_map(|(i, n)| n.base.clone().map(|b| (b, Some(i))))
         .collect();
     for e in &entries {
-        if !(e.durable || rng.coin()) {
+        let kept = match posix {
+            true => rng.coin(),
+            false => e.at < m,
+        };
+        if !(e.durable || kept) {
             tally.entries_dropped += 1;
             continue;
         }
@@ -226,11 +257,27 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
             let durable = match (n.synced, &n.base) {
                 (0, Some(b)) => std::fs::read(base.join(b)).expect("a base file"),
                 (0, None) => Vec::new(),
-                (s, _) => n.versions[s - 1].clone(),
+                (s, _) => n.versions[s - 1].1.clone(),
             };
             let later = &n.versions[n.synced..];
             if later.is_empty() {
                 return durable;
+            }
+            if !posix {
+                // The last write within the ordered prefix reached the disk;
+                // a new file's data (delayed allocation) may not have.
+                let last = later.iter().rev().find(|(at, _)| *at < m);
+                return match last {
+                    Some((_, b)) if n.base.is_some() || n.replaces || rng.coin() => {
+                        tally.contents_unsynced_kept += 1;
+                        b.clone()
+                    }
+                    Some(_) => {
+                        tally.contents_lost += 1;
+                        Vec::new()
+                    }
+                    None => durable,
+                };
             }
             // The durable content, each later version, or an empty file.
             match rng.below(later.len() + 2) {
@@ -244,7 +291,7 @@ fn crash_image(base: &Path, root: &Path, ops: &[FsOp], rng: &mut Rng, image: &Pa
                 }
                 v => {
                     tally.contents_unsynced_kept += 1;
-                    later[v - 2].clone()
+                    later[v - 2].1.clone()
                 }
             }
         });
@@ -281,7 +328,15 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     );
     let cuts = env_or("CAIRN_POWER_LOSS_CUTS", 120) as usize;
     let writes = env_or("CAIRN_POWER_LOSS_WRITES", 6) as usize;
-    eprintln!("power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes");
+    let posix = match std::env::var("CAIRN_POWER_LOSS_MODEL").as_deref() {
+        Ok("posix") => true,
+        Ok("ordered") | Err(_) => false,
+        Ok(other) => panic!("CAIRN_POWER_LOSS_MODEL is `ordered` or `posix`, not {other:?}"),
+    };
+    eprintln!(
+        "power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes, {} model",
+        if posix { "posix" } else { "ordered" }
+    );
     let mut rng = Rng(seed | 1);
     let tmp = tempfile::tempdir().unwrap();
     let tmp_path = tmp.path().canonicalize().unwrap();
@@ -324,12 +379,20 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
             ops.len()
         );
         let image = tmp_path.join(format!("cut{cut}"));
-        let t = crash_image(&base, &root, &ops[..k], &mut rng, &image);
+        let t = crash_image(&base, &root, &ops[..k], posix, &mut rng, &image);
         total.entries_dropped += t.entries_dropped;
         total.entries_kept += t.entries_kept;
         total.contents_lost += t.contents_lost;
         total.contents_unsynced_kept += t.contents_unsynced_kept;
 
+        if std::env::var_os("CAIRN_POWER_LOSS_KEEP").is_some() {
+            copy_dir(&image, &tmp_path.join(format!("kept{cut}")));
+            eprintln!(
+                "{ctx}: image kept in {}",
+                tmp_path.join(format!("kept{cut}")).display()
+            );
+            std::mem::forget(tempfile::TempDir::new());
+        }
         let store = Store::open(&image, options("recovery", Duration::from_secs(2)))
             .unwrap_or_else(|e| panic!("{ctx}: open after the cut: {e}"));
         let acked: Vec<&Ack> = acks

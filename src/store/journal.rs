@@ -82,6 +82,7 @@ impl Store {
     /// journalled tags are created, and each journalled path still showing
     /// the old commit's content is brought to the tip.
     pub(super) fn recover_worktree(&self) -> Result<()> {
+        self.repair_empty_index()?;
         let text = match fs::read_to_string(self.journal_path()) {
             Ok(t) if !t.trim().is_empty() => t,
             _ => return Ok(()),
@@ -170,6 +171,30 @@ impl Store {
         }
         self.clear_journal();
         Ok(())
+    }
+
+    /// Rebuilds a zero-length git index from the tip. cairn and git write
+    /// the index without fsync (see `Store::stage`), so a power cut can keep
+    /// the rename of a new index without its data; git and libgit2 refuse
+    /// such a file, so nothing is lost by replacing it.
+    fn repair_empty_index(&self) -> Result<()> {
+        if self.workdir().is_none() {
+            return Ok(());
+        }
+        let path = self.repo.path().join("index");
+        if !fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Ok(());
+        }
+        let Some(tip) = self.tip()? else {
+            return Ok(());
+        };
+        let tree = self.tree_of(tip)?;
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        let mut index = git2::Index::open(&path).map_err(|e| Error::git("open index", e))?;
+        index
+            .read_tree(&tree)
+            .and_then(|()| index.write())
+            .map_err(|e| Error::git("rebuild the index from the tip", e))
     }
 
     /// Finishes a cairn write that committed but could not update the work
