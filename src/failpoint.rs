@@ -65,3 +65,182 @@ macro_rules! failpoint {
 }
 
 pub(crate) use failpoint;
+
+/// A recording of the file operations cairn's own write path makes, for the
+/// power-loss test (`tests/power_loss.rs`), which rebuilds from it the
+/// states a power cut could leave on disk.
+///
+/// With the `failpoints` feature, [`trace::start`] begins recording every
+/// operation on a path under a root folder: a file's content handed to the
+/// kernel ([`trace::FsOp::Write`], its whole content read back at that
+/// moment), an `fsync` of a file or folder, a rename, an unlink or `rmdir`.
+/// Each site in `src/` that writes, syncs, renames or removes a store file
+/// calls the matching recorder. libgit2's ref update is not visible from
+/// here: [`trace::libgit2_ref_update`] records what libgit2 1.9 does for it
+/// (`refdb_fs.c`: `loose_lock`, `reflog_append`, `maybe_append_head`,
+/// `loose_commit`, with `GIT_OPT_ENABLE_FSYNC_GITDIR` on). Without the
+/// feature every recorder is an empty inline function.
+pub mod trace {
+    #[cfg(feature = "failpoints")]
+    pub use recording::*;
+
+    #[cfg(feature = "failpoints")]
+    mod recording {
+        use std::path::{Path, PathBuf};
+        use std::sync::Mutex;
+
+        /// One recorded file operation; paths are absolute.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum FsOp {
+            /// Bytes handed to the kernel (not durable): the file's whole
+            /// content right after the write. Creates the file if needed.
+            Write {
+                /// The file.
+                path: PathBuf,
+                /// Its content after the write.
+                content: Vec<u8>,
+            },
+            /// `fsync` of a file: its content so far is durable.
+            Fsync {
+                /// The file.
+                path: PathBuf,
+            },
+            /// `fsync` of a folder: the creations, renames and removals of
+            /// its entries so far are durable.
+            FsyncDir {
+                /// The folder.
+                path: PathBuf,
+            },
+            /// `rename(from, to)`.
+            Rename {
+                /// The old name.
+                from: PathBuf,
+                /// The new name (replaced if it exists).
+                to: PathBuf,
+            },
+            /// `unlink` of a file or `rmdir` of an empty folder.
+            Remove {
+                /// The removed name.
+                path: PathBuf,
+            },
+        }
+
+        static RECORDER: Mutex<Option<(PathBuf, Vec<FsOp>)>> = Mutex::new(None);
+
+        /// Starts recording the operations on paths under `root` (dropping
+        /// any earlier recording).
+        pub fn start(root: &Path) {
+            let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+            *lock() = Some((root, Vec::new()));
+        }
+
+        /// How many operations have been recorded since [`start`].
+        pub fn len() -> usize {
+            lock().as_ref().map_or(0, |(_, ops)| ops.len())
+        }
+
+        /// Stops recording and returns what was recorded, in order.
+        pub fn stop() -> Vec<FsOp> {
+            lock().take().map(|(_, ops)| ops).unwrap_or_default()
+        }
+
+        fn lock() -> std::sync::MutexGuard<'static, Option<(PathBuf, Vec<FsOp>)>> {
+            RECORDER.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Records `op(path)` when `path` is under the recorded root.
+        fn record(path: &Path, op: impl FnOnce(PathBuf) -> FsOp) {
+            let mut guard = lock();
+            let Some((root, ops)) = guard.as_mut() else {
+                return;
+            };
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            if path.starts_with(root.as_path()) {
+                ops.push(op(path));
+            }
+        }
+
+        /// Records that `path` now holds what is on disk (not yet durable).
+        pub(crate) fn write(path: &Path) {
+            record(path, |path| FsOp::Write {
+                content: std::fs::read(&path).unwrap_or_default(),
+                path,
+            });
+        }
+
+        /// Records an `fsync` of `path`, a file or a folder.
+        pub(crate) fn fsync(path: &Path) {
+            let dir = path.is_dir();
+            record(path, |path| match dir {
+                true => FsOp::FsyncDir { path },
+                false => FsOp::Fsync { path },
+            });
+        }
+
+        /// Records `rename(from, to)`.
+        pub(crate) fn rename(from: &Path, to: &Path) {
+            let to = std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf());
+            record(from, |from| FsOp::Rename { from, to });
+        }
+
+        /// Records an unlink or `rmdir` of `path`.
+        pub(crate) fn remove(path: &Path) {
+            record(path, |path| FsOp::Remove { path });
+        }
+
+        /// Records what libgit2 did to move `branch` in the repository at
+        /// `git_dir` (called right after it returned): it created
+        /// `<ref>.lock`, appended to the branch's reflog and to `HEAD`'s
+        /// (each write fsync'd, then its folder), then wrote the lock,
+        /// fsync'd it, renamed it over the ref and fsync'd the ref's folder.
+        /// The contents are read back from disk.
+        pub(crate) fn libgit2_ref_update(git_dir: &Path, branch: &str) {
+            let reference = git_dir.join(branch);
+            let mut lock_name = reference.clone().into_os_string();
+            lock_name.push(".lock");
+            let lock_path = PathBuf::from(lock_name);
+            let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+            record(&lock_path, |path| FsOp::Write {
+                path,
+                content: Vec::new(),
+            });
+            let logs = git_dir.join("logs");
+            for log in [logs.join(branch), logs.join("HEAD")] {
+                if log.is_file() {
+                    write(&log);
+                    fsync(&log);
+                    fsync(&parent(&log));
+                }
+            }
+            let content = std::fs::read(&reference).unwrap_or_default();
+            record(&lock_path, |path| FsOp::Write { path, content });
+            fsync_file_named(&lock_path);
+            rename(&lock_path, &reference);
+            fsync(&parent(&reference));
+        }
+
+        /// [`fsync`] of a file that no longer exists under that name.
+        fn fsync_file_named(path: &Path) {
+            record(path, |path| FsOp::Fsync { path });
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    mod off {
+        use std::path::Path;
+
+        #[inline(always)]
+        pub(crate) fn write(_: &Path) {}
+        #[inline(always)]
+        pub(crate) fn fsync(_: &Path) {}
+        #[inline(always)]
+        pub(crate) fn rename(_: &Path, _: &Path) {}
+        #[inline(always)]
+        pub(crate) fn remove(_: &Path) {}
+        #[inline(always)]
+        pub(crate) fn libgit2_ref_update(_: &Path, _: &str) {}
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    pub(crate) use off::*;
+}

@@ -154,7 +154,9 @@ impl IndexLock {
             .write_all(bytes)
             .and_then(|()| self.file.set_permissions(perm))
             .map_err(|e| Error::io("write", &self.path, e))?;
+        crate::failpoint::trace::write(&self.path);
         crate::failpoint::failpoint!("git_index::rename");
+        crate::failpoint::trace::rename(&self.path, &self.index);
         fs::rename(&self.path, &self.index).map_err(|e| Error::io("rename", &self.path, e))?;
         self.done = true;
         Ok(())
@@ -164,6 +166,7 @@ impl IndexLock {
 impl Drop for IndexLock {
     fn drop(&mut self) {
         if !self.done {
+            crate::failpoint::trace::remove(&self.path);
             let _ = fs::remove_file(&self.path);
         }
     }

@@ -224,7 +224,9 @@ impl Writer {
         let idx_path = self.dir.join(format!("{name}.idx"));
         let idx_tmp = self.tmp.with_extension("idx");
         fs::write(&idx_tmp, index).map_err(|e| Error::io("write", &idx_tmp, e))?;
+        crate::failpoint::trace::write(&idx_tmp);
         let fsync = |path: &Path| {
+            crate::failpoint::trace::fsync(path);
             fs::File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io("fsync", path, e))
@@ -237,10 +239,12 @@ impl Writer {
         };
         (|| {
             crate::failpoint::failpoint!("pack::fsync_pack");
+            crate::failpoint::trace::write(&self.tmp);
             fsync(&self.tmp)?;
             crate::failpoint::failpoint!("pack::fsync_idx");
             fsync(&idx_tmp)?;
             crate::failpoint::failpoint!("pack::rename_pack");
+            crate::failpoint::trace::rename(&self.tmp, &pack_path);
             fs::rename(&self.tmp, &pack_path).map_err(|e| Error::io("rename into", &pack_path, e))
         })()
         .map_err(idx_failed)?;
@@ -248,6 +252,7 @@ impl Writer {
         // A `.pack` without its `.idx` is invisible to git (and to fsck).
         (|| {
             crate::failpoint::failpoint!("pack::rename_idx");
+            crate::failpoint::trace::rename(&idx_tmp, &idx_path);
             fs::rename(&idx_tmp, &idx_path).map_err(|e| Error::io("rename into", &idx_path, e))
         })()
         .map_err(idx_failed)?;

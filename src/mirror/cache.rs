@@ -166,6 +166,8 @@ fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(&tmp, bytes)?;
+    crate::failpoint::trace::write(&tmp);
+    crate::failpoint::trace::rename(&tmp, file);
     std::fs::rename(&tmp, file).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

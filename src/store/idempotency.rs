@@ -185,6 +185,7 @@ pub fn lookup(store: &Store, key: &str) -> Result<Option<Oid>> {
         .map_err(|e| Error::io("open", &path, e))?;
         file.write_all(append.as_bytes())
             .map_err(|e| Error::io("write", &path, e))?;
+        crate::failpoint::trace::write(&path);
     }
     Ok(keys.get(key).copied())
 }

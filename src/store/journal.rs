@@ -3,6 +3,7 @@
 //! the next one. An empty journal means nothing is pending.
 
 use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid};
@@ -42,16 +43,38 @@ impl Store {
             text.push_str(&format!("T {name} {message}\n"));
         }
         // Rewritten in place, not created anew: new inodes are what writes
-        // pay for most on ext4. A torn journal only makes recovery do less.
+        // pay for most on ext4. It is fsync'd (and its folder, when it is
+        // new) before the ref moves: after a power cut that kept the moved
+        // ref, the journal is what tells the next write which work-tree
+        // files and which ref lock were this write's.
+        let path = self.journal_path();
         fs::create_dir_all(&self.local_dir).map_err(|e| Error::io("create", &self.local_dir, e))?;
-        fs::write(self.journal_path(), text.as_bytes())
-            .map_err(|e| Error::io("write", self.journal_path(), e))
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io("write", &path, e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io("write", &path, e))?;
+        crate::failpoint::trace::write(&path);
+        crate::failpoint::trace::fsync(&path);
+        file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+        if !existed {
+            crate::failpoint::trace::fsync(&self.local_dir);
+            fs::File::open(&self.local_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync", &self.local_dir, e))?;
+        }
+        Ok(())
     }
 
     /// An empty journal means nothing is pending.
     pub(super) fn clear_journal(&self) {
         if let Ok(f) = OpenOptions::new().write(true).open(self.journal_path()) {
             let _ = f.set_len(0);
+            crate::failpoint::trace::write(&self.journal_path());
         }
     }
 
@@ -59,6 +82,7 @@ impl Store {
     /// journalled tags are created, and each journalled path still showing
     /// the old commit's content is brought to the tip.
     pub(super) fn recover_worktree(&self) -> Result<()> {
+        self.repair_empty_index()?;
         let text = match fs::read_to_string(self.journal_path()) {
             Ok(t) if !t.trim().is_empty() => t,
             _ => return Ok(()),
@@ -117,6 +141,8 @@ impl Store {
             let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
             index.read(false).map_err(|e| Error::git("read index", e))?;
             let mut changes = Changes::new();
+            let empty = Oid::hash_object(ObjectType::Blob, b"")
+                .map_err(|e| Error::git("hash the empty blob", e))?;
             for path in &paths {
                 let old_blob = match old {
                     Some(o) => self.blob_id(o, path)?,
@@ -132,7 +158,9 @@ impl Store {
                 let tip_blob = self.blob_id(tip, path)?;
                 // The crash may have come between the file rename and the
                 // index write: each side holds the old or the new version.
-                let ours = |v: Option<Oid>| v == old_blob || v == tip_blob;
+                // A power cut may also keep the rename of a work-tree file
+                // (not fsync'd) without its data: an empty file is ours too.
+                let ours = |v: Option<Oid>| v == old_blob || v == tip_blob || v == Some(empty);
                 if ours(on_disk) && ours(staged) && (on_disk != tip_blob || staged != tip_blob) {
                     changes.insert(path.to_string(), self.read_file(tip, path)?);
                 }
@@ -143,6 +171,30 @@ impl Store {
         }
         self.clear_journal();
         Ok(())
+    }
+
+    /// Rebuilds a zero-length git index from the tip. cairn and git write
+    /// the index without fsync (see `Store::stage`), so a power cut can keep
+    /// the rename of a new index without its data; git and libgit2 refuse
+    /// such a file, so nothing is lost by replacing it.
+    fn repair_empty_index(&self) -> Result<()> {
+        if self.workdir().is_none() {
+            return Ok(());
+        }
+        let path = self.repo.path().join("index");
+        if !fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Ok(());
+        }
+        let Some(tip) = self.tip()? else {
+            return Ok(());
+        };
+        let tree = self.tree_of(tip)?;
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        let mut index = git2::Index::open(&path).map_err(|e| Error::git("open index", e))?;
+        index
+            .read_tree(&tree)
+            .and_then(|()| index.write())
+            .map_err(|e| Error::git("rebuild the index from the tip", e))
     }
 
     /// Finishes a cairn write that committed but could not update the work

@@ -25,12 +25,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let written = (|| {
         f.write_all(bytes)
             .map_err(|e| Error::io("write", &tmp, e))?;
+        crate::failpoint::trace::write(&tmp);
         crate::failpoint::failpoint!("fs::atomic_fsync");
         if durable {
+            crate::failpoint::trace::fsync(&tmp);
             f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         }
         drop(f);
         crate::failpoint::failpoint!("fs::atomic_rename");
+        crate::failpoint::trace::rename(&tmp, path);
         fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e))
     })();
     if written.is_err() {
@@ -38,6 +41,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     }
     written?;
     if durable {
+        crate::failpoint::trace::fsync(dir);
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }

@@ -167,6 +167,7 @@ impl Store {
             if name.starts_with("tmp_pack_cairn_") {
                 // Every cairn pack is written under the store lock we hold:
                 // this one was left by a writer that died.
+                crate::failpoint::trace::remove(&e.path());
                 let _ = fs::remove_file(e.path());
                 continue;
             }
@@ -246,12 +247,14 @@ impl Store {
         let fresh = writer.finish()?.with_extension("");
         // A multi-pack index may list the merged packs; it is optional, and
         // git rebuilds it when asked to.
+        crate::failpoint::trace::remove(&dir.join("multi-pack-index"));
         let _ = fs::remove_file(dir.join("multi-pack-index"));
         for (_, stem) in merged {
             if *stem == fresh {
                 continue;
             }
             for ext in ["idx", "pack", "rev", "bitmap", "mtimes"] {
+                crate::failpoint::trace::remove(&stem.with_extension(ext));
                 let _ = fs::remove_file(stem.with_extension(ext));
             }
         }

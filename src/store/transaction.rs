@@ -250,7 +250,9 @@ impl Store {
                 }
             })();
             match moved {
-                Ok(_) => {}
+                Ok(_) => {
+                    crate::failpoint::trace::libgit2_ref_update(self.repo.path(), &self.branch)
+                }
                 Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
                     // Someone moved the branch (a hand commit, a pull): plan again on the new tip.
                     self.clear_journal();

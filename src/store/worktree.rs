@@ -145,7 +145,7 @@ impl Store {
                 Some(bytes) => write_atomic(&full, bytes, false)?,
                 None => {
                     match fs::remove_file(&full) {
-                        Ok(()) => {}
+                        Ok(()) => crate::failpoint::trace::remove(&full),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::io("remove", full, e)),
                     }
@@ -195,6 +195,7 @@ impl Store {
             .write(true)
             .open(self.index_marker())
             .and_then(|mut f| if writing { f.write_all(b"1") } else { Ok(()) });
+        crate::failpoint::trace::write(&self.index_marker());
     }
 
     /// `git` for this repository, committing to `index_file` (else the default index).
@@ -541,6 +542,7 @@ fn remove_empty_parents(root: &Path, file: &Path) {
         if d == root || fs::remove_dir(d).is_err() {
             break;
         }
+        crate::failpoint::trace::remove(d);
         dir = d.parent();
     }
 }
