@@ -612,7 +612,7 @@ fn a_large_change_renders_the_same_pages_as_a_render_from_scratch() {
     let item = |i: usize, version: usize| {
         let id = format!("mem_{:026}", i * 7919 % 100_003);
         let v = json!({
-            "_schema_version": "2.1", "id": id, "type": if i % 3 == 0 { "decision" } else { "fact" },
+            "_schema_version": "2.1", "id": id, "type": if i.is_multiple_of(3) { "decision" } else { "fact" },
             "scope": "global", "content": format!("item {i}, version {version}"),
             "confidence": 0.7, "status": "active", "source_refs": ["run:test"],
             "created_at": "2026-01-18T10:00:00Z", "updated_at": format!("2026-01-18T10:{version:02}:00Z"),
