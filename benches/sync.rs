@@ -30,7 +30,7 @@ use cairn::store::{Changes, Mutation};
 use cairn::sync::{self, SyncOptions, SyncReport};
 use cairn::working_set::{self, BootRequest};
 use cairn::{layout, ledger, Store, StoreOptions};
-use common::{num, report};
+use common::{cpu_now, num, report};
 use serde_json::json;
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -134,17 +134,20 @@ fn merge_row(root: &Path, n: usize, changed: usize, ops: usize, mirror: bool) {
     git(&dir, &["update-ref", &branch, &base.to_string()]);
     let ours = change(&store, changed / 2..changed / 2 + changed, 2);
     let mut ms = Vec::new();
+    let mut cpu = Vec::new();
     let mut conflicts = 0;
     for _ in 0..ops {
         git(&dir, &["update-ref", &branch, &ours.to_string()]);
         let mut report_ = SyncReport::default();
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_now());
         sync::integrate(&store, theirs, &mut report_).expect("merge");
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        cpu.push((cpu_now() - c).as_secs_f64() * 1000.0);
         conflicts = report_.conflicts.len();
     }
     let label = if mirror { "" } else { ", mirror off" };
     report(&format!("merge-{n} ({changed} each{label})"), ms);
+    report("  CPU (user+sys, all threads)", cpu);
     println!("    conflict records per merge: {conflicts}");
 }
 

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use cairn::store::Actor;
 use cairn::working_set::{self, BootRequest, WorkingSet};
 use cairn::{layout, Store, StoreOptions};
-use common::{nearest_rank, sorted, try_num};
+use common::{cpu_now, nearest_rank, sorted, try_num};
 use git2::{Oid, Repository};
 use serde_json::{json, Value};
 
@@ -834,21 +834,6 @@ fn git(dir: &Path, args: &[&str]) -> Res<()> {
 struct Sample {
     wall: Duration,
     cpu: Duration,
-}
-
-/// User + system CPU time of this process and of its waited-for children.
-fn cpu_now() -> Duration {
-    let mut total = Duration::ZERO;
-    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
-        // SAFETY: getrusage fills the zeroed struct it is given.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(who, &mut ru) } == 0 {
-            for tv in [ru.ru_utime, ru.ru_stime] {
-                total += Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-            }
-        }
-    }
-    total
 }
 
 /// The start of a timed part.

@@ -447,7 +447,11 @@ fn banner_sources(page: &[u8]) -> Vec<String> {
     text.lines()
         .skip_while(|l| !l.contains("Edit the canonical files instead"))
         .skip(1)
-        .take_while(|l| !l.trim_start().starts_with("inputs:") && !l.contains("-->"))
+        .take_while(|l| {
+            // `inputs:` is the checksum line of pages from before mirror version 3.
+            let l = l.trim_start();
+            !l.starts_with("checksum:") && !l.starts_with("inputs:") && !l.contains("-->")
+        })
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect()

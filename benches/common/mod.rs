@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cairn::store::{Changes, Mutation};
 use cairn::{layout, ledger, Store, StoreOptions};
@@ -152,4 +152,19 @@ pub fn data_dir() -> std::path::PathBuf {
         );
     }
     dir
+}
+
+/// User + system CPU time of this process and of its waited-for children.
+pub fn cpu_now() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut ru) } == 0 {
+            for tv in [ru.ru_utime, ru.ru_stime] {
+                total += Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+            }
+        }
+    }
+    total
 }

@@ -761,7 +761,7 @@ mod tests {
     fn older_index_formats_are_not_read() {
         let idx = scanned();
         let mut old = serde_json::to_value(&idx).unwrap();
-        for v in [2, 3] {
+        for v in [2, 3, 4] {
             old["version"] = v.into();
             assert!(parse_index(&serde_json::to_vec(&old).unwrap()).is_none());
         }

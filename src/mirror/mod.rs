@@ -9,9 +9,9 @@
 //! `mirror/queue.md`. They are rendered with minijinja from the templates in
 //! `templates/mirror/` (a store may override any of them with its own file at
 //! the same path). Every page opens with a do-not-edit banner naming the
-//! canonical files to edit instead and the sha256 of its inputs (the template
-//! and the data it was given): a page whose checksum is unchanged is not
-//! rewritten.
+//! canonical files to edit instead and a sha256 of the page (output
+//! version, template, edit hints and rendered text): a page whose checksum
+//! is unchanged is not rewritten.
 //!
 //! Invariants:
 //! - Output is a pure function of the canonical files and of the history up
@@ -93,12 +93,14 @@ pub const README: &str = "mirror/README.md";
 pub const QUEUE: &str = "mirror/queue.md";
 /// Where a store keeps its own templates.
 pub const TEMPLATE_DIR: &str = "templates/mirror";
-/// Bumped whenever the shape of the output changes: forces a full render.
-const VERSION: u32 = 2;
+/// Bumped whenever the shape of the output changes (with [`INDEX_VERSION`],
+/// so that the next write renders every page again).
+const VERSION: u32 = 3;
 /// The format of [`INDEX`]. Format 4 moved the candidate list out to
-/// [`CANDIDATES`]; older formats are not read (the next write renders the
-/// mirror from scratch once).
-const INDEX_VERSION: u32 = 4;
+/// [`CANDIDATES`]; format 5 marks the banner's page checksum (it was a
+/// hash of the inputs). Older formats are not read (the next write renders
+/// the mirror from scratch once).
+const INDEX_VERSION: u32 = 5;
 /// How deep a supersession chain is shown under the item that replaced it.
 const MAX_CHAIN: usize = 8;
 /// How many milestones the overview lists.

@@ -72,7 +72,7 @@ fn scan(
             if let Some(item) = &item {
                 idx.apply_item(&path, item, 1);
             }
-            items.insert(path.clone(), item);
+            items.insert(path.clone(), item.map(std::sync::Arc::new));
         });
         keep(&path, r)?;
     }

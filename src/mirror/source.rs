@@ -40,19 +40,21 @@ pub trait Source {
 
 /// A commit of the store (or the empty store for `None`).
 ///
-/// Reads look each path up from the root tree. A pass that reads many files
-/// (a full render) switches, after [`BULK_READS`] reads, to one walk of the
-/// whole tree and reads blobs by id from then on.
+/// Each folder's tree is read once per source and kept (names, blob ids),
+/// so a pass costs what the folders it visits hold, not what the store
+/// holds: reading every item of one memory shard reads one tree.
 pub struct GitSource<'a> {
     store: &'a Store,
     commit: Option<Oid>,
-    reads: std::cell::Cell<usize>,
-    /// Every file of the commit and its blob, once the pass is a bulk one.
-    files: std::cell::OnceCell<BTreeMap<String, Oid>>,
+    /// Folders read so far, by path.
+    dirs: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Folder>>>,
 }
 
-/// Path lookups a [`GitSource`] makes before it walks the whole tree once.
-const BULK_READS: usize = 512;
+/// One folder of a commit: its entries in the tree's order, and by name.
+struct Folder {
+    order: Vec<(String, bool)>,
+    ids: std::collections::HashMap<String, (Oid, bool)>,
+}
 
 impl<'a> GitSource<'a> {
     /// Reads `commit` of `store`.
@@ -60,88 +62,52 @@ impl<'a> GitSource<'a> {
         GitSource {
             store,
             commit,
-            reads: std::cell::Cell::new(0),
-            files: std::cell::OnceCell::new(),
+            dirs: Default::default(),
         }
     }
 
-    /// The file map, when this source has turned bulk (or should now).
-    fn bulk(&self) -> Result<Option<&BTreeMap<String, Oid>>> {
-        if let Some(files) = self.files.get() {
-            return Ok(Some(files));
+    /// The folder `dir` (empty when there is none).
+    fn folder(&self, dir: &str) -> Result<std::rc::Rc<Folder>> {
+        if let Some(f) = self.dirs.borrow().get(dir) {
+            return Ok(f.clone());
         }
-        let Some(c) = self.commit else {
-            return Ok(None);
+        let entries = match self.commit {
+            Some(c) => self.store.dir_entries(c, dir)?,
+            None => Vec::new(),
         };
-        self.reads.set(self.reads.get() + 1);
-        if self.reads.get() < BULK_READS {
-            return Ok(None);
-        }
-        let files = self
-            .store
-            .walk_files(c, "")?
-            .into_iter()
-            .map(|(path, id, _)| (path, id))
-            .collect();
-        Ok(Some(self.files.get_or_init(|| files)))
+        let folder = std::rc::Rc::new(Folder {
+            order: entries.iter().map(|(n, _, d)| (n.clone(), *d)).collect(),
+            ids: entries.into_iter().map(|(n, id, d)| (n, (id, d))).collect(),
+        });
+        self.dirs
+            .borrow_mut()
+            .insert(dir.to_string(), folder.clone());
+        Ok(folder)
+    }
+
+    /// The blob id of the file at `path`, if there is one.
+    fn file(&self, path: &str) -> Result<Option<Oid>> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        Ok(match self.folder(dir)?.ids.get(name) {
+            Some((id, false)) => Some(*id),
+            _ => None,
+        })
     }
 }
 
 impl Source for GitSource<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(files) = self.bulk()? {
-            return files
-                .get(path)
-                .map(|id| self.store.read_blob(*id))
-                .transpose();
-        }
-        match self.commit {
-            Some(c) => self.store.read_file(c, path),
-            None => Ok(None),
-        }
+        self.file(path)?
+            .map(|id| self.store.read_blob(id))
+            .transpose()
     }
 
     fn blob_id(&self, path: &str) -> Result<Option<Oid>> {
-        if let Some(files) = self.bulk()? {
-            return Ok(files.get(path).copied());
-        }
-        match self.commit {
-            Some(c) => self.store.blob_id(c, path),
-            None => Ok(None),
-        }
+        self.file(path)
     }
 
     fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
-        if let Some(files) = self.bulk()? {
-            let prefix = if dir.is_empty() {
-                String::new()
-            } else {
-                format!("{dir}/")
-            };
-            let mut out = Vec::new();
-            let mut from = prefix.clone();
-            while let Some((path, _)) = files.range(from.clone()..).next() {
-                let Some(rest) = path.strip_prefix(&prefix) else {
-                    break;
-                };
-                match rest.split_once('/') {
-                    Some((sub, _)) => {
-                        out.push((sub.to_string(), true));
-                        // Skip the folder's contents: '0' follows '/'.
-                        from = format!("{prefix}{sub}0");
-                    }
-                    None => {
-                        out.push((rest.to_string(), false));
-                        from = format!("{path}\0");
-                    }
-                }
-            }
-            return Ok(out);
-        }
-        match self.commit {
-            Some(c) => self.store.list_dir(c, dir),
-            None => Ok(Vec::new()),
-        }
+        Ok(self.folder(dir)?.order.clone())
     }
 }
 

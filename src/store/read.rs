@@ -98,40 +98,64 @@ impl Store {
 
     /// The entries of folder `dir` at `commit`: (name, is_folder), sorted.
     pub fn list_dir(&self, commit: Oid, dir: &str) -> Result<Vec<(String, bool)>> {
-        let root = self.tree_of(commit)?;
-        let tree = if dir.is_empty() {
-            root
-        } else {
-            let entry = not_found_to_none(root.get_path(Path::new(dir)))
-                .map_err(|e| Error::git(format!("look up {dir}"), e))?;
-            match entry {
-                Some(e) if e.kind() == Some(ObjectType::Tree) => self
-                    .repo
-                    .find_tree(e.id())
-                    .map_err(|e| Error::git(format!("read {dir}"), e))?,
-                _ => return Ok(Vec::new()),
-            }
+        Ok(self
+            .dir_entries(commit, dir)?
+            .into_iter()
+            .map(|(name, _, is_dir)| (name, is_dir))
+            .collect())
+    }
+
+    /// The entries of folder `dir` at `commit` with their object ids:
+    /// (name, id, is_folder), in the tree's order. Empty when `dir` is not
+    /// a folder there.
+    pub fn dir_entries(&self, commit: Oid, dir: &str) -> Result<Vec<(String, Oid, bool)>> {
+        let Some(tree) = self.subtree(commit, dir)? else {
+            return Ok(Vec::new());
         };
         Ok(tree
             .iter()
             .filter_map(|e| {
                 let name = e.name().ok()?.to_string();
-                Some((name, e.kind() == Some(ObjectType::Tree)))
+                Some((name, e.id(), e.kind() == Some(ObjectType::Tree)))
             })
             .collect())
     }
 
-    /// Every file under `dir` at `commit` as (path, blob id, is_regular_file), sorted by path.
-    pub fn walk_files(&self, commit: Oid, dir: &str) -> Result<Vec<(String, Oid, bool)>> {
+    /// The tree of folder `dir` at `commit` (the root for `""`), if it is one.
+    fn subtree(&self, commit: Oid, dir: &str) -> Result<Option<git2::Tree<'_>>> {
         let root = self.tree_of(commit)?;
+        if dir.is_empty() {
+            return Ok(Some(root));
+        }
+        let entry = not_found_to_none(root.get_path(Path::new(dir)))
+            .map_err(|e| Error::git(format!("look up {dir}"), e))?;
+        match entry {
+            Some(e) if e.kind() == Some(ObjectType::Tree) => self
+                .repo
+                .find_tree(e.id())
+                .map(Some)
+                .map_err(|e| Error::git(format!("read {dir}"), e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every file under `dir` at `commit` as (path, blob id, is_regular_file),
+    /// sorted by path. Walks only that folder's subtree.
+    pub fn walk_files(&self, commit: Oid, dir: &str) -> Result<Vec<(String, Oid, bool)>> {
+        let Some(tree) = self.subtree(commit, dir)? else {
+            return Ok(Vec::new());
+        };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut out = Vec::new();
-        root.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
             if entry.kind() == Some(ObjectType::Blob) {
-                let path = format!("{parent}{}", entry.name().unwrap_or_default());
-                if dir.is_empty() || path.starts_with(&format!("{dir}/")) {
-                    let regular = matches!(entry.filemode(), 0o100644 | 0o100755);
-                    out.push((path, entry.id(), regular));
-                }
+                let path = format!("{prefix}{parent}{}", entry.name().unwrap_or_default());
+                let regular = matches!(entry.filemode(), 0o100644 | 0o100755);
+                out.push((path, entry.id(), regular));
             }
             git2::TreeWalkResult::Ok
         })
