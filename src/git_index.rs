@@ -189,7 +189,7 @@ impl Midstates {
             || index.len() < TRAILER
             || trailer != &index[body_len..]
             || len != body_len as u64
-            || (b.len() - head) % 20 != 0
+            || !(b.len() - head).is_multiple_of(20)
             || (b.len() - head) / 20 > body_len / MIDSTATE_STEP
         {
             return Vec::new();
@@ -270,7 +270,7 @@ fn hash_resuming(old: &[u8], new: &[u8], known: &[[u32; 5]]) -> ([u8; 20], Vec<[
         let next = ((at / MIDSTATE_STEP + 1) * MIDSTATE_STEP).min(blocks_end);
         compress_blocks(&mut state, &new[at..next]);
         at = next;
-        if at % MIDSTATE_STEP == 0 {
+        if at.is_multiple_of(MIDSTATE_STEP) {
             states.push(state);
         }
     }
