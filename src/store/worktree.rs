@@ -3,11 +3,12 @@
 //! commits use (the hooks read and write the index `git commit` is
 //! building).
 //!
-//! Index writes for cairn's own commits happen in process under git's
-//! `index.lock` ([`crate::git_index::update`]); what that hands back, and the
-//! hooks' index work, go through git's own plumbing (`diff-index`,
-//! `update-index`): the index is git's file, the hook runs inside a git
-//! command, and git handles every index format (split, sparse, v4).
+//! Index writes happen in process under git's lock for the index file
+//! ([`crate::git_index::update`]): cairn's own commits, and the pages the
+//! hooks stage in the index `git commit` is building. What that writer hands
+//! back, and the hooks' comparison of the index with the tip, go through
+//! git's own plumbing (`update-index`, `diff-index`): the index is git's
+//! file, and git handles every index format (split, sparse).
 //!
 //! Nothing is written through a link: a changed path whose folder in the
 //! work tree is a symlink (or a file) is refused before the commit and again
