@@ -77,6 +77,30 @@ pub fn staged(index_file: &Path, paths: &BTreeSet<&str>) -> Result<Option<HashMa
 ///
 /// Fails with [`Error::LockBusy`] when a git command holds the index lock.
 pub fn update(index_file: &Path, changes: &BTreeMap<&str, Option<Oid>>) -> Result<bool> {
+    update_inner(index_file, changes, None)
+}
+
+/// [`update`], keeping SHA-1 midstates of the index in `midstates` (a file
+/// of the caller's, not git's) so that the next rewrite hashes only what
+/// follows the first byte it changes: a write that changes a few paths near
+/// the end of a large index re-hashes little of it. The file names the
+/// index it describes by its trailer and length; for any other index (git
+/// rewrote it, the file is missing or damaged) the whole index is hashed, as
+/// [`update`] does, and the file is written anew. It is a cache: not
+/// fsync'd, and losing it costs one full hash.
+pub fn update_resuming(
+    index_file: &Path,
+    changes: &BTreeMap<&str, Option<Oid>>,
+    midstates: &Path,
+) -> Result<bool> {
+    update_inner(index_file, changes, Some(midstates))
+}
+
+fn update_inner(
+    index_file: &Path,
+    changes: &BTreeMap<&str, Option<Oid>>,
+    midstates: Option<&Path>,
+) -> Result<bool> {
     if !changes.keys().all(|p| plain_path(p)) {
         return Ok(false);
     }
@@ -96,14 +120,173 @@ pub fn update(index_file: &Path, changes: &BTreeMap<&str, Option<Oid>>) -> Resul
         use std::os::unix::fs::MetadataExt;
         (meta.mtime() as u32, meta.mtime_nsec() as u32)
     };
-    match rewrite(&bytes, changes, mtime) {
-        None => Ok(false),
-        Some(None) => Ok(true),
-        Some(Some(new)) => {
-            lock.commit(&new, meta.permissions())?;
-            Ok(true)
+    let Some(body) = rewrite_body(&bytes, changes, mtime) else {
+        return Ok(false);
+    };
+    let Some(mut new) = body else {
+        return Ok(true);
+    };
+    let Some(cache) = midstates else {
+        let sum = Sha1::digest(&new);
+        new.extend_from_slice(&sum);
+        lock.commit(&new, meta.permissions())?;
+        return Ok(true);
+    };
+    let known = Midstates::load(cache, &bytes);
+    let old_body = &bytes[..bytes.len() - TRAILER];
+    let (sum, states) = hash_resuming(old_body, &new, &known);
+    let len = new.len();
+    new.extend_from_slice(&sum);
+    lock.commit(&new, meta.permissions())?;
+    // The index is replaced: the midstates follow it, or say nothing.
+    Midstates::save(cache, &sum, len, &states);
+    Ok(true)
+}
+
+/// SHA-1's initial state.
+const SHA1_INIT: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
+/// Bytes between two kept midstates: a multiple of SHA-1's 64-byte block.
+const MIDSTATE_STEP: usize = 1 << 18;
+/// The first line of a midstates file.
+const MIDSTATE_MAGIC: &[u8] = b"cairn index sha1 midstates 1\n";
+
+/// The SHA-1 states after every [`MIDSTATE_STEP`] bytes of an index file
+/// (its trailer excluded): `states[i]` is the state after `(i + 1) *
+/// MIDSTATE_STEP` bytes.
+struct Midstates;
+
+impl Midstates {
+    /// The midstates in `cache` if they describe `index` (the whole file,
+    /// trailer included), else none.
+    fn load(cache: &Path, index: &[u8]) -> Vec<[u32; 5]> {
+        let Ok(mut b) = fs::read(cache) else {
+            return Vec::new();
+        };
+        // A CRC-32 of the rest closes the file: damage is a miss.
+        let Some(crc) = b.len().checked_sub(4).map(|n| b.split_off(n)) else {
+            return Vec::new();
+        };
+        if crc[..] != crc32fast::hash(&b).to_be_bytes() {
+            return Vec::new();
+        }
+        let head = MIDSTATE_MAGIC.len() + TRAILER + 8;
+        let (Some(magic), Some(trailer), Some(len)) = (
+            b.get(..MIDSTATE_MAGIC.len()),
+            b.get(MIDSTATE_MAGIC.len()..MIDSTATE_MAGIC.len() + TRAILER),
+            b.get(head - 8..head),
+        ) else {
+            return Vec::new();
+        };
+        let body_len = index.len().saturating_sub(TRAILER);
+        let len = u64::from_be_bytes(len.try_into().unwrap_or_default());
+        if magic != MIDSTATE_MAGIC
+            || index.len() < TRAILER
+            || trailer != &index[body_len..]
+            || len != body_len as u64
+            || !(b.len() - head).is_multiple_of(20)
+            || (b.len() - head) / 20 > body_len / MIDSTATE_STEP
+        {
+            return Vec::new();
+        }
+        b[head..]
+            .chunks_exact(20)
+            .map(|c| {
+                let mut state = [0u32; 5];
+                for (w, bytes) in state.iter_mut().zip(c.chunks_exact(4)) {
+                    *w = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                }
+                state
+            })
+            .collect()
+    }
+
+    /// Records `states` for the index whose body is `len` bytes with
+    /// trailer `sum`; a failure only leaves an older file, which no longer
+    /// matches the index.
+    fn save(cache: &Path, sum: &[u8], len: usize, states: &[[u32; 5]]) {
+        let mut b = Vec::with_capacity(MIDSTATE_MAGIC.len() + TRAILER + 8 + states.len() * 20);
+        b.extend_from_slice(MIDSTATE_MAGIC);
+        b.extend_from_slice(sum);
+        b.extend_from_slice(&(len as u64).to_be_bytes());
+        for state in states {
+            for w in state {
+                b.extend_from_slice(&w.to_be_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        let mut tmp = cache.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        if fs::write(&tmp, &b)
+            .and_then(|()| fs::rename(&tmp, cache))
+            .is_err()
+        {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(cache);
         }
     }
+}
+
+/// Feeds whole 64-byte blocks of `data` to SHA-1's compression function.
+fn compress_blocks(state: &mut [u32; 5], data: &[u8]) {
+    use sha1::digest::generic_array::GenericArray;
+    for block in data.chunks_exact(64) {
+        sha1::compress(state, std::slice::from_ref(GenericArray::from_slice(block)));
+    }
+}
+
+/// How many leading bytes `a` and `b` share.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + CHUNK <= n && a[at..at + CHUNK] == b[at..at + CHUNK] {
+        at += CHUNK;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// The SHA-1 of `new`, resumed from the last of `known` (midstates of
+/// `old`) that lies within the bytes `new` shares with `old`; with the
+/// midstates of `new`.
+fn hash_resuming(old: &[u8], new: &[u8], known: &[[u32; 5]]) -> ([u8; 20], Vec<[u32; 5]>) {
+    let usable = (common_prefix(old, new) / MIDSTATE_STEP).min(known.len());
+    let mut states = known[..usable].to_vec();
+    let mut state = states.last().copied().unwrap_or(SHA1_INIT);
+    let mut at = usable * MIDSTATE_STEP;
+    let blocks_end = new.len() / 64 * 64;
+    while at < blocks_end {
+        let next = ((at / MIDSTATE_STEP + 1) * MIDSTATE_STEP).min(blocks_end);
+        compress_blocks(&mut state, &new[at..next]);
+        at = next;
+        if at.is_multiple_of(MIDSTATE_STEP) {
+            states.push(state);
+        }
+    }
+    // The last partial block, the 0x80 marker, zeros, the length in bits.
+    let mut tail = new[blocks_end..].to_vec();
+    tail.push(0x80);
+    while tail.len() % 64 != 56 {
+        tail.push(0);
+    }
+    tail.extend_from_slice(&(new.len() as u64 * 8).to_be_bytes());
+    compress_blocks(&mut state, &tail);
+    let mut sum = [0u8; 20];
+    for (out, w) in sum.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&w.to_be_bytes());
+    }
+    (sum, states)
 }
 
 /// Whether git would take `path` as a path in the index without complaint:
@@ -428,7 +611,23 @@ impl Writer {
 /// file's: entries modified no earlier are "racily clean" (git could take
 /// a later edit within the same tick for no change), and once the index is
 /// newer nothing would tell, so their size is zeroed as git does.
+#[cfg(test)]
 fn rewrite(
+    b: &[u8],
+    changes: &BTreeMap<&str, Option<Oid>>,
+    mtime: (u32, u32),
+) -> Option<Option<Vec<u8>>> {
+    rewrite_body(b, changes, mtime).map(|body| {
+        body.map(|mut out| {
+            let sum = Sha1::digest(&out);
+            out.extend_from_slice(&sum);
+            out
+        })
+    })
+}
+
+/// [`rewrite`] without the trailer: the bytes it is the SHA-1 of.
+fn rewrite_body(
     b: &[u8],
     changes: &BTreeMap<&str, Option<Oid>>,
     mtime: (u32, u32),
@@ -531,8 +730,6 @@ fn rewrite(
     }
     w.out[4..8].copy_from_slice(&w.version.to_be_bytes());
     w.out[8..12].copy_from_slice(&w.count.to_be_bytes());
-    let sum = Sha1::digest(&w.out);
-    w.out.extend_from_slice(&sum);
     Some(Some(w.out))
 }
 
@@ -1068,6 +1265,127 @@ mod tests {
         let id = hash(d, "x\n");
         assert!(update(&index, &[("elsewhere", Some(id))].into()).unwrap());
         assert_eq!(git(d, &status), "AM racy.txt", "staged, then modified");
+    }
+
+    /// A resumed hash is the hash of the whole input, wherever the change
+    /// falls, whatever midstates the old bytes had; and it hands back the
+    /// midstates a full hash of the new bytes would.
+    #[test]
+    fn a_resumed_hash_is_the_whole_hash() {
+        let old: Vec<u8> = (0..3 * MIDSTATE_STEP + 1000)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
+        let (sum, states) = hash_resuming(&[], &old, &[]);
+        assert_eq!(sum[..], Sha1::digest(&old)[..]);
+        assert_eq!(states.len(), 3);
+        for (at, grow) in [
+            (0, 0),
+            (5, 0),
+            (MIDSTATE_STEP - 1, 0),
+            (MIDSTATE_STEP, 0),
+            (2 * MIDSTATE_STEP + 17, 0),
+            (old.len() - 1, 0),
+            (MIDSTATE_STEP + 3, 100),
+            (2 * MIDSTATE_STEP + 3, -70_000),
+            (old.len(), 64),
+        ] {
+            let mut new = old.clone();
+            if at < new.len() {
+                new[at] ^= 0x5a;
+            }
+            match grow {
+                g if g > 0 => new.extend(std::iter::repeat_n(3u8, g as usize)),
+                g => new.truncate(new.len() - (-g) as usize),
+            }
+            let (sum, got) = hash_resuming(&old, &new, &states);
+            assert_eq!(sum[..], Sha1::digest(&new)[..], "change at {at}, {grow}");
+            assert_eq!(
+                got,
+                hash_resuming(&[], &new, &[]).1,
+                "change at {at}, {grow}"
+            );
+            // Midstates of other bytes are not used past what is shared.
+            let (sum, _) = hash_resuming(&new, &old, &got);
+            assert_eq!(sum[..], Sha1::digest(&old)[..], "back from {at}, {grow}");
+        }
+    }
+
+    /// An index of `n` more files under `bulk/`, added by git.
+    fn with_many_files(dir: &Path, n: usize) {
+        let id = hash(dir, "bulk\n");
+        let input: String = (0..n)
+            .map(|i| format!("100644 {id}\tbulk/{:02x}/file_{i:06}.yaml\n", i % 61))
+            .collect();
+        git_with_index(
+            dir,
+            &dir.join(".git/index"),
+            &["update-index", "--index-info"],
+            input.as_bytes(),
+        );
+        git(dir, &["write-tree"]);
+    }
+
+    /// Rewrites that resume the hash from the midstates leave an index git
+    /// reads (it checks the trailer) and that matches git's own update,
+    /// also after git rewrote the index in between (stale midstates) and
+    /// when the midstates file is damaged.
+    #[test]
+    fn resumed_rewrites_leave_indexes_git_reads() {
+        let dir = settled_repo("2");
+        let d = dir.path();
+        with_many_files(d, 12_000);
+        let index = d.join(".git/index");
+        assert!(fs::metadata(&index).unwrap().len() > 4 * MIDSTATE_STEP as u64);
+        let cache = d.join("midstates");
+        let (one, two) = (hash(d, "one\n"), hash(d, "two\n"));
+        let rounds: [(&str, Option<Oid>); 5] = [
+            ("zzz/late.yaml", Some(one)),
+            ("zzz/late.yaml", Some(two)),
+            ("runs/5d/run_a/working_set.yaml", Some(one)),
+            ("bulk/00/file_000000.yaml", Some(two)),
+            ("zzz/late.yaml", None),
+        ];
+        for (round, (path, id)) in rounds.iter().enumerate() {
+            if round == 3 {
+                // git rewrites the index: the midstates no longer match it.
+                git(
+                    d,
+                    &[
+                        "update-index",
+                        "--add",
+                        "--cacheinfo",
+                        &format!("100644,{one},yy/by_git"),
+                    ],
+                );
+            }
+            if round == 4 {
+                // One damaged state under the right trailer and length: the
+                // file's CRC turns it into a miss.
+                let mut b = fs::read(&cache).unwrap();
+                let first_state = MIDSTATE_MAGIC.len() + TRAILER + 8;
+                b[first_state + 2] ^= 1;
+                fs::write(&cache, b).unwrap();
+            }
+            let changes: BTreeMap<&str, Option<Oid>> = [(*path, *id)].into();
+            let before = listed(d);
+            assert!(update_resuming(&index, &changes, &cache).unwrap());
+            let mut want = before;
+            match id {
+                Some(id) => want.insert(path.to_string(), *id),
+                None => want.remove(*path),
+            };
+            assert_eq!(listed(d), want, "round {round}");
+            let bytes = fs::read(&index).unwrap();
+            let n = bytes.len();
+            assert_eq!(
+                bytes[n - TRAILER..],
+                Sha1::digest(&bytes[..n - TRAILER])[..],
+                "round {round}"
+            );
+            // The midstates now describe the index written, for the next round.
+            assert!(Midstates::load(&cache, &bytes).len() >= 4, "round {round}");
+            git(d, &["write-tree"]);
+        }
     }
 
     proptest::proptest! {

@@ -3,11 +3,12 @@
 //! commits use (the hooks read and write the index `git commit` is
 //! building).
 //!
-//! Index writes for cairn's own commits happen in process under git's
-//! `index.lock` ([`crate::git_index::update`]); what that hands back, and the
-//! hooks' index work, go through git's own plumbing (`diff-index`,
-//! `update-index`): the index is git's file, the hook runs inside a git
-//! command, and git handles every index format (split, sparse, v4).
+//! Index writes happen in process under git's lock for the index file
+//! ([`crate::git_index::update`]): cairn's own commits, and the pages the
+//! hooks stage in the index `git commit` is building. What that writer hands
+//! back, and the hooks' comparison of the index with the tip, go through
+//! git's own plumbing (`update-index`, `diff-index`): the index is git's
+//! file, and git handles every index format (split, sparse).
 //!
 //! Nothing is written through a link: a changed path whose folder in the
 //! work tree is a symlink (or a file) is refused before the commit and again
@@ -172,13 +173,23 @@ impl Store {
         }
         crate::failpoint::failpoint!("store::index_write");
         self.mark_index_write(true);
-        let staged = match crate::git_index::update(&self.repo.path().join("index"), &ids) {
+        let staged = match crate::git_index::update_resuming(
+            &self.repo.path().join("index"),
+            &ids,
+            &self.index_midstates(),
+        ) {
             Ok(true) => Ok(()),
-            Ok(false) => self.stage(None, changes),
+            Ok(false) => self.stage_with_git(None, changes),
             Err(e) => Err(e),
         };
         self.mark_index_write(false);
         staged
+    }
+
+    /// Where the SHA-1 midstates of the repository's index are kept (see
+    /// [`crate::git_index::update_resuming`]).
+    fn index_midstates(&self) -> PathBuf {
+        self.local_dir.join("index-sha1")
     }
 
     /// The marker that says a cairn process is inside an index write (so an
@@ -301,7 +312,42 @@ impl Store {
 
     /// Stages file contents (or removals) in a git index in one update,
     /// writing the blobs first; regular, non-executable files only.
+    /// `index_file` is as for [`Store::staged_changes`]. The index is
+    /// rewritten in process ([`crate::git_index::update`], under git's lock
+    /// for that file) unless it is in a form left to `git update-index`.
     pub fn stage(&self, index_file: Option<&Path>, files: &Changes) -> Result<()> {
+        let mut ids = BTreeMap::new();
+        for (path, content) in files {
+            let id = match content {
+                Some(bytes) => Some(
+                    self.repo
+                        .blob(bytes)
+                        .map_err(|e| Error::git(format!("write blob for {path}"), e))?,
+                ),
+                None => None,
+            };
+            ids.insert(path.as_str(), id);
+        }
+        let done = match index_file {
+            Some(p) if p.is_absolute() => crate::git_index::update(p, &ids)?,
+            Some(p) => {
+                let base = self.workdir().unwrap_or(self.repo.path());
+                crate::git_index::update(&base.join(p), &ids)?
+            }
+            None => crate::git_index::update_resuming(
+                &self.repo.path().join("index"),
+                &ids,
+                &self.index_midstates(),
+            )?,
+        };
+        if done {
+            return Ok(());
+        }
+        self.stage_with_git(index_file, files)
+    }
+
+    /// [`Store::stage`] through `git update-index --index-info`.
+    fn stage_with_git(&self, index_file: Option<&Path>, files: &Changes) -> Result<()> {
         let mut input = Vec::new();
         for (path, content) in files {
             match content {
