@@ -8,6 +8,7 @@
 //! watcher's own writes under `mirror/` never trigger another pass. A batch
 //! too large to be worth a delta, a directory move, an event the OS dropped
 //! (notify asks for a rescan) or a watcher error all lead to a full rescan.
+//! Batches that queue up while a pass runs are merged into the next pass.
 //! After each pass the search index catches up with the branch tip.
 //!
 //! Nothing here prints: each pass is reported to a callback.
@@ -104,7 +105,28 @@ enum Batch {
     Rescan,
 }
 
-fn classify(root: &Path, result: DebounceEventResult, burst: usize) -> Batch {
+impl Batch {
+    /// Both batches as one.
+    fn merge(self, other: Batch) -> Batch {
+        match (self, other) {
+            (Batch::Paths(mut a), Batch::Paths(b)) => {
+                a.extend(b);
+                Batch::Paths(a)
+            }
+            _ => Batch::Rescan,
+        }
+    }
+
+    /// A batch with more paths than `burst` becomes a rescan.
+    fn capped(self, burst: usize) -> Batch {
+        match self {
+            Batch::Paths(p) if p.len() > burst => Batch::Rescan,
+            other => other,
+        }
+    }
+}
+
+fn classify(root: &Path, result: DebounceEventResult) -> Batch {
     let events = match result {
         Ok(events) => events,
         Err(_) => return Batch::Rescan,
@@ -142,11 +164,7 @@ fn classify(root: &Path, result: DebounceEventResult, burst: usize) -> Batch {
             }
         }
     }
-    if paths.len() > burst {
-        Batch::Rescan
-    } else {
-        Batch::Paths(paths)
-    }
+    Batch::Paths(paths)
 }
 
 /// Watches the work tree until `stop` is set, reporting every pass to `on_pass`.
@@ -189,7 +207,13 @@ pub fn watch(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
-        let outcome = match classify(&root, result, opts.burst) {
+        // Batches that queued up while the last pass ran (a long burst, the
+        // backlog after an overflow) are handled as one pass, not one each.
+        let mut batch = classify(&root, result);
+        while let Ok(more) = rx.try_recv() {
+            batch = batch.merge(classify(&root, more));
+        }
+        let outcome = match batch.capped(opts.burst) {
             Batch::Paths(paths) if paths.is_empty() => continue,
             Batch::Paths(paths) => engine.update(store, &paths).map(|pages| PassReport {
                 changed: paths.into_iter().collect(),

@@ -16,7 +16,12 @@
 //!   independently (so in any order), a rename atomically;
 //! - a file's content is what its last fsync saw; writes after that (or
 //!   all of them, for a file never fsync'd) each may or may not have reached
-//!   the disk, and an unsynced file may also come back empty.
+//!   the disk, and a file truncated or overwritten since its last fsync may
+//!   also come back empty (appends keep what was there).
+//!
+//! The cut is a reboot: the recovering store is given a new boot id
+//! (`cairn::failpoint::trace::set_boot_id`), so it cannot take the work tree
+//! the journal describes for the page cache's.
 //!
 //! Then the next cairn write runs on that disk (recovery) and must succeed;
 //! every write acknowledged before the cut must be on the branch with its
@@ -73,8 +78,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 struct Inode {
     /// The base file it was at the start, if any (its content is the base's).
     base: Option<PathBuf>,
-    /// Contents handed to the kernel, in order.
-    versions: Vec<(usize, Vec<u8>)>,
+    /// Contents handed to the kernel, in order, and whether each write
+    /// only appended.
+    versions: Vec<(usize, Vec<u8>, bool)>,
     /// Renamed over an existing file (ext4's `auto_da_alloc` then writes
     /// its data with the rename).
     replaces: bool,
@@ -151,7 +157,11 @@ fn crash_image(
         };
     for (at, op) in ops.iter().enumerate() {
         match op {
-            FsOp::Write { path, content } => {
+            FsOp::Write {
+                path,
+                content,
+                append,
+            } => {
                 let p = rel(path);
                 let ino = match lookup(&mut names, &mut inodes, &p) {
                     Some(i) => i,
@@ -170,7 +180,7 @@ fn crash_image(
                         i
                     }
                 };
-                inodes[ino].versions.push((at, content.clone()));
+                inodes[ino].versions.push((at, content.clone(), *append));
             }
             FsOp::Fsync { path } => {
                 let p = rel(path);
@@ -266,9 +276,9 @@ fn crash_image(
             if !posix {
                 // The last write within the ordered prefix reached the disk;
                 // a new file's data (delayed allocation) may not have.
-                let last = later.iter().rev().find(|(at, _)| *at < m);
+                let last = later.iter().rev().find(|(at, _, _)| *at < m);
                 return match last {
-                    Some((_, b)) if n.base.is_some() || n.replaces || rng.coin() => {
+                    Some((_, b, _)) if n.base.is_some() || n.replaces || rng.coin() => {
                         tally.contents_unsynced_kept += 1;
                         b.clone()
                     }
@@ -279,19 +289,22 @@ fn crash_image(
                     None => durable,
                 };
             }
-            // The durable content, each later version, or an empty file.
-            match rng.below(later.len() + 2) {
+            // The durable content, each later version, or an empty file
+            // when a later write truncated or overwrote it (an append only
+            // adds to what the disk holds).
+            let may_be_empty = later.iter().any(|(_, _, append)| !append);
+            match rng.below(later.len() + 1 + usize::from(may_be_empty)) {
                 0 => {
                     tally.contents_lost += 1;
                     durable
                 }
-                1 => {
+                v if v <= later.len() => {
+                    tally.contents_unsynced_kept += 1;
+                    later[v - 1].1.clone()
+                }
+                _ => {
                     tally.contents_lost += 1;
                     Vec::new()
-                }
-                v => {
-                    tally.contents_unsynced_kept += 1;
-                    later[v - 2].1.clone()
                 }
             }
         });
@@ -393,6 +406,8 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
             );
             std::mem::forget(tempfile::TempDir::new());
         }
+        // The machine booted again after the cut.
+        trace::set_boot_id(Some(format!("after-cut-{cut}")));
         let store = Store::open(&image, options("recovery", Duration::from_secs(2)))
             .unwrap_or_else(|e| panic!("{ctx}: open after the cut: {e}"));
         let acked: Vec<&Ack> = acks
