@@ -28,7 +28,9 @@
 //! event and item; `git status` shows no tracked file off the tip; `cairn
 //! fsck` and `git fsck --full --strict` are clean.
 //!
-//! `CAIRN_POWER_LOSS_CUTS` (default 120) sets the number of cuts,
+//! `CAIRN_POWER_LOSS_MODEL` picks the rules: `posix` (above), `ordered`
+//! (ext4's `data=ordered`: see `crash_image`) or `both` (the default: the
+//! cuts alternate). `CAIRN_POWER_LOSS_CUTS` (default 120) sets the number of cuts,
 //! `CAIRN_POWER_LOSS_SEED` replays a run, `CAIRN_POWER_LOSS_WRITES` (default
 //! 6) the writes recorded. Not covered: new folders are assumed to persist
 //! with the first entry made in them, and writes made by processes other
@@ -341,14 +343,19 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     );
     let cuts = env_or("CAIRN_POWER_LOSS_CUTS", 120) as usize;
     let writes = env_or("CAIRN_POWER_LOSS_WRITES", 6) as usize;
-    let posix = match std::env::var("CAIRN_POWER_LOSS_MODEL").as_deref() {
-        Ok("posix") => true,
-        Ok("ordered") | Err(_) => false,
-        Ok(other) => panic!("CAIRN_POWER_LOSS_MODEL is `ordered` or `posix`, not {other:?}"),
+    // Which model each cut uses: `both` alternates, ordered first.
+    let model = std::env::var("CAIRN_POWER_LOSS_MODEL").unwrap_or_else(|_| "both".into());
+    assert!(
+        matches!(model.as_str(), "posix" | "ordered" | "both"),
+        "CAIRN_POWER_LOSS_MODEL is `ordered`, `posix` or `both`, not {model:?}"
+    );
+    let posix_cut = |cut: usize| match model.as_str() {
+        "posix" => true,
+        "ordered" => false,
+        _ => cut % 2 == 1,
     };
     eprintln!(
-        "power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes, {} model",
-        if posix { "posix" } else { "ordered" }
+        "power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes, {model} model"
     );
     let mut rng = Rng(seed | 1);
     let tmp = tempfile::tempdir().unwrap();
@@ -388,10 +395,12 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     for cut in 0..cuts {
         let k = rng.below(ops.len() + 1);
         let ctx = format!(
-            "seed {seed}, cut {cut} after {k} of {} operations",
+            "seed {seed}, cut {cut} ({} model) after {k} of {} operations",
+            if posix_cut(cut) { "posix" } else { "ordered" },
             ops.len()
         );
         let image = tmp_path.join(format!("cut{cut}"));
+        let posix = posix_cut(cut);
         let t = crash_image(&base, &root, &ops[..k], posix, &mut rng, &image);
         total.entries_dropped += t.entries_dropped;
         total.entries_kept += t.entries_kept;

@@ -114,6 +114,46 @@ fn save_objective(root: &Path, objective: &str) {
     );
 }
 
+/// What the edits of a stopped watcher's phase did.
+struct Edits {
+    written: usize,
+    saved: usize,
+    deleted: usize,
+}
+
+/// New files `from..from + new`, then atomic saves of up to 300 earlier
+/// items and deletes of up to 200 (both picked by `round`), and the
+/// objective saved.
+fn edits(root: &Path, burst: usize, from: usize, new: usize, round: usize) -> Edits {
+    for i in from..from + new {
+        write_item(root, i, &format!("late item {i} {round}"));
+    }
+    let mut saved = 0;
+    for j in (round..burst).step_by(13).take(300) {
+        atomic_save(
+            &item_path(root, j),
+            &item(
+                &format!("mem_{j:026}"),
+                &format!("stopped {j} {round}"),
+                "active",
+            ),
+        );
+        saved += 1;
+    }
+    let mut deleted = 0;
+    for j in (round + 5..burst).step_by(17).take(200) {
+        if std::fs::remove_file(item_path(root, j)).is_ok() {
+            deleted += 1;
+        }
+    }
+    save_objective(root, &format!("while stopped {round}"));
+    Edits {
+        written: new,
+        saved,
+        deleted,
+    }
+}
+
 /// What each mirror file looks like from outside (size, mtime, inode):
 /// cheap to poll, and a page rewritten by the watcher changes it.
 fn signature(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, u64)> {
@@ -197,14 +237,29 @@ fn assert_same(phase: &str, root: &Path, home: &Path, scratch: &Path, w: &Watche
     let got = pages(root);
     let want = fresh_render(root, home, scratch);
     if got != want {
-        let mut diff: Vec<&String> = got
+        let diff: std::collections::BTreeSet<&String> = got
             .keys()
             .chain(want.keys())
             .filter(|k| got.get(*k) != want.get(*k))
             .collect();
-        diff.dedup();
+        // The first differing lines of a few pages.
+        let mut lines = String::new();
+        for page in diff.iter().take(4) {
+            let text = |m: &BTreeMap<String, Vec<u8>>| {
+                String::from_utf8_lossy(m.get(*page).map_or(&[][..], |b| b)).into_owned()
+            };
+            let (g, f) = (text(&got), text(&want));
+            let at = g.lines().zip(f.lines()).position(|(a, b)| a != b);
+            let n = at.unwrap_or(g.lines().count().min(f.lines().count()));
+            lines.push_str(&format!(
+                "{page} line {}:\n  watcher: {:?}\n  fresh:   {:?}\n",
+                n + 1,
+                g.lines().nth(n).unwrap_or("<end>"),
+                f.lines().nth(n).unwrap_or("<end>")
+            ));
+        }
         panic!(
-            "{phase}: the watcher's mirror differs from a fresh render in {} page(s): {diff:?}\nwatcher log:\n{}",
+            "{phase}: the watcher's mirror differs from a fresh render in {} page(s): {diff:?}\n{lines}watcher log:\n{}",
             diff.len(),
             w.log()
         );
@@ -277,7 +332,30 @@ fn bursts_atomic_saves_and_queue_overflow_end_like_a_fresh_render() {
         w.log()
     );
 
-    // 2. Queue overflow: the watcher is stopped, the kernel's queue is
+    // 2. A backlog: the watcher is stopped while files are written, saved
+    // and deleted (fewer events than the queue holds), then continued.
+    w.signal(libc::SIGSTOP);
+    let e = edits(&root, burst, burst, 600, 1);
+    w.signal(libc::SIGCONT);
+    let end = Instant::now();
+    let took = settle(&root, end, quiet);
+    assert_same("backlog", &root, &home, &scratch, &w);
+    eprintln!(
+        "watch torture: {} files written, {} saved, {} deleted while stopped; mirror settled {} ms after SIGCONT",
+        e.written,
+        e.saved,
+        e.deleted,
+        took.as_millis()
+    );
+    assert!(
+        took <= limit,
+        "backlog: the mirror settled {} ms after SIGCONT (limit {} ms)\n{}",
+        took.as_millis(),
+        limit.as_millis(),
+        w.log()
+    );
+
+    // 3. Queue overflow: the watcher is stopped, the kernel's queue is
     // filled past its limit with events the watcher ignores (appends to two
     // scratch files, alternating so the kernel cannot merge them), and then
     // the real edits happen, whose events the kernel drops: only the
@@ -286,10 +364,12 @@ fn bursts_atomic_saves_and_queue_overflow_end_like_a_fresh_render() {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(16384);
-    let log_before = w.log().len();
-    w.signal(libc::SIGSTOP);
+    // The scratch folder is made first, so the watcher watches it.
     let scratch_dir = root.join("scratch");
     std::fs::create_dir_all(&scratch_dir).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let log_before = w.log().len();
+    w.signal(libc::SIGSTOP);
     let mut noise: Vec<std::fs::File> = ["a.txt", "b.txt"]
         .iter()
         .map(|n| {
@@ -304,20 +384,7 @@ fn bursts_atomic_saves_and_queue_overflow_end_like_a_fresh_render() {
         use std::io::Write;
         noise[k % 2].write_all(b"x").unwrap();
     }
-    let new_files = (burst / 5).min(1500);
-    for i in burst..burst + new_files {
-        write_item(&root, i, &format!("late item {i}"));
-    }
-    for j in (0..burst).step_by(13) {
-        atomic_save(
-            &item_path(&root, j),
-            &item(&format!("mem_{j:026}"), &format!("stopped {j}"), "active"),
-        );
-    }
-    for j in (3..burst).step_by(17) {
-        std::fs::remove_file(item_path(&root, j)).unwrap();
-    }
-    save_objective(&root, "while stopped");
+    let e = edits(&root, burst, burst + 1000, 600, 2);
     w.signal(libc::SIGCONT);
     let end = Instant::now();
     let took = settle(&root, end, quiet);
@@ -328,10 +395,11 @@ fn bursts_atomic_saves_and_queue_overflow_end_like_a_fresh_render() {
         w.log()
     );
     eprintln!(
-        "watch torture: {} events queued past the limit of {max_queued}, then {new_files} files written, {} saved, {} deleted while stopped; mirror settled {} ms after SIGCONT (after a full pass)",
+        "watch torture: {} events queued past the limit of {max_queued}, then {} files written, {} saved, {} deleted while stopped; mirror settled {} ms after SIGCONT (after a full pass)",
         max_queued + 1000,
-        burst.div_ceil(13),
-        (burst.saturating_sub(3)).div_ceil(17),
+        e.written,
+        e.saved,
+        e.deleted,
         took.as_millis()
     );
     assert!(

@@ -298,6 +298,15 @@ impl Store {
     /// passed through (or an empty file, a rename kept without its data) is
     /// brought to the tip. Then the journal is flushed.
     pub(super) fn recover_worktree(&self) -> Result<()> {
+        // An index lock written before the machine booted belongs to no
+        // live process (a power cut can keep a lock's creation and lose its
+        // rename, and the marker that says it was cairn's).
+        if self.workdir().is_some() {
+            let index_lock = self.repo.path().join("index.lock");
+            if before_this_boot(&index_lock) {
+                let _ = fs::remove_file(&index_lock);
+            }
+        }
         self.repair_empty_index()?;
         let entries = match fs::read_to_string(self.journal_path()) {
             Ok(t) => parse(&t),
@@ -337,15 +346,10 @@ impl Store {
         }
         if let Some(workdir) = self.workdir() {
             // Likewise the index lock of a writer killed while writing the
-            // index, which its marker says, or one left from before the
-            // machine booted (a power cut can keep the lock's creation and
-            // lose both the marker and the lock's rename). Any other
-            // index.lock belongs to a live git command and is left alone.
-            let index_lock = self.repo.path().join("index.lock");
-            if fs::metadata(self.index_marker()).is_ok_and(|m| m.len() > 0)
-                || before_this_boot(&index_lock)
-            {
-                let _ = fs::remove_file(&index_lock);
+            // index, which its marker says. Any other index.lock belongs to a
+            // live git command and is left alone.
+            if fs::metadata(self.index_marker()).is_ok_and(|m| m.len() > 0) {
+                let _ = fs::remove_file(self.repo.path().join("index.lock"));
                 self.mark_index_write(false);
             }
             let mut index = self.repo.index().map_err(|e| Error::git("open index", e))?;
