@@ -91,7 +91,11 @@ fn item_path(root: &Path, i: usize) -> PathBuf {
 fn write_item(root: &Path, i: usize, content: &str) {
     let path = item_path(root, i);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let status = if i % 10 == 0 { "candidate" } else { "active" };
+    let status = if i.is_multiple_of(10) {
+        "candidate"
+    } else {
+        "active"
+    };
     std::fs::write(&path, item(&format!("mem_{i:026}"), content, status)).unwrap();
 }
 
