@@ -16,8 +16,8 @@
 //! journal's new, empty state while losing the renames it vouched for.
 //!
 //! Cost on the write path: the same one fsync per write as before; the
-//! flush's fsyncs are paid once per [`FLUSH_BYTES`] of journal (about a
-//! hundred ws patches) and once after each reboot.
+//! flush's fsyncs are paid once per [`FLUSH_BYTES`] of journal and once
+//! after each reboot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
