@@ -99,6 +99,10 @@ pub mod trace {
                 path: PathBuf,
                 /// Its content after the write.
                 content: Vec<u8>,
+                /// The write only added bytes at the end (`O_APPEND`): the
+                /// content before it is not touched. Otherwise the file was
+                /// truncated or overwritten in place.
+                append: bool,
             },
             /// `fsync` of a file: its content so far is durable.
             Fsync {
@@ -165,6 +169,17 @@ pub mod trace {
             record(path, |path| FsOp::Write {
                 content: std::fs::read(&path).unwrap_or_default(),
                 path,
+                append: false,
+            });
+        }
+
+        /// Records that bytes were appended to `path` (`O_APPEND`), which
+        /// now holds what is on disk (not yet durable).
+        pub(crate) fn append(path: &Path) {
+            record(path, |path| FsOp::Write {
+                content: std::fs::read(&path).unwrap_or_default(),
+                path,
+                append: true,
             });
         }
 
@@ -203,20 +218,54 @@ pub mod trace {
             record(&lock_path, |path| FsOp::Write {
                 path,
                 content: Vec::new(),
+                append: false,
             });
             let logs = git_dir.join("logs");
             for log in [logs.join(branch), logs.join("HEAD")] {
                 if log.is_file() {
-                    write(&log);
+                    append(&log);
                     fsync(&log);
                     fsync(&parent(&log));
                 }
             }
             let content = std::fs::read(&reference).unwrap_or_default();
-            record(&lock_path, |path| FsOp::Write { path, content });
+            record(&lock_path, |path| FsOp::Write {
+                path,
+                content,
+                append: false,
+            });
             fsync_file_named(&lock_path);
             rename(&lock_path, &reference);
             fsync(&parent(&reference));
+        }
+
+        static BOOT: Mutex<Option<(String, std::time::SystemTime)>> = Mutex::new(None);
+
+        /// Makes cairn take `id` for the machine's boot id, and now for the
+        /// time it booted (`None`: the real ones again). The power-loss test
+        /// sets a new one to stand for the reboot after a cut: the work-tree
+        /// journal trusts the page cache only within the boot that wrote it,
+        /// and takes a lock file written before the boot for a dead
+        /// process's.
+        pub fn set_boot_id(id: Option<String>) {
+            *BOOT.lock().unwrap_or_else(|e| e.into_inner()) =
+                id.map(|id| (id, std::time::SystemTime::now()));
+        }
+
+        /// The boot id [`set_boot_id`] set, if any.
+        pub(crate) fn boot_id_override() -> Option<String> {
+            BOOT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|b| b.0.clone())
+        }
+
+        /// The boot time [`set_boot_id`] set, if any.
+        pub(crate) fn boot_time_override() -> Option<std::time::SystemTime> {
+            BOOT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|b| b.1)
         }
 
         /// [`fsync`] of a file that no longer exists under that name.
@@ -231,6 +280,8 @@ pub mod trace {
 
         #[inline(always)]
         pub(crate) fn write(_: &Path) {}
+        #[inline(always)]
+        pub(crate) fn append(_: &Path) {}
         #[inline(always)]
         pub(crate) fn fsync(_: &Path) {}
         #[inline(always)]

@@ -1,13 +1,15 @@
 //! The watcher behind `cairn watch`: keeps the mirror in the work tree
 //! current while people edit canonical files by hand.
 //!
-//! File-system events go through a debouncer (notify-debouncer-full), so an
-//! editor's atomic save (write a temp file, rename it over the original) or a
-//! `git checkout` of thousands of files arrives as one batch. A batch maps to
+//! File-system events are debounced here (every path an event names is
+//! collected until the events pause), so an editor's atomic save (write a
+//! temp file, rename it over the original) or a `git checkout` of thousands
+//! of files arrives as one batch. A batch maps to
 //! store paths; only canonical files and store templates count, so the
 //! watcher's own writes under `mirror/` never trigger another pass. A batch
 //! too large to be worth a delta, a directory move, an event the OS dropped
 //! (notify asks for a rescan) or a watcher error all lead to a full rescan.
+//! Events that queue up while a pass runs make one batch for the next pass.
 //! After each pass the search index catches up with the branch tip.
 //!
 //! Nothing here prints: each pass is reported to a callback.
@@ -18,8 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use notify::{RecursiveMode, Watcher};
 
 use crate::error::{Error, Result};
 use crate::mirror::{self, Problem, WorkTreeMirror};
@@ -104,50 +105,71 @@ enum Batch {
     Rescan,
 }
 
-fn classify(root: &Path, result: DebounceEventResult, burst: usize) -> Batch {
-    let events = match result {
-        Ok(events) => events,
-        Err(_) => return Batch::Rescan,
-    };
-    let mut paths = BTreeSet::new();
-    for ev in events {
-        if ev.event.need_rescan() {
-            return Batch::Rescan;
-        }
-        if ev.event.kind.is_access() {
-            // Reading a file (the watcher's own passes read every file they
-            // render) is no change; counting it would loop forever.
-            continue;
-        }
-        for p in &ev.event.paths {
-            let Some(rel) = relative(root, p) else {
-                continue;
-            };
-            let top = rel.split('/').next().unwrap_or_default();
-            if matches!(top, ".git" | ".cairn" | "mirror") {
-                continue;
+impl Batch {
+    /// Both batches as one.
+    fn merge(self, other: Batch) -> Batch {
+        match (self, other) {
+            (Batch::Paths(mut a), Batch::Paths(b)) => {
+                a.extend(b);
+                Batch::Paths(a)
             }
-            if mirror::is_watched(&rel) || rel == crate::layout::CONFIG {
-                paths.insert(rel);
-            } else if matches!(top, "runs" | "memory" | "state" | "registry" | "templates")
-                && !rel.ends_with(".yaml")
-                && !rel.ends_with(".j2")
-                && !rel
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|n| n.starts_with('.') || n.ends_with('~') || n.contains(".tmp"))
-            {
-                // A folder appeared, vanished or moved: its files are unknown.
-                return Batch::Rescan;
-            }
+            _ => Batch::Rescan,
         }
     }
-    if paths.len() > burst {
-        Batch::Rescan
-    } else {
-        Batch::Paths(paths)
+
+    /// A batch with more paths than `burst` becomes a rescan.
+    fn capped(self, burst: usize) -> Batch {
+        match self {
+            Batch::Paths(p) if p.len() > burst => Batch::Rescan,
+            other => other,
+        }
     }
 }
+
+/// What one raw event asks for. Every path an event names counts, whatever
+/// the event says happened to it: the pass reads the file again anyway.
+fn classify(root: &Path, event: notify::Result<notify::Event>) -> Batch {
+    let ev = match event {
+        Ok(ev) => ev,
+        Err(_) => return Batch::Rescan,
+    };
+    if ev.need_rescan() {
+        return Batch::Rescan;
+    }
+    let mut paths = BTreeSet::new();
+    if ev.kind.is_access() {
+        // Reading a file (the watcher's own passes read every file they
+        // render) is no change; counting it would loop forever.
+        return Batch::Paths(paths);
+    }
+    for p in &ev.paths {
+        let Some(rel) = relative(root, p) else {
+            continue;
+        };
+        let top = rel.split('/').next().unwrap_or_default();
+        if matches!(top, ".git" | ".cairn" | "mirror") {
+            continue;
+        }
+        if mirror::is_watched(&rel) || rel == crate::layout::CONFIG {
+            paths.insert(rel);
+        } else if matches!(top, "runs" | "memory" | "state" | "registry" | "templates")
+            && !rel.ends_with(".yaml")
+            && !rel.ends_with(".j2")
+            && !rel
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with('.') || n.ends_with('~') || n.contains(".tmp"))
+        {
+            // A folder appeared, vanished or moved: its files are unknown.
+            return Batch::Rescan;
+        }
+    }
+    Batch::Paths(paths)
+}
+
+/// The longest a batch waits for quiet: a stream of changes that never
+/// pauses for `debounce` (a long checkout) still gets a pass this often.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// Watches the work tree until `stop` is set, reporting every pass to `on_pass`.
 ///
@@ -167,29 +189,38 @@ pub fn watch(
             message: "the watcher needs a work tree; this store is bare".into(),
         })?
         .to_path_buf();
+    // Raw events, debounced here: a batch collects every path named until
+    // no event came for `opts.debounce`. (notify-debouncer-full merged a
+    // rename over a file followed by its removal into nothing at all, so
+    // an editor's save followed by a delete went unseen.)
     let (tx, rx) = mpsc::channel();
-    let mut debouncer = new_debouncer(opts.debounce, None, tx).map_err(|e| Error::Io {
+    let watch_err = |e: notify::Error| Error::Io {
         op: "watch",
         path: root.clone(),
         source: std::io::Error::other(e.to_string()),
-    })?;
-    debouncer
+    };
+    let mut watcher = notify::recommended_watcher(tx).map_err(watch_err)?;
+    watcher
         .watch(&root, RecursiveMode::Recursive)
-        .map_err(|e| Error::Io {
-            op: "watch",
-            path: root.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .map_err(watch_err)?;
     let (mut engine, report) = first_pass(store, opts)?;
     on_pass(Ok(&report));
     while !stop.load(Ordering::SeqCst) {
-        let result = match rx.recv_timeout(Duration::from_millis(50)) {
+        let first = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        let mut batch = classify(&root, first);
+        let opened = Instant::now();
+        while opened.elapsed() < MAX_BATCH_WAIT {
+            match rx.recv_timeout(opts.debounce) {
+                Ok(ev) => batch = batch.merge(classify(&root, ev)),
+                Err(_) => break,
+            }
+        }
         let started = Instant::now();
-        let outcome = match classify(&root, result, opts.burst) {
+        let outcome = match batch.capped(opts.burst) {
             Batch::Paths(paths) if paths.is_empty() => continue,
             Batch::Paths(paths) => engine.update(store, &paths).map(|pages| PassReport {
                 changed: paths.into_iter().collect(),

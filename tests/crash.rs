@@ -114,11 +114,6 @@ fn crash_loop(bare: bool, iterations: usize) {
         let acks = kill_one_writer(&path, &home, &format!("w{iter}"), delay, &ctx);
         tally.acks += acks.len();
 
-        let journal = path.join(".cairn/worktree-journal");
-        // The journal is kept as a file and emptied when nothing is pending.
-        let pending =
-            |j: &std::path::Path| std::fs::metadata(j).map(|m| m.len() > 0).unwrap_or(false);
-        tally.journal_left += usize::from(pending(&journal));
         if !bare {
             let (tracked, _) = porcelain(&path, &home);
             tally.worktree_behind += usize::from(!tracked.is_empty());
@@ -127,10 +122,14 @@ fn crash_loop(bare: bool, iterations: usize) {
         // A fresh write must not wait on anything the dead writer held.
         let store = Store::open(&path, options("fresh", Duration::from_secs(2)))
             .unwrap_or_else(|e| panic!("{ctx}: open after the kill: {e}"));
+        tally.journal_left += usize::from(store.has_pending_write());
         let git_locks = lock_files(store.git_dir());
         let fresh_ctx = format!("{ctx} (git lock files left by the killed writer: {git_locks:?})");
         let (fresh, _) = patch_until_landed(&store, RUN, &format!("f{iter}"), &fresh_ctx);
-        assert!(!pending(&journal), "{ctx}: the journal outlived a write");
+        assert!(
+            !store.has_pending_write(),
+            "{ctx}: the journal outlived a write"
+        );
         if !bare {
             let (tracked, untracked) = porcelain(&path, &home);
             assert!(

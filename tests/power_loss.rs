@@ -16,14 +16,21 @@
 //!   independently (so in any order), a rename atomically;
 //! - a file's content is what its last fsync saw; writes after that (or
 //!   all of them, for a file never fsync'd) each may or may not have reached
-//!   the disk, and an unsynced file may also come back empty.
+//!   the disk, and a file truncated or overwritten since its last fsync may
+//!   also come back empty (appends keep what was there).
+//!
+//! The cut is a reboot: the recovering store is given a new boot id
+//! (`cairn::failpoint::trace::set_boot_id`), so it cannot take the work tree
+//! the journal describes for the page cache's.
 //!
 //! Then the next cairn write runs on that disk (recovery) and must succeed;
 //! every write acknowledged before the cut must be on the branch with its
 //! event and item; `git status` shows no tracked file off the tip; `cairn
 //! fsck` and `git fsck --full --strict` are clean.
 //!
-//! `CAIRN_POWER_LOSS_CUTS` (default 120) sets the number of cuts,
+//! `CAIRN_POWER_LOSS_MODEL` picks the rules: `posix` (above), `ordered`
+//! (ext4's `data=ordered`: see `crash_image`) or `both` (the default: the
+//! cuts alternate). `CAIRN_POWER_LOSS_CUTS` (default 120) sets the number of cuts,
 //! `CAIRN_POWER_LOSS_SEED` replays a run, `CAIRN_POWER_LOSS_WRITES` (default
 //! 6) the writes recorded. Not covered: new folders are assumed to persist
 //! with the first entry made in them, and writes made by processes other
@@ -73,8 +80,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 struct Inode {
     /// The base file it was at the start, if any (its content is the base's).
     base: Option<PathBuf>,
-    /// Contents handed to the kernel, in order.
-    versions: Vec<(usize, Vec<u8>)>,
+    /// Contents handed to the kernel, in order, and whether each write
+    /// only appended.
+    versions: Vec<(usize, Vec<u8>, bool)>,
     /// Renamed over an existing file (ext4's `auto_da_alloc` then writes
     /// its data with the rename).
     replaces: bool,
@@ -151,7 +159,11 @@ fn crash_image(
         };
     for (at, op) in ops.iter().enumerate() {
         match op {
-            FsOp::Write { path, content } => {
+            FsOp::Write {
+                path,
+                content,
+                append,
+            } => {
                 let p = rel(path);
                 let ino = match lookup(&mut names, &mut inodes, &p) {
                     Some(i) => i,
@@ -170,7 +182,7 @@ fn crash_image(
                         i
                     }
                 };
-                inodes[ino].versions.push((at, content.clone()));
+                inodes[ino].versions.push((at, content.clone(), *append));
             }
             FsOp::Fsync { path } => {
                 let p = rel(path);
@@ -266,9 +278,9 @@ fn crash_image(
             if !posix {
                 // The last write within the ordered prefix reached the disk;
                 // a new file's data (delayed allocation) may not have.
-                let last = later.iter().rev().find(|(at, _)| *at < m);
+                let last = later.iter().rev().find(|(at, _, _)| *at < m);
                 return match last {
-                    Some((_, b)) if n.base.is_some() || n.replaces || rng.coin() => {
+                    Some((_, b, _)) if n.base.is_some() || n.replaces || rng.coin() => {
                         tally.contents_unsynced_kept += 1;
                         b.clone()
                     }
@@ -279,19 +291,22 @@ fn crash_image(
                     None => durable,
                 };
             }
-            // The durable content, each later version, or an empty file.
-            match rng.below(later.len() + 2) {
+            // The durable content, each later version, or an empty file
+            // when a later write truncated or overwrote it (an append only
+            // adds to what the disk holds).
+            let may_be_empty = later.iter().any(|(_, _, append)| !append);
+            match rng.below(later.len() + 1 + usize::from(may_be_empty)) {
                 0 => {
                     tally.contents_lost += 1;
                     durable
                 }
-                1 => {
+                v if v <= later.len() => {
+                    tally.contents_unsynced_kept += 1;
+                    later[v - 1].1.clone()
+                }
+                _ => {
                     tally.contents_lost += 1;
                     Vec::new()
-                }
-                v => {
-                    tally.contents_unsynced_kept += 1;
-                    later[v - 2].1.clone()
                 }
             }
         });
@@ -328,14 +343,19 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     );
     let cuts = env_or("CAIRN_POWER_LOSS_CUTS", 120) as usize;
     let writes = env_or("CAIRN_POWER_LOSS_WRITES", 6) as usize;
-    let posix = match std::env::var("CAIRN_POWER_LOSS_MODEL").as_deref() {
-        Ok("posix") => true,
-        Ok("ordered") | Err(_) => false,
-        Ok(other) => panic!("CAIRN_POWER_LOSS_MODEL is `ordered` or `posix`, not {other:?}"),
+    // Which model each cut uses: `both` alternates, ordered first.
+    let model = std::env::var("CAIRN_POWER_LOSS_MODEL").unwrap_or_else(|_| "both".into());
+    assert!(
+        matches!(model.as_str(), "posix" | "ordered" | "both"),
+        "CAIRN_POWER_LOSS_MODEL is `ordered`, `posix` or `both`, not {model:?}"
+    );
+    let posix_cut = |cut: usize| match model.as_str() {
+        "posix" => true,
+        "ordered" => false,
+        _ => cut % 2 == 1,
     };
     eprintln!(
-        "power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes, {} model",
-        if posix { "posix" } else { "ordered" }
+        "power loss: seed {seed} (rerun with CAIRN_POWER_LOSS_SEED={seed}), {cuts} cuts over {writes} writes, {model} model"
     );
     let mut rng = Rng(seed | 1);
     let tmp = tempfile::tempdir().unwrap();
@@ -375,10 +395,12 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     for cut in 0..cuts {
         let k = rng.below(ops.len() + 1);
         let ctx = format!(
-            "seed {seed}, cut {cut} after {k} of {} operations",
+            "seed {seed}, cut {cut} ({} model) after {k} of {} operations",
+            if posix_cut(cut) { "posix" } else { "ordered" },
             ops.len()
         );
         let image = tmp_path.join(format!("cut{cut}"));
+        let posix = posix_cut(cut);
         let t = crash_image(&base, &root, &ops[..k], posix, &mut rng, &image);
         total.entries_dropped += t.entries_dropped;
         total.entries_kept += t.entries_kept;
@@ -393,6 +415,8 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
             );
             std::mem::forget(tempfile::TempDir::new());
         }
+        // The machine booted again after the cut.
+        trace::set_boot_id(Some(format!("after-cut-{cut}")));
         let store = Store::open(&image, options("recovery", Duration::from_secs(2)))
             .unwrap_or_else(|e| panic!("{ctx}: open after the cut: {e}"));
         let acked: Vec<&Ack> = acks
