@@ -14,7 +14,10 @@
 //!   over the item files (as `git archive` writes them) for the same
 //!   questions' words; a row says so when the tool is missing.
 //!
-//! Run: `cargo bench --bench search`.
+//! Run: `cargo bench --bench search`. `CAIRN_BENCH_SEARCH_STORE=DIR` keeps
+//! the store (and the files for the greps) in DIR and reuses them on the
+//! next run; `CAIRN_BENCH_WARM_ONLY=1` runs only the warm rows (for a
+//! profiler).
 
 mod common;
 
@@ -122,26 +125,37 @@ fn main() {
         .filter_map(|q| q["question"].as_str().map(str::to_string))
         .collect();
     let tmp = tempfile::TempDir::new().expect("tmp");
-    let root = tmp.path().join("store");
-    let t = Instant::now();
-    let store = build(&root, &texts, n);
-    println!("# {n} items imported in {:.1} s", t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    search::rebuild(&store, &|_, _| {}).expect("index");
-    println!("# index built in {:.1} s", t.elapsed().as_secs_f64());
+    let kept = std::env::var_os("CAIRN_BENCH_SEARCH_STORE").map(std::path::PathBuf::from);
+    let base = kept.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let root = base.join("store");
     // The same files for rg and git grep: the items as git holds them.
-    let files = tmp.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
-    let archive = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "git --git-dir='{}' archive HEAD memory | tar -x -C '{}'",
-            root.display(),
-            files.display()
-        ))
-        .status()
-        .expect("git archive");
-    assert!(archive.success(), "git archive failed");
+    let files = base.join("files");
+    let store = if kept.is_some() && files.join("memory").exists() {
+        println!("# reusing the store in {}", root.display());
+        Store::open(&root, StoreOptions::default()).expect("open the kept store")
+    } else {
+        if root.exists() {
+            std::fs::remove_dir_all(&base).expect("clear the kept dir");
+        }
+        let t = Instant::now();
+        let store = build(&root, &texts, n);
+        println!("# {n} items imported in {:.1} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        search::rebuild(&store, &|_, _| {}).expect("index");
+        println!("# index built in {:.1} s", t.elapsed().as_secs_f64());
+        std::fs::create_dir_all(&files).expect("files dir");
+        let archive = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "git --git-dir='{}' archive HEAD memory | tar -x -C '{}'",
+                root.display(),
+                files.display()
+            ))
+            .status()
+            .expect("git archive");
+        assert!(archive.success(), "git archive failed");
+        store
+    };
 
     println!("{:<52} {:>5} {:>10} {:>10}", "row", "n", "p50 ms", "p99 ms");
     let defaults = Ranking::from(&store.config().expect("config"));
@@ -151,6 +165,7 @@ fn main() {
         feedback_terms: 0,
         proximity_weight: 0.0,
         group_weight: 0.0,
+        date_weight: 0.0,
         ..defaults.clone()
     };
     let mut warm_p50 = 0.0;
@@ -175,6 +190,9 @@ fn main() {
         if warm_p50 == 0.0 {
             warm_p50 = p50;
         }
+    }
+    if std::env::var("CAIRN_BENCH_WARM_ONLY").as_deref() == Ok("1") {
+        return;
     }
     let cold_questions = &questions[..cold_reps.min(questions.len())];
     let mut ms = Vec::new();
