@@ -7,7 +7,9 @@
 //! off. The queries are the benchmark's questions. Rows:
 //! - warm: the library's `search::search` in this process, index open
 //!   and current, every recall method on (the defaults) and, beside it,
-//!   every method off;
+//!   every method off; beside each, the CPU time the searching thread
+//!   used (`CLOCK_THREAD_CPUTIME_ID`), which a loaded machine does not
+//!   inflate the way it inflates the wall clock;
 //! - cold: `cairn search QUESTION` as a new process over the index on disk
 //!   (`CAIRN_BENCH_COLD_REPS` questions, default 30);
 //! - `rg -i -l -F -e WORD…` and `git grep --no-index -i -l -F -e WORD…`
@@ -61,6 +63,19 @@ fn time_command(cmd: &mut Command) -> Option<f64> {
         .ok()?;
     // rg and grep exit 1 when nothing matched; that is a finished search too.
     (status.code().is_some()).then(|| t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// CPU time this thread has used, in milliseconds: unlike the wall clock,
+/// it leaves out the time spent waiting for a core on a loaded machine.
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
 fn row(name: &str, ms: &[f64]) -> f64 {
@@ -180,13 +195,17 @@ fn main() {
         };
         search::search(&store, &query(&questions[0]), ranking, &|_, _| {}).expect("warm up");
         let mut ms = Vec::new();
+        let mut cpu = Vec::new();
         for q in &questions {
             let t = Instant::now();
+            let c = thread_cpu_ms();
             let r = search::search(&store, &query(q), ranking, &|_, _| {}).expect("search");
+            cpu.push(thread_cpu_ms() - c);
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             assert!(r.rebuilt.is_none(), "the index stays current");
         }
         let p50 = row(&format!("warm in-process search, {name}"), &ms);
+        row(&format!("  its CPU time (this thread), {name}"), &cpu);
         if warm_p50 == 0.0 {
             warm_p50 = p50;
         }

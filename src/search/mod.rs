@@ -173,7 +173,14 @@ pub struct SearchIndex {
     /// The median item length of the pinned searcher (for the length
     /// prior), worked out on first use and shared by kept handles.
     median: std::sync::Arc<std::sync::OnceLock<f64>>,
+    /// The ranking columns of each segment, opened on first use and
+    /// shared by kept handles.
+    columns: ColumnCache,
 }
+
+/// Ranking columns by segment.
+type ColumnCache =
+    std::sync::Arc<std::sync::Mutex<HashMap<tantivy::index::SegmentId, std::sync::Arc<Columns>>>>;
 
 fn index_dir(store: &Store) -> PathBuf {
     store.local_dir().join("index")
@@ -291,6 +298,7 @@ impl SearchIndex {
             rebuilt: None,
             pinned: None,
             median: Default::default(),
+            columns: Default::default(),
         })
     }
 
@@ -331,6 +339,7 @@ impl SearchIndex {
                 rebuilt: None,
                 pinned: None,
                 median: Default::default(),
+                columns: Default::default(),
             },
             payload,
         ))
@@ -583,6 +592,7 @@ impl SearchIndex {
     fn pin(mut self) -> Result<SearchIndex> {
         self.pinned = None;
         self.median = Default::default();
+        self.columns = Default::default();
         self.pinned = Some(self.searcher()?);
         Ok(self)
     }
@@ -596,6 +606,7 @@ impl SearchIndex {
             rebuilt: None,
             pinned: self.pinned.clone(),
             median: self.median.clone(),
+            columns: self.columns.clone(),
         }
     }
 
@@ -1219,6 +1230,7 @@ fn run_search(
             q.top_k.max(1)
         },
         median: &idx.median,
+        columns: &idx.columns,
     };
     let mut hits = pass.run(&terms.list, &[])?;
     if pass.scored && ranking.feedback_terms > 0 && ranking.feedback_weight > 0.0 {
@@ -1349,6 +1361,8 @@ struct Pass<'a> {
     keep: usize,
     /// The median item length, worked out once per index.
     median: &'a std::sync::OnceLock<f64>,
+    /// The ranking columns of the index's segments.
+    columns: &'a ColumnCache,
 }
 
 impl Pass<'_> {
@@ -1358,6 +1372,19 @@ impl Pass<'_> {
         }
         let m = median_length(self.searcher, self.fields)?;
         Ok(*self.median.get_or_init(|| m))
+    }
+
+    /// The ranking columns of a segment, opened once per index.
+    fn segment_columns(&self, seg: &tantivy::SegmentReader) -> Result<std::sync::Arc<Columns>> {
+        let id = seg.segment_id();
+        if let Some(c) = self.columns.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(c);
+        }
+        let c = std::sync::Arc::new(Columns::open(seg, self.fields)?);
+        if let Ok(mut m) = self.columns.lock() {
+            m.insert(id, c.clone());
+        }
+        Ok(c)
     }
 
     /// The candidates for `terms`, best first.
@@ -1441,13 +1468,14 @@ impl Pass<'_> {
         let wants_tags = self.scored
             && (!ranking.tag_weights.is_empty()
                 || (ranking.group_weight > 0.0 && !ranking.group_tag_prefix.is_empty()));
-        let mut columns: HashMap<u32, Columns> = HashMap::new();
+        let mut columns: HashMap<u32, std::sync::Arc<Columns>> = HashMap::new();
+        let mut scope_weights: HashMap<(u32, u64), f64> = HashMap::new();
         let mut candidates = Vec::with_capacity(docs.len());
         for (bm25, addr) in docs {
             let cols = match columns.entry(addr.segment_ord) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(Columns::open(searcher.segment_reader(addr.segment_ord), f)?)
+                    e.insert(self.segment_columns(searcher.segment_reader(addr.segment_ord))?)
                 }
             };
             let doc = addr.doc_id;
@@ -1480,7 +1508,8 @@ impl Pass<'_> {
                     .unwrap_or(0.5);
                 let age_days = ((self.now - updated).max(0) as f64) / 86400.0;
                 let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
-                let weight = cols.scope_weight(doc, ranking)?;
+                let weight =
+                    cols.scope_weight(addr.segment_ord, doc, ranking, &mut scope_weights)?;
                 let date_weight = match (self.window, &cols.created) {
                     (Some((start, end)), Some(created)) => {
                         let t = created.first(doc).unwrap_or(0);
@@ -1625,8 +1654,6 @@ struct Columns {
     created: Option<tantivy::columnar::Column<i64>>,
     confidence: Option<tantivy::columnar::Column<f64>>,
     norms: Option<tantivy::fieldnorm::FieldNormReader>,
-    /// Scope weights by the scope's ordinal in this segment.
-    scope_weights: HashMap<u64, f64>,
 }
 
 impl Columns {
@@ -1644,7 +1671,6 @@ impl Columns {
                 seg.get_fieldnorms_reader(f.content)
                     .map_err(|e| tantivy_err("read field norms", e))?,
             ),
-            scope_weights: HashMap::new(),
         })
     }
 
@@ -1660,22 +1686,30 @@ impl Columns {
         Ok(out)
     }
 
-    /// The weight of `doc`'s scope.
-    fn scope_weight(&mut self, doc: u32, ranking: &Ranking) -> Result<f64> {
-        let ord = self.scope.as_ref().and_then(|c| c.term_ords(doc).next());
-        let Some(ord) = ord else {
-            return Ok(ranking.scope_weights.get("").copied().unwrap_or(1.0));
+    /// The weight of `doc`'s scope; `cache` keeps the weight of each scope
+    /// (by segment and ordinal) for one query.
+    fn scope_weight(
+        &self,
+        seg: u32,
+        doc: u32,
+        ranking: &Ranking,
+        cache: &mut HashMap<(u32, u64), f64>,
+    ) -> Result<f64> {
+        let unscoped = || ranking.scope_weights.get("").copied().unwrap_or(1.0);
+        let Some(col) = &self.scope else {
+            return Ok(unscoped());
         };
-        if let Some(w) = self.scope_weights.get(&ord) {
+        let Some(ord) = col.term_ords(doc).next() else {
+            return Ok(unscoped());
+        };
+        if let Some(w) = cache.get(&(seg, ord)) {
             return Ok(*w);
         }
-        let mut scope = String::new();
-        if let Some(col) = &self.scope {
-            col.ord_to_str(ord, &mut scope)
-                .map_err(|e| tantivy_err("read fast fields", e))?;
-        }
-        let w = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
-        self.scope_weights.insert(ord, w);
+        let mut name = String::new();
+        col.ord_to_str(ord, &mut name)
+            .map_err(|e| tantivy_err("read fast fields", e))?;
+        let w = ranking.scope_weights.get(&name).copied().unwrap_or(1.0);
+        cache.insert((seg, ord), w);
         Ok(w)
     }
 }
