@@ -119,7 +119,7 @@ pub(super) fn window(text: &str, as_of: OffsetDateTime) -> Option<Window> {
     let span = |from: usize, to: usize| -> Vec<Range<usize>> {
         words[from..=to].iter().map(|(r, _)| r.clone()).collect()
     };
-    for i in 0..words.len() {
+    for (i, (_, word)) in words.iter().enumerate() {
         // "N units ago", "a few weeks ago", "a couple of months ago".
         if at(i) == "ago" && i >= 1 {
             if let Some(days) = unit_days(at(i - 1)) {
@@ -212,7 +212,7 @@ pub(super) fn window(text: &str, as_of: OffsetDateTime) -> Option<Window> {
             _ => {}
         }
         // "in March", "during February": the latest such month up to now.
-        if let Some(m) = month(words[i].1) {
+        if let Some(m) = month(word) {
             // "May" is a month only after a preposition.
             let preposition = i >= 1 && matches!(at(i - 1), "in" | "during" | "of" | "since");
             if m == Month::May && !preposition {
