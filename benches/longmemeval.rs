@@ -234,6 +234,15 @@ fn main() {
         defaults.clone(),
         false,
     ));
+    // The rankings of the runs before dates existed, for comparison.
+    rows.push(("BM25, asked at the run's time".into(), plain.clone(), false));
+    let mut undated = defaults.clone();
+    undated.date_weight = 0.0;
+    rows.push((
+        "defaults - dates, asked at the run's time".into(),
+        undated,
+        false,
+    ));
     let mut old = plain.clone();
     old.group_weight = defaults.group_weight;
     old.tag_weights.insert("role:assistant".into(), 0.5);
