@@ -212,10 +212,11 @@ pub(super) fn window(text: &str, as_of: OffsetDateTime) -> Option<Window> {
             _ => {}
         }
         // "in March", "during February": the latest such month up to now.
+        // A month without a preposition ("the March release", "May I…")
+        // is more likely a name than a date.
         if let Some(m) = month(word) {
-            // "May" is a month only after a preposition.
             let preposition = i >= 1 && matches!(at(i - 1), "in" | "during" | "of" | "since");
-            if m == Month::May && !preposition {
+            if !preposition {
                 continue;
             }
             let year = if m as u8 <= as_of.month() as u8 {
@@ -229,11 +230,10 @@ pub(super) fn window(text: &str, as_of: OffsetDateTime) -> Option<Window> {
             } else {
                 time::Date::from_calendar_date(year, m.next(), 1).ok()?
             };
-            let first = if preposition { i - 1 } else { i };
             return Some(Window {
                 start: start.midnight().assume_utc().unix_timestamp(),
                 end: next.midnight().assume_utc().unix_timestamp(),
-                spans: span(first, i),
+                spans: span(i - 1, i),
             });
         }
     }
@@ -331,6 +331,7 @@ mod tests {
     fn text_without_a_date_gives_no_window() {
         for text in [
             "May I ask what the best recipe was?",
+            "notes for the March release",
             "the last item on my list",
             "how did the march go",
             "days of thunder",
