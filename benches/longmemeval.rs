@@ -11,7 +11,9 @@
 //! The store has the default `cairn.yaml`. The questions are asked under
 //! several rankings built from it — each recall method off and on, and the
 //! old benchmark-specific `tag_weights: {role:assistant: 0.5}` — so the
-//! ablation table comes from one store and one sitting. The plain BM25
+//! ablation table comes from one store and one sitting. Each question is
+//! asked as of its question date (`SearchQuery::as_of`; one row asks at the
+//! time of the run instead). The plain BM25
 //! script of the benchmark runs too when `python3` is there
 //! (`CAIRN_BENCH_PEER=0` skips it). `CAIRN_LONGMEMEVAL_STORE=DIR` keeps the
 //! store in DIR and reuses it on the next run (for development).
@@ -26,6 +28,8 @@ use cairn::search::{self, Ranking, SearchQuery};
 use cairn::{memory, Store, StoreOptions};
 use common::{data_dir, pct, read_jsonl};
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// Recall at 1, 5 and 10 per category (and `ALL`), and the latencies in ms.
 type Scores = (BTreeMap<String, [f64; 4]>, Vec<f64>);
@@ -35,6 +39,7 @@ fn evaluate(
     queries: &[Value],
     external: &HashMap<String, String>,
     ranking: &Ranking,
+    dated: bool,
 ) -> Scores {
     let mut per_cat: BTreeMap<String, [f64; 4]> = BTreeMap::new(); // hits@1, @5, @10, n
     let mut latencies = Vec::new();
@@ -46,9 +51,16 @@ fn evaluate(
         if evidence.is_empty() {
             continue;
         }
+        // The question is asked at its date (as the benchmark gives it):
+        // the store's clock is the time of the run.
+        let as_of = q["question_date_iso"]
+            .as_str()
+            .filter(|_| dated)
+            .and_then(|d| OffsetDateTime::parse(&format!("{d}:00Z"), &Rfc3339).ok());
         let sq = SearchQuery {
             text: q["question"].as_str().unwrap_or_default().to_string(),
             top_k: 10,
+            as_of,
             ..Default::default()
         };
         let t = Instant::now();
@@ -187,10 +199,14 @@ fn main() {
     plain.feedback_terms = 0;
     plain.group_weight = 0.0;
     plain.proximity_weight = 0.0;
-    let mut rows: Vec<(String, Ranking)> =
-        vec![("BM25 (stemmed; every method off)".into(), plain.clone())];
+    plain.date_weight = 0.0;
+    let mut rows: Vec<(String, Ranking, bool)> = vec![(
+        "BM25 (stemmed; every method off)".into(),
+        plain.clone(),
+        true,
+    )];
     type Switch = fn(&mut Ranking, &Ranking);
-    let methods: [(&str, Switch); 5] = [
+    let methods: [(&str, Switch); 6] = [
         ("question words", |r, d| r.question_words = d.question_words),
         ("length prior", |r, d| r.length_prior = d.length_prior),
         ("feedback (RM3, 10 terms; off by default)", |r, _| {
@@ -198,28 +214,50 @@ fn main() {
         }),
         ("session context", |r, d| r.group_weight = d.group_weight),
         ("proximity", |r, d| r.proximity_weight = d.proximity_weight),
+        ("dates named in the question", |r, d| {
+            r.date_weight = d.date_weight
+        }),
     ];
     for (name, on) in &methods {
         let mut r = plain.clone();
         on(&mut r, &defaults);
-        rows.push((format!("BM25 + {name}"), r));
+        rows.push((format!("BM25 + {name}"), r, true));
     }
-    rows.push(("defaults (all methods)".into(), defaults.clone()));
+    rows.push(("defaults (all methods)".into(), defaults.clone(), true));
     for (name, on) in &methods {
         let mut r = defaults.clone();
         on(&mut r, &plain);
-        rows.push((format!("defaults, {name} toggled"), r));
+        rows.push((format!("defaults, {name} toggled"), r, true));
     }
+    rows.push((
+        "defaults, asked at the run's time (no question date)".into(),
+        defaults.clone(),
+        false,
+    ));
+    // The rankings of the runs before dates existed, for comparison.
+    rows.push(("BM25, asked at the run's time".into(), plain.clone(), false));
+    let mut undated = defaults.clone();
+    undated.date_weight = 0.0;
+    rows.push((
+        "defaults - dates, asked at the run's time".into(),
+        undated,
+        false,
+    ));
     let mut old = plain.clone();
     old.group_weight = defaults.group_weight;
     old.tag_weights.insert("role:assistant".into(), 0.5);
     rows.push((
         "old: session context + tag_weights role:assistant 0.5".into(),
         old,
+        true,
     ));
     let mut both = defaults.clone();
     both.tag_weights.insert("role:assistant".into(), 0.5);
-    rows.push(("defaults + tag_weights role:assistant 0.5".into(), both));
+    rows.push((
+        "defaults + tag_weights role:assistant 0.5".into(),
+        both,
+        true,
+    ));
     if let Some(only) = std::env::var("CAIRN_BENCH_ROWS")
         .ok()
         .filter(|s| !s.is_empty())
@@ -242,8 +280,8 @@ fn main() {
         "ranking", "R@1", "R@5", "R@10", "p50 ms", "p99 ms"
     );
     let mut per_category = None;
-    for (name, ranking) in &rows {
-        let (mut cats, lat) = evaluate(&store, &queries, &external, ranking);
+    for (name, ranking, dated) in &rows {
+        let (mut cats, lat) = evaluate(&store, &queries, &external, ranking, *dated);
         let all = recall(&cats.remove("ALL").unwrap_or_default());
         println!(
             "{name:<56} {:>6.1} {:>6.1} {:>6.1} {:>8.2} {:>8.2}",

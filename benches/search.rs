@@ -7,14 +7,19 @@
 //! off. The queries are the benchmark's questions. Rows:
 //! - warm: the library's `search::search` in this process, index open
 //!   and current, every recall method on (the defaults) and, beside it,
-//!   every method off;
+//!   every method off; beside each, the CPU time the searching thread
+//!   used (`CLOCK_THREAD_CPUTIME_ID`), which a loaded machine does not
+//!   inflate the way it inflates the wall clock;
 //! - cold: `cairn search QUESTION` as a new process over the index on disk
 //!   (`CAIRN_BENCH_COLD_REPS` questions, default 30);
 //! - `rg -i -l -F -e WORD…` and `git grep --no-index -i -l -F -e WORD…`
 //!   over the item files (as `git archive` writes them) for the same
 //!   questions' words; a row says so when the tool is missing.
 //!
-//! Run: `cargo bench --bench search`.
+//! Run: `cargo bench --bench search`. `CAIRN_BENCH_SEARCH_STORE=DIR` keeps
+//! the store (and the files for the greps) in DIR and reuses them on the
+//! next run; `CAIRN_BENCH_WARM_ONLY=1` runs only the warm rows (for a
+//! profiler).
 
 mod common;
 
@@ -58,6 +63,19 @@ fn time_command(cmd: &mut Command) -> Option<f64> {
         .ok()?;
     // rg and grep exit 1 when nothing matched; that is a finished search too.
     (status.code().is_some()).then(|| t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// CPU time this thread has used, in milliseconds: unlike the wall clock,
+/// it leaves out the time spent waiting for a core on a loaded machine.
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
 fn row(name: &str, ms: &[f64]) -> f64 {
@@ -122,26 +140,37 @@ fn main() {
         .filter_map(|q| q["question"].as_str().map(str::to_string))
         .collect();
     let tmp = tempfile::TempDir::new().expect("tmp");
-    let root = tmp.path().join("store");
-    let t = Instant::now();
-    let store = build(&root, &texts, n);
-    println!("# {n} items imported in {:.1} s", t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    search::rebuild(&store, &|_, _| {}).expect("index");
-    println!("# index built in {:.1} s", t.elapsed().as_secs_f64());
+    let kept = std::env::var_os("CAIRN_BENCH_SEARCH_STORE").map(std::path::PathBuf::from);
+    let base = kept.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let root = base.join("store");
     // The same files for rg and git grep: the items as git holds them.
-    let files = tmp.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
-    let archive = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "git --git-dir='{}' archive HEAD memory | tar -x -C '{}'",
-            root.display(),
-            files.display()
-        ))
-        .status()
-        .expect("git archive");
-    assert!(archive.success(), "git archive failed");
+    let files = base.join("files");
+    let store = if kept.is_some() && files.join("memory").exists() {
+        println!("# reusing the store in {}", root.display());
+        Store::open(&root, StoreOptions::default()).expect("open the kept store")
+    } else {
+        if root.exists() {
+            std::fs::remove_dir_all(&base).expect("clear the kept dir");
+        }
+        let t = Instant::now();
+        let store = build(&root, &texts, n);
+        println!("# {n} items imported in {:.1} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        search::rebuild(&store, &|_, _| {}).expect("index");
+        println!("# index built in {:.1} s", t.elapsed().as_secs_f64());
+        std::fs::create_dir_all(&files).expect("files dir");
+        let archive = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "git --git-dir='{}' archive HEAD memory | tar -x -C '{}'",
+                root.display(),
+                files.display()
+            ))
+            .status()
+            .expect("git archive");
+        assert!(archive.success(), "git archive failed");
+        store
+    };
 
     println!("{:<52} {:>5} {:>10} {:>10}", "row", "n", "p50 ms", "p99 ms");
     let defaults = Ranking::from(&store.config().expect("config"));
@@ -151,6 +180,7 @@ fn main() {
         feedback_terms: 0,
         proximity_weight: 0.0,
         group_weight: 0.0,
+        date_weight: 0.0,
         ..defaults.clone()
     };
     let mut warm_p50 = 0.0;
@@ -165,16 +195,23 @@ fn main() {
         };
         search::search(&store, &query(&questions[0]), ranking, &|_, _| {}).expect("warm up");
         let mut ms = Vec::new();
+        let mut cpu = Vec::new();
         for q in &questions {
             let t = Instant::now();
+            let c = thread_cpu_ms();
             let r = search::search(&store, &query(q), ranking, &|_, _| {}).expect("search");
+            cpu.push(thread_cpu_ms() - c);
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             assert!(r.rebuilt.is_none(), "the index stays current");
         }
         let p50 = row(&format!("warm in-process search, {name}"), &ms);
+        row(&format!("  its CPU time (this thread), {name}"), &cpu);
         if warm_p50 == 0.0 {
             warm_p50 = p50;
         }
+    }
+    if std::env::var("CAIRN_BENCH_WARM_ONLY").as_deref() == Ok("1") {
+        return;
     }
     let cold_questions = &questions[..cold_reps.min(questions.len())];
     let mut ms = Vec::new();

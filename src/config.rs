@@ -87,6 +87,9 @@ pub struct SearchConfig {
     /// Boost of neighbouring query words found near each other in an
     /// item, relative to a query term (0 = off).
     pub proximity_weight: f64,
+    /// Date-aware scoring: items created in the window of time a question
+    /// names ("last week", "in March") are scored × (1 + this) (0 = off).
+    pub date_weight: f64,
 }
 
 impl Default for SearchConfig {
@@ -107,6 +110,7 @@ impl Default for SearchConfig {
             feedback_docs: 5,
             feedback_weight: 0.3,
             proximity_weight: 0.5,
+            date_weight: 1.0,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Memory search: incremental catch-up, rebuild equivalence, identifiers,
 //! filters, scope weights, deterministic ties, corrupt-index recovery, and
-//! each recall method (question words, length prior, feedback, proximity).
+//! each recall method (question words, length prior, feedback, proximity,
+//! dates named in the question).
 
 mod common;
 
@@ -598,8 +599,52 @@ fn bare() -> Ranking {
         feedback_terms: 0,
         proximity_weight: 0.0,
         group_weight: 0.0,
+        date_weight: 0.0,
         ..Ranking::default()
     }
+}
+
+#[test]
+fn dates_named_in_the_question_lift_items_created_then() {
+    let f = fixture();
+    let records = [
+        json!({"content": "cooked a mushroom risotto for the family dinner", "type": "episodic",
+               "created_at": "2023-05-27T18:00:00Z"}),
+        json!({"content": "cooked a risotto", "type": "episodic",
+               "created_at": "2023-03-02T18:00:00Z"}),
+    ];
+    let ids = memory::import(&f.store, &records, "t", 100, &quiet)
+        .unwrap()
+        .ids;
+    // Wednesday 31 May 2023: last Saturday is the 27th.
+    let asked = time::OffsetDateTime::from_unix_timestamp(1_685_534_400).unwrap();
+    let ask = |ranking: &Ranking, as_of| -> Vec<String> {
+        search::search(
+            &f.store,
+            &SearchQuery {
+                text: "What risotto did I cook last Saturday?".into(),
+                top_k: 10,
+                as_of,
+                ..Default::default()
+            },
+            ranking,
+            &quiet,
+        )
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+    };
+    // Off: the shorter item wins on length.
+    assert_eq!(ask(&bare(), Some(asked)), [ids[1].clone(), ids[0].clone()]);
+    let on = Ranking {
+        date_weight: 1.0,
+        ..bare()
+    };
+    assert_eq!(ask(&on, Some(asked)), [ids[0].clone(), ids[1].clone()]);
+    // Asked today (the store's clock), last Saturday holds neither.
+    assert_eq!(ask(&on, None), [ids[1].clone(), ids[0].clone()]);
 }
 
 #[test]

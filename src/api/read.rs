@@ -89,6 +89,7 @@ impl SearchRequest {
             until: time_field("until", self.until.as_deref())?,
             top_k: self.top_k,
             syntax: self.syntax && !self.plain,
+            as_of: None,
         })
     }
 }

@@ -80,7 +80,8 @@ impl Tokenizer for IdentifierTokenizer {
             if chunk_trim.is_empty() {
                 continue;
             }
-            let lead = chunk.find(chunk_trim).unwrap_or(0);
+            // `chunk_trim` is a slice of `chunk`: its offset is the pointers' distance.
+            let lead = chunk_trim.as_ptr() as usize - chunk.as_ptr() as usize;
             let base = start + lead;
             let parts: Vec<(usize, &str)> = chunk_trim
                 .match_indices(|c: char| c.is_alphanumeric())
@@ -137,42 +138,53 @@ const QUESTION_WORDS: &str = "remember remind recall mention mentioned mentionin
     conversations chat chatted earlier previously previous ever again still currently exactly \
     actually please know many much";
 
+/// The analyzers, built once: building one makes its stop-word sets, and
+/// a search needs several. A clone shares the sets.
+static ANALYZERS: std::sync::LazyLock<[TextAnalyzer; 4]> = std::sync::LazyLock::new(|| {
+    let question_words =
+        || StopWordFilter::remove(QUESTION_WORDS.split_whitespace().map(str::to_string));
+    [
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(stopwords())
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        TextAnalyzer::builder(IdentifierTokenizer)
+            .filter(stopwords())
+            .build(),
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(stopwords())
+            .filter(question_words())
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        TextAnalyzer::builder(IdentifierTokenizer)
+            .filter(stopwords())
+            .filter(question_words())
+            .build(),
+    ]
+});
+
+/// The English analyzer (stemmed, stop words removed).
+pub(super) fn english() -> TextAnalyzer {
+    ANALYZERS[0].clone()
+}
+
+/// The identifier analyzer (stop words removed).
+pub(super) fn identifiers() -> TextAnalyzer {
+    ANALYZERS[1].clone()
+}
+
 /// The English analyzer of query text that also drops [`QUESTION_WORDS`].
 pub(super) fn english_question() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(stopwords())
-        .filter(StopWordFilter::remove(
-            QUESTION_WORDS.split_whitespace().map(str::to_string),
-        ))
-        .filter(Stemmer::new(Language::English))
-        .build()
+    ANALYZERS[2].clone()
 }
 
 /// The identifier analyzer of query text that also drops [`QUESTION_WORDS`].
 pub(super) fn identifiers_question() -> TextAnalyzer {
-    TextAnalyzer::builder(IdentifierTokenizer)
-        .filter(stopwords())
-        .filter(StopWordFilter::remove(
-            QUESTION_WORDS.split_whitespace().map(str::to_string),
-        ))
-        .build()
-}
-
-pub(super) fn english() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(stopwords())
-        .filter(Stemmer::new(Language::English))
-        .build()
-}
-
-pub(super) fn identifiers() -> TextAnalyzer {
-    TextAnalyzer::builder(IdentifierTokenizer)
-        .filter(stopwords())
-        .build()
+    ANALYZERS[3].clone()
 }
 
 /// The analyzed terms of `text` under an analyzer.

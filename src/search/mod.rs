@@ -47,12 +47,13 @@ use crate::store::{Store, StoreLock};
 
 mod analysis;
 mod cache;
+mod dates;
 
 use analysis::{analyze, english, identifiers};
 pub use analysis::{IdentifierStream, IdentifierTokenizer};
 
 /// Bumped whenever the index layout or analysis changes: older indexes are rebuilt.
-const FORMAT: u64 = 4;
+const FORMAT: u64 = 5;
 /// The most query terms honoured; longer queries are cut with a warning.
 pub const MAX_QUERY_TERMS: usize = 256;
 /// Fields a query may name as `field:value`.
@@ -99,12 +100,14 @@ fn schema() -> (Schema, Fields) {
         }
     };
     let fields = Fields {
-        id: b.add_text_field("id", STRING | STORED),
+        id: b.add_text_field("id", STRING | STORED | FAST),
         doc_kind: b.add_text_field("doc_kind", STRING),
         content: b.add_text_field("content", text("cairn_en", true)),
         content_ident: b.add_text_field("content_ident", text("cairn_ident", false)),
-        tags: b.add_text_field("tags", text("cairn_ident", true)),
-        scope: b.add_text_field("scope", STRING | STORED),
+        // Fast too (the whole text as one value): ranking reads the tags
+        // of every candidate, the stored document only of the hits.
+        tags: b.add_text_field("tags", text("cairn_ident", true).set_fast("raw")),
+        scope: b.add_text_field("scope", STRING | STORED | FAST),
         scope_id: b.add_text_field("scope_id", STRING | STORED),
         kind: b.add_text_field("type", STRING | STORED),
         status: b.add_text_field("status", STRING | STORED),
@@ -170,7 +173,14 @@ pub struct SearchIndex {
     /// The median item length of the pinned searcher (for the length
     /// prior), worked out on first use and shared by kept handles.
     median: std::sync::Arc<std::sync::OnceLock<f64>>,
+    /// The ranking columns of each segment, opened on first use and
+    /// shared by kept handles.
+    columns: ColumnCache,
 }
+
+/// Ranking columns by segment.
+type ColumnCache =
+    std::sync::Arc<std::sync::Mutex<HashMap<tantivy::index::SegmentId, std::sync::Arc<Columns>>>>;
 
 fn index_dir(store: &Store) -> PathBuf {
     store.local_dir().join("index")
@@ -288,6 +298,7 @@ impl SearchIndex {
             rebuilt: None,
             pinned: None,
             median: Default::default(),
+            columns: Default::default(),
         })
     }
 
@@ -328,6 +339,7 @@ impl SearchIndex {
                 rebuilt: None,
                 pinned: None,
                 median: Default::default(),
+                columns: Default::default(),
             },
             payload,
         ))
@@ -580,6 +592,7 @@ impl SearchIndex {
     fn pin(mut self) -> Result<SearchIndex> {
         self.pinned = None;
         self.median = Default::default();
+        self.columns = Default::default();
         self.pinned = Some(self.searcher()?);
         Ok(self)
     }
@@ -593,6 +606,7 @@ impl SearchIndex {
             rebuilt: None,
             pinned: self.pinned.clone(),
             median: self.median.clone(),
+            columns: self.columns.clone(),
         }
     }
 
@@ -748,6 +762,10 @@ pub struct Ranking {
     pub feedback_weight: f64,
     /// Boost of neighbouring query words found near each other (0 = off).
     pub proximity_weight: f64,
+    /// Date-aware scoring: an item created in the window of time the
+    /// question names ("two weeks ago", "last month", "in March") is
+    /// scored × (1 + this); the words naming it leave the query (0 = off).
+    pub date_weight: f64,
 }
 
 impl Default for Ranking {
@@ -777,6 +795,7 @@ impl From<&StoreConfig> for Ranking {
             feedback_docs: config.search.feedback_docs,
             feedback_weight: config.search.feedback_weight,
             proximity_weight: config.search.proximity_weight,
+            date_weight: config.search.date_weight,
         }
     }
 }
@@ -807,6 +826,9 @@ pub struct SearchQuery {
     /// mistakes are errors with a position. Off (the default), the text is
     /// natural language: any text is words and never an error.
     pub syntax: bool,
+    /// When the question is asked (default: the store's clock): dates it
+    /// names ("last week") and recency count back from here.
+    pub as_of: Option<OffsetDateTime>,
 }
 
 /// One search hit.
@@ -1019,6 +1041,7 @@ fn run_search(
 ) -> Result<SearchResults> {
     let f = idx.fields;
     let now = store.now().unix_timestamp();
+    let as_of = q.as_of.unwrap_or_else(|| store.now());
     let mut en = english();
     let mut ident = identifiers();
     // Captured interactions are searched only when asked for by type.
@@ -1027,21 +1050,37 @@ fn run_search(
             .fields
             .iter()
             .any(|(k, v)| k == "type" && v == "interaction");
-    let doc_kind = if interactions {
-        "interaction"
+    // Filters. The ones that keep nearly every document (memory items,
+    // active, not expired) are written as the exclusion of the few others:
+    // an intersection is driven by its cheapest part, and a filter that
+    // keeps everything would otherwise drive the scored words through
+    // every document.
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = if interactions {
+        vec![filter(keyword(f.doc_kind, "interaction"))]
     } else {
-        "memory"
+        // Every document is a memory item, an event or an interaction.
+        vec![
+            (Occur::MustNot, keyword(f.doc_kind, "event")),
+            (Occur::MustNot, keyword(f.doc_kind, "interaction")),
+        ]
     };
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![filter(keyword(f.doc_kind, doc_kind))];
-    // Filters.
     match q.status.as_deref() {
         None | Some("any") if interactions => {}
         None => {
-            clauses.push(filter(keyword(f.status, "active")));
-            clauses.push(filter(Box::new(RangeQuery::new(
-                std::ops::Bound::Excluded(Term::from_field_i64(f.expires, now)),
-                std::ops::Bound::Unbounded,
-            ))));
+            for s in [
+                ItemStatus::Candidate,
+                ItemStatus::Superseded,
+                ItemStatus::Invalid,
+            ] {
+                clauses.push((Occur::MustNot, keyword(f.status, s.as_str())));
+            }
+            clauses.push((
+                Occur::MustNot,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Unbounded,
+                    std::ops::Bound::Included(Term::from_field_i64(f.expires, now)),
+                )),
+            ));
         }
         Some("expired") => {
             clauses.push(filter(keyword(f.status, "active")));
@@ -1105,8 +1144,20 @@ fn run_search(
             clauses.push(filter(keyword(t, value)));
         }
     }
-    // Scored text: free words and text fields, over each analyzer.
-    let free = parsed.words.join(" ");
+    // Scored text: free words and text fields, over each analyzer. The
+    // words of a date the question names leave it, unless nothing else
+    // would be left.
+    let mut free = parsed.words.join(" ");
+    let window = (ranking.date_weight > 0.0)
+        .then(|| dates::window(&free, as_of))
+        .flatten();
+    if let Some(w) = &window {
+        let dated = dates::without(&free, w);
+        let (content, ident) = query_terms(ranking.question_words, &dated);
+        if !content.is_empty() || !ident.is_empty() {
+            free = dated;
+        }
+    }
     let mut content_text = free.clone();
     let mut tags_text = free;
     for (field, value) in &parsed.fields {
@@ -1169,10 +1220,17 @@ fn run_search(
         phrases: &phrases,
         pairs: &pairs,
         ranking,
-        now,
+        now: as_of.unix_timestamp(),
+        window: window.map(|w| (w.start, w.end)),
         scored: !terms.list.is_empty() || !phrases.is_empty(),
         top_k: q.top_k.max(1),
+        keep: if ranking.feedback_terms > 0 && ranking.feedback_weight > 0.0 {
+            q.top_k.max(1).max(ranking.feedback_docs)
+        } else {
+            q.top_k.max(1)
+        },
         median: &idx.median,
+        columns: &idx.columns,
     };
     let mut hits = pass.run(&terms.list, &[])?;
     if pass.scored && ranking.feedback_terms > 0 && ranking.feedback_weight > 0.0 {
@@ -1185,16 +1243,18 @@ fn run_search(
     // Why each hit matched: the query's analysed terms found in its fields.
     if pass.scored {
         for h in hits.iter_mut() {
-            let doc_en: BTreeSet<String> = analyze(&mut en, &h.content).into_iter().collect();
-            let doc_ident: BTreeSet<String> = analyze(&mut ident, &h.content).into_iter().collect();
-            let doc_tags: BTreeSet<String> = analyze(&mut ident, &h.tags).into_iter().collect();
             for (name, terms) in &matched_terms {
-                let set = match *name {
-                    "content" => &doc_en,
-                    "identifiers" => &doc_ident,
-                    _ => &doc_tags,
+                let (analyzer, text) = match *name {
+                    "content" => (&mut en, &h.content),
+                    "identifiers" => (&mut ident, &h.content),
+                    _ => (&mut ident, &h.tags),
                 };
-                let m: Vec<String> = terms.iter().filter(|t| set.contains(*t)).cloned().collect();
+                let found = present(analyzer, text, terms);
+                let m: Vec<String> = terms
+                    .iter()
+                    .filter(|t| found.contains(&String::as_str(t)))
+                    .cloned()
+                    .collect();
                 if !m.is_empty() {
                     h.matched.insert(name.to_string(), m);
                 }
@@ -1207,6 +1267,23 @@ fn run_search(
         rebuilt: None,
         took_ms: 0.0,
     })
+}
+
+/// Which of `wanted` the analysed `text` holds.
+fn present<'a>(
+    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
+    text: &str,
+    wanted: &'a [String],
+) -> BTreeSet<&'a str> {
+    let mut found = BTreeSet::new();
+    let mut stream = analyzer.token_stream(text);
+    while stream.advance() {
+        let token = &stream.token().text;
+        if let Some(w) = wanted.iter().find(|w| *w == token) {
+            found.insert(w.as_str());
+        }
+    }
+    found
 }
 
 /// One scored term of a query: the field, the name it is reported under
@@ -1272,11 +1349,20 @@ struct Pass<'a> {
     phrases: &'a [Vec<Term>],
     pairs: &'a [[Term; 2]],
     ranking: &'a Ranking,
+    /// When the question is asked (Unix seconds): recency counts from here.
     now: i64,
+    /// The window of time the question names: items created in it are
+    /// scored × (1 + `date_weight`).
+    window: Option<(i64, i64)>,
     scored: bool,
     top_k: usize,
+    /// How many of the best candidates become hits (their stored
+    /// documents read): `top_k`, or more when feedback reads them.
+    keep: usize,
     /// The median item length, worked out once per index.
     median: &'a std::sync::OnceLock<f64>,
+    /// The ranking columns of the index's segments.
+    columns: &'a ColumnCache,
 }
 
 impl Pass<'_> {
@@ -1286,6 +1372,19 @@ impl Pass<'_> {
         }
         let m = median_length(self.searcher, self.fields)?;
         Ok(*self.median.get_or_init(|| m))
+    }
+
+    /// The ranking columns of a segment, opened once per index.
+    fn segment_columns(&self, seg: &tantivy::SegmentReader) -> Result<std::sync::Arc<Columns>> {
+        let id = seg.segment_id();
+        if let Some(c) = self.columns.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(c);
+        }
+        let c = std::sync::Arc::new(Columns::open(seg, self.fields)?);
+        if let Ok(mut m) = self.columns.lock() {
+            m.insert(id, c.clone());
+        }
+        Ok(c)
     }
 
     /// The candidates for `terms`, best first.
@@ -1364,112 +1463,254 @@ impl Pass<'_> {
         } else {
             0.0
         };
-        let mut norms: HashMap<u32, tantivy::fieldnorm::FieldNormReader> = HashMap::new();
-        let mut hits = Vec::new();
-        let mut groups: Vec<Option<String>> = Vec::new();
+        // Ranking reads fast fields (columns); only the hits kept below
+        // have their stored document read.
+        let wants_tags = self.scored
+            && (!ranking.tag_weights.is_empty()
+                || (ranking.group_weight > 0.0 && !ranking.group_tag_prefix.is_empty()));
+        let mut columns: HashMap<u32, std::sync::Arc<Columns>> = HashMap::new();
+        let mut scope_weights: HashMap<(u32, u64), f64> = HashMap::new();
+        let mut candidates = Vec::with_capacity(docs.len());
         for (bm25, addr) in docs {
+            let cols = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.segment_columns(searcher.segment_reader(addr.segment_ord))?)
+                }
+            };
+            let doc = addr.doc_id;
+            let updated = cols
+                .updated
+                .as_ref()
+                .and_then(|c| c.first(doc))
+                .unwrap_or(0);
+            let mut group = None;
+            let mut tag_weight = 1.0;
+            if wants_tags {
+                let tags = Columns::text(cols.tags.as_ref(), doc)?;
+                tag_weight = tags
+                    .split_whitespace()
+                    .filter_map(|t| ranking.tag_weights.get(t))
+                    .product();
+                group = tags
+                    .split_whitespace()
+                    .find(|t| {
+                        !ranking.group_tag_prefix.is_empty()
+                            && t.starts_with(&ranking.group_tag_prefix)
+                    })
+                    .map(str::to_string);
+            }
+            let score = if self.scored {
+                let conf = cols
+                    .confidence
+                    .as_ref()
+                    .and_then(|c| c.first(doc))
+                    .unwrap_or(0.5);
+                let age_days = ((self.now - updated).max(0) as f64) / 86400.0;
+                let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
+                let weight =
+                    cols.scope_weight(addr.segment_ord, doc, ranking, &mut scope_weights)?;
+                let date_weight = match (self.window, &cols.created) {
+                    (Some((start, end)), Some(created)) => {
+                        let t = created.first(doc).unwrap_or(0);
+                        if (start..end).contains(&t) {
+                            1.0 + ranking.date_weight
+                        } else {
+                            1.0
+                        }
+                    }
+                    _ => 1.0,
+                };
+                let length_weight = match &cols.norms {
+                    Some(norms) if average > 0.0 => length_prior(
+                        f64::from(norms.fieldnorm(doc)),
+                        average,
+                        ranking.length_prior,
+                    ),
+                    _ => 1.0,
+                };
+                f64::from(bm25)
+                    * weight
+                    * tag_weight
+                    * length_weight
+                    * date_weight
+                    * (1.0 + ranking.confidence_weight * (conf - 0.5))
+                    * (1.0 + ranking.recency_weight * (recency - 0.5))
+            } else {
+                0.0
+            };
+            candidates.push(Candidate {
+                addr,
+                bm25: f64::from(bm25),
+                score,
+                recency_key: if self.scored { 0 } else { updated },
+                group,
+                id: None,
+            });
+        }
+        // Items of one group (one conversation) lend each other a share of the group's best score.
+        if self.scored && ranking.group_weight > 0.0 {
+            let mut best: HashMap<&str, f64> = HashMap::new();
+            for c in &candidates {
+                if let Some(g) = &c.group {
+                    let e = best.entry(g.as_str()).or_insert(0.0);
+                    *e = e.max(c.score);
+                }
+            }
+            let lent: Vec<f64> = candidates
+                .iter()
+                .map(|c| {
+                    // An item outside any group is a group of its own.
+                    let b = c
+                        .group
+                        .as_deref()
+                        .and_then(|g| best.get(g))
+                        .copied()
+                        .unwrap_or(c.score);
+                    ranking.group_weight * b
+                })
+                .collect();
+            for (c, add) in candidates.iter_mut().zip(lent) {
+                c.score += add;
+            }
+        }
+        candidates.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| b.recency_key.cmp(&a.recency_key))
+        });
+        // Equal scores break ties by id: the ids are read for the runs of
+        // equal candidates that reach into the kept hits.
+        let keep = self.keep.min(candidates.len());
+        let mut start = 0;
+        while start < keep {
+            let same = |c: &Candidate| {
+                c.score.total_cmp(&candidates[start].score).is_eq()
+                    && c.recency_key == candidates[start].recency_key
+            };
+            let end = start + candidates[start..].iter().take_while(|c| same(c)).count();
+            if end - start > 1 {
+                for c in &mut candidates[start..end] {
+                    let cols = columns
+                        .get(&c.addr.segment_ord)
+                        .ok_or_else(|| tantivy_err("search", "a candidate lost its segment"))?;
+                    c.id = Some(Columns::text(cols.id.as_ref(), c.addr.doc_id)?);
+                }
+                candidates[start..end].sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            start = end;
+        }
+        candidates.truncate(keep);
+        let mut hits = Vec::with_capacity(candidates.len());
+        for c in candidates {
             let d: TantivyDocument = searcher
-                .doc(addr)
+                .doc(c.addr)
                 .map_err(|e| tantivy_err("read document", e))?;
             let text = |field: Field| {
                 d.get_first(field)
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
             };
-            let num_i = |field: Field| d.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
-            let conf = d
-                .get_first(f.confidence)
-                .and_then(|v| v.as_f64())
-                .unwrap_or(0.5);
-            let scope = text(f.scope).unwrap_or_default();
-            let updated = num_i(f.updated);
-            let tags = text(f.tags).unwrap_or_default();
-            let tag_weight: f64 = tags
-                .split_whitespace()
-                .filter_map(|t| ranking.tag_weights.get(t))
-                .product();
-            let group = tags
-                .split_whitespace()
-                .find(|t| {
-                    !ranking.group_tag_prefix.is_empty() && t.starts_with(&ranking.group_tag_prefix)
-                })
-                .map(str::to_string);
-            let score = if self.scored {
-                let age_days = ((self.now - updated).max(0) as f64) / 86400.0;
-                let recency = 0.5f64.powf(age_days / ranking.recency_half_life_days.max(1e-9));
-                let weight = ranking.scope_weights.get(&scope).copied().unwrap_or(1.0);
-                let length_weight = if average > 0.0 {
-                    let norms = match norms.entry(addr.segment_ord) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                            searcher
-                                .segment_reader(addr.segment_ord)
-                                .get_fieldnorms_reader(f.content)
-                                .map_err(|e| tantivy_err("read field norms", e))?,
-                        ),
-                    };
-                    length_prior(
-                        f64::from(norms.fieldnorm(addr.doc_id)),
-                        average,
-                        ranking.length_prior,
-                    )
-                } else {
-                    1.0
-                };
-                f64::from(bm25)
-                    * weight
-                    * tag_weight
-                    * length_weight
-                    * (1.0 + ranking.confidence_weight * (conf - 0.5))
-                    * (1.0 + ranking.recency_weight * (recency - 0.5))
-            } else {
-                0.0
-            };
-            let content = text(f.content).unwrap_or_default();
-            groups.push(group);
             hits.push(Hit {
-                recency_key: if self.scored { 0 } else { updated },
+                recency_key: c.recency_key,
                 id: text(f.id).unwrap_or_default(),
-                score,
-                bm25: f64::from(bm25),
+                score: c.score,
+                bm25: c.bm25,
                 matched: BTreeMap::new(),
-                tags: tags.clone(),
-                content,
+                tags: text(f.tags).unwrap_or_default(),
+                content: text(f.content).unwrap_or_default(),
                 kind: text(f.kind).unwrap_or_default(),
-                scope,
+                scope: text(f.scope).unwrap_or_default(),
                 scope_id: text(f.scope_id),
                 status: text(f.status).unwrap_or_default(),
-                confidence: conf,
+                confidence: d
+                    .get_first(f.confidence)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.5),
             });
         }
-        // Items of one group (one conversation) lend each other a share of the group's best score.
-        if self.scored && ranking.group_weight > 0.0 {
-            let mut best: HashMap<&str, f64> = HashMap::new();
-            for (h, g) in hits.iter().zip(&groups) {
-                if let Some(g) = g {
-                    let e = best.entry(g.as_str()).or_insert(0.0);
-                    *e = e.max(h.score);
-                }
-            }
-            let best: HashMap<String, f64> =
-                best.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            for (h, g) in hits.iter_mut().zip(&groups) {
-                // An item outside any group is a group of its own.
-                let b = g
-                    .as_ref()
-                    .and_then(|g| best.get(g))
-                    .copied()
-                    .unwrap_or(h.score);
-                h.score += ranking.group_weight * b;
+        Ok(hits)
+    }
+}
+
+/// A scored document before its stored fields are read.
+struct Candidate {
+    addr: tantivy::DocAddress,
+    bm25: f64,
+    score: f64,
+    recency_key: i64,
+    /// Its group (the first tag with the group prefix).
+    group: Option<String>,
+    /// Its id, read only when it ties with another candidate.
+    id: Option<String>,
+}
+
+/// The columns of one segment that ranking reads.
+struct Columns {
+    id: Option<tantivy::columnar::StrColumn>,
+    scope: Option<tantivy::columnar::StrColumn>,
+    tags: Option<tantivy::columnar::StrColumn>,
+    updated: Option<tantivy::columnar::Column<i64>>,
+    created: Option<tantivy::columnar::Column<i64>>,
+    confidence: Option<tantivy::columnar::Column<f64>>,
+    norms: Option<tantivy::fieldnorm::FieldNormReader>,
+}
+
+impl Columns {
+    fn open(seg: &tantivy::SegmentReader, f: Fields) -> Result<Columns> {
+        let fast = seg.fast_fields();
+        let err = |e| tantivy_err("read fast fields", e);
+        Ok(Columns {
+            id: fast.str("id").map_err(err)?,
+            scope: fast.str("scope").map_err(err)?,
+            tags: fast.str("tags").map_err(err)?,
+            updated: fast.column_opt("updated").map_err(err)?,
+            created: fast.column_opt("created").map_err(err)?,
+            confidence: fast.column_opt("confidence").map_err(err)?,
+            norms: Some(
+                seg.get_fieldnorms_reader(f.content)
+                    .map_err(|e| tantivy_err("read field norms", e))?,
+            ),
+        })
+    }
+
+    /// The (first) value of a text column for `doc`; empty when it has none.
+    fn text(column: Option<&tantivy::columnar::StrColumn>, doc: u32) -> Result<String> {
+        let mut out = String::new();
+        if let Some(col) = column {
+            if let Some(ord) = col.term_ords(doc).next() {
+                col.ord_to_str(ord, &mut out)
+                    .map_err(|e| tantivy_err("read fast fields", e))?;
             }
         }
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| b.recency_key.cmp(&a.recency_key))
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(hits)
+        Ok(out)
+    }
+
+    /// The weight of `doc`'s scope; `cache` keeps the weight of each scope
+    /// (by segment and ordinal) for one query.
+    fn scope_weight(
+        &self,
+        seg: u32,
+        doc: u32,
+        ranking: &Ranking,
+        cache: &mut HashMap<(u32, u64), f64>,
+    ) -> Result<f64> {
+        let unscoped = || ranking.scope_weights.get("").copied().unwrap_or(1.0);
+        let Some(col) = &self.scope else {
+            return Ok(unscoped());
+        };
+        let Some(ord) = col.term_ords(doc).next() else {
+            return Ok(unscoped());
+        };
+        if let Some(w) = cache.get(&(seg, ord)) {
+            return Ok(*w);
+        }
+        let mut name = String::new();
+        col.ord_to_str(ord, &mut name)
+            .map_err(|e| tantivy_err("read fast fields", e))?;
+        let w = ranking.scope_weights.get(&name).copied().unwrap_or(1.0);
+        cache.insert((seg, ord), w);
+        Ok(w)
     }
 }
 
