@@ -306,20 +306,25 @@ fn kill_hook(cmd: &mut Command, name: &str, delay: Option<Duration>, ctx: &str) 
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(seen.is_some(), "{ctx}: git ran no `cairn hook {name}`");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        seen.is_some(),
+        "{ctx}: git ran no `cairn hook {name}` (exit {:?}): {stderr}",
+        out.status.code()
+    );
     HookRun {
         ok: out.status.success(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
         landed,
         ran: ran.or_else(|| seen.map(|(_, at)| at.elapsed())),
     }
 }
 
-/// git in clone `c` as a person runs it (hooks in the foreground).
+/// git in clone `c` as a person runs it (hooks in the foreground), as
+/// `common::net` runs it.
 fn git_cmd(net: &Net, c: &Peer, args: &[&str]) -> Command {
-    let mut cmd = Command::new("git");
-    common::hermetic(&mut cmd, net.home.path());
-    cmd.current_dir(&c.dir)
+    let mut cmd = common::setup::git_cmd(&c.dir);
+    cmd.env("HOME", net.home.path())
         .env("CAIRN_NOW", cli::NOW)
         .env("CAIRN_HOOK_FOREGROUND", "1")
         .args(args);
@@ -481,15 +486,20 @@ const INDEX_QUERIES: [&str; 5] = [
     "queue",
 ];
 
-/// `n` memory items as `cairn memory import` lines: 4 to 9 words each,
-/// drawn from [`WORDS`] by `rng`.
+/// `n` memory items as `cairn memory import` lines: 4 to 6 distinct words
+/// each, drawn from [`WORDS`] by `rng`. Items of one length that hold a
+/// query word score alike, so the ties run past the ranking's candidates.
 fn corpus(rng: &mut Rng, n: usize, tag: &str) -> String {
     let mut text = String::new();
     for i in 0..n {
-        let len = 4 + (rng.next() % 6) as usize;
-        let words: Vec<&str> = (0..len)
-            .map(|_| WORDS[(rng.next() % WORDS.len() as u64) as usize])
-            .collect();
+        let len = 4 + (rng.next() % 3) as usize;
+        let mut words: Vec<&str> = Vec::with_capacity(len);
+        while words.len() < len {
+            let w = WORDS[(rng.next() % WORDS.len() as u64) as usize];
+            if !words.contains(&w) {
+                words.push(w);
+            }
+        }
         let line = json!({"id": format!("{tag}{i}"), "content": words.join(" "), "type": "fact"});
         text.push_str(&format!("{line}\n"));
     }
