@@ -481,6 +481,9 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
             waited_ms: 0,
         })?;
     }
+    if let Some(file) = index_file {
+        remove_stale_index_lock(store, file)?;
+    }
     let changes = store.staged_changes(index_file)?;
     // Even a commit with no changes (--allow-empty) carries the mirror index
     // forward, so the mirror stays current commit by commit.
@@ -669,6 +672,36 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         .cloned()
         .collect();
     Ok(report)
+}
+
+/// The index git hands the pre-commit hook (`GIT_INDEX_FILE`: the
+/// `index.lock` of the commit, or a temporary index for `git commit
+/// <paths>`) is private to the git command waiting for the hook: only the
+/// hook writes it. A lock file beside it was left by an earlier hook killed
+/// while staging (its `git update-index` died with it) and would refuse this
+/// commit's staging: it is removed. The repository's own index is left alone
+/// (its lock belongs to whichever git command holds it).
+fn remove_stale_index_lock(store: &Store, index_file: &Path) -> Result<()> {
+    let full = match (index_file.is_absolute(), store.workdir()) {
+        (false, Some(w)) => w.join(index_file),
+        _ => index_file.to_path_buf(),
+    };
+    let repo_index = store.git_dir().join("index");
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(&full, &repo_index) {
+        return Ok(());
+    }
+    let mut lock = full.into_os_string();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    match std::fs::remove_file(&lock) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", lock, e)),
+    }
 }
 
 /// Where the pre-commit hook remembers the blobs it staged, until a commit is made.
