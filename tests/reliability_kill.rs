@@ -411,7 +411,7 @@ fn sigkill_during_hook_runs() {
             b.append(&run_b, &id);
             b.ok(&["sync"]);
             acked_b.push(id);
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 let id = format!("m{i}");
                 a.append(&run_a, &id);
                 acked_a.push(id);
