@@ -365,6 +365,12 @@ fn sigkill_during_hook_runs() {
     let mut run_a = a.boot("hand edits on a");
     let run_b = b.boot("writes on b");
     b.ok(&["sync"]);
+    // git's automatic gc runs inside the git command that starts it, not
+    // detached: a detached one prunes loose objects while the checks' `git
+    // fsck` reads them (a 1,000-kill run failed so).
+    for c in [&a, &b] {
+        c.git(&["config", "gc.autoDetach", "false"]);
+    }
     let mut acked_a: Vec<String> = Vec::new();
     let mut acked_b: Vec<String> = Vec::new();
     let commit = |i: usize| {
