@@ -153,6 +153,11 @@ fn sigkill_during_sync_merges() {
     let mut rng = Rng(seed("sync"));
     let (net, a) = Net::new();
     let b = net.clone("b", true);
+    // As in the hook test: git's automatic gc (after a fetch) is not
+    // detached, so it never prunes under the checks' `git fsck`.
+    for c in [&a, &b] {
+        c.git(&["config", "gc.autoDetach", "false"]);
+    }
     let mut run_a = a.boot("from a");
     let mut run_b = b.boot("from b");
     a.ok(&["sync"]);
