@@ -645,6 +645,7 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
     if let Some(workdir) = store.workdir() {
         for (path, content) in &to_stage {
             let full = workdir.join(path);
+            remove_dead_temp_files(&full);
             if let (true, Some(c)) = (rewritten.contains_key(path), staged_now.get(path.as_str())) {
                 let on_disk = std::fs::read(&full).ok();
                 if on_disk.as_deref().map(blob_id_of) != c.new.map(|(id, _)| id) {
@@ -701,6 +702,32 @@ fn remove_stale_index_lock(store: &Store, index_file: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", lock, e)),
+    }
+}
+
+/// Removes the temp files a killed writer left beside `file`
+/// ([`write_atomic`] names them `.NAME.PID.tmp`): a pre-commit killed while
+/// writing pages left one in the work tree, where `git add -A` would commit
+/// it. A temp file whose process still runs (the watcher's) is left alone.
+fn remove_dead_temp_files(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        if pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
