@@ -485,6 +485,9 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
             waited_ms: 0,
         })?;
     }
+    if let Some(file) = index_file {
+        remove_stale_index_lock(store, file)?;
+    }
     let changes = store.staged_changes(index_file)?;
     // Even a commit with no changes (--allow-empty) carries the mirror index
     // forward, so the mirror stays current commit by commit.
@@ -646,6 +649,7 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
     if let Some(workdir) = store.workdir() {
         for (path, content) in &to_stage {
             let full = workdir.join(path);
+            remove_dead_temp_files(&full);
             if let (true, Some(c)) = (rewritten.contains_key(path), staged_now.get(path.as_str())) {
                 let on_disk = std::fs::read(&full).ok();
                 if on_disk.as_deref().map(blob_id_of) != c.new.map(|(id, _)| id) {
@@ -673,6 +677,62 @@ pub fn pre_commit(store: &Store, index_file: Option<&Path>) -> Result<PreCommitR
         .cloned()
         .collect();
     Ok(report)
+}
+
+/// The index git hands the pre-commit hook (`GIT_INDEX_FILE`: the
+/// `index.lock` of the commit, or a temporary index for `git commit
+/// <paths>`) is private to the git command waiting for the hook: only the
+/// hook writes it. A lock file beside it was left by an earlier hook killed
+/// while staging (its `git update-index` died with it) and would refuse this
+/// commit's staging: it is removed. The repository's own index is left alone
+/// (its lock belongs to whichever git command holds it).
+fn remove_stale_index_lock(store: &Store, index_file: &Path) -> Result<()> {
+    let full = match (index_file.is_absolute(), store.workdir()) {
+        (false, Some(w)) => w.join(index_file),
+        _ => index_file.to_path_buf(),
+    };
+    let repo_index = store.git_dir().join("index");
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(&full, &repo_index) {
+        return Ok(());
+    }
+    let mut lock = full.into_os_string();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    match std::fs::remove_file(&lock) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", lock, e)),
+    }
+}
+
+/// Removes the temp files a killed writer left beside `file`
+/// ([`write_atomic`] names them `.NAME.PID.tmp`): a pre-commit killed while
+/// writing pages left one in the work tree, where `git add -A` would commit
+/// it. A temp file whose process still runs (the watcher's) is left alone.
+fn remove_dead_temp_files(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        if pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Where the pre-commit hook remembers the blobs it staged, until a commit is made.

@@ -616,3 +616,23 @@ fn hand_commits_and_cairn_writes_interleave_without_losing_either() {
         .contains(&format!("confidence: 0.{}", 50 + HAND - 1)));
     fx.env.ok(&["fsck"]);
 }
+
+#[test]
+fn pre_commit_removes_temp_files_a_killed_hook_left_beside_its_pages() {
+    let fx = fixture();
+    // A pre-commit killed while writing a page leaves `write_atomic`'s temp
+    // file (`.NAME.PID.tmp`); one of a live process (here: this test) stays.
+    let dead = fx.env.path("mirror/.index.json.999999999.tmp");
+    let live = fx
+        .env
+        .path(&format!("mirror/.index.json.{}.tmp", std::process::id()));
+    std::fs::write(&dead, "torn").unwrap();
+    std::fs::write(&live, "in flight").unwrap();
+    fx.stage_item(|t| t.replace("confidence: 0.8", "confidence: 0.9"));
+    let (ok, err) = fx.commit("raise the confidence");
+    assert!(ok, "{err}");
+    assert!(!dead.exists(), "the dead writer's temp file is still there");
+    assert!(live.exists(), "a live writer's temp file was removed");
+    std::fs::remove_file(&live).unwrap();
+    assert_eq!(fx.env.git(&["status", "--porcelain"]), "");
+}

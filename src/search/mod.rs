@@ -12,7 +12,8 @@
 //!   rebuild can fix it.
 //! - One writer at a time (`.cairn/index.lock`, an OS lock); readers use
 //!   tantivy snapshots and never block the store's writers.
-//! - Ranking is deterministic: equal scores break ties by id.
+//! - Ranking is deterministic: equal scores break ties by id, also where
+//!   the candidates are cut (every document tied with the last is taken).
 //! - Each ledger event is stored whole (its JSON, changed paths included),
 //!   numbered in the order of a history walk from the tip, oldest first: the
 //!   ledger is read back from the index without a diff per commit. A range
@@ -1452,12 +1453,7 @@ impl Pass<'_> {
         } else {
             usize::MAX / 4
         };
-        let docs = searcher
-            .search(
-                &query,
-                &TopDocs::with_limit(candidates.min(1_000_000)).order_by_score(),
-            )
-            .map_err(|e| tantivy_err("search", e))?;
+        let docs = top_docs(searcher, &query, candidates.min(1_000_000), self.scored)?;
         let average = if self.scored && ranking.length_prior > 0.0 {
             self.median_length()?
         } else {
@@ -1711,6 +1707,39 @@ impl Columns {
         let w = ranking.scope_weights.get(&name).copied().unwrap_or(1.0);
         cache.insert((seg, ord), w);
         Ok(w)
+    }
+}
+
+/// The `limit` best documents by BM25 and, when `scored`, every document
+/// tied with the last of them. tantivy breaks ties by document address,
+/// which differs between a fresh index and one caught up commit by commit:
+/// the ranking's own tie-break (by id) must see the same candidates in both.
+fn top_docs(
+    searcher: &Searcher,
+    query: &dyn Query,
+    limit: usize,
+    scored: bool,
+) -> Result<Vec<(f32, tantivy::DocAddress)>> {
+    let search = |n: usize| {
+        searcher
+            .search(query, &TopDocs::with_limit(n).order_by_score())
+            .map_err(|e| tantivy_err("search", e))
+    };
+    if !scored || limit == 0 {
+        return search(limit);
+    }
+    let mut take = limit;
+    loop {
+        let mut docs = search(take + 1)?;
+        let complete = docs.len() <= take;
+        if complete || docs[take].0 < docs[limit - 1].0 {
+            if docs.len() > limit {
+                let boundary = docs[limit - 1].0;
+                docs.retain(|(score, _)| *score >= boundary);
+            }
+            return Ok(docs);
+        }
+        take = take.saturating_mul(2);
     }
 }
 

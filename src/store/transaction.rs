@@ -319,6 +319,19 @@ impl Store {
         Ok(lock)
     }
 
+    /// Finishes, under the store lock, what a killed writer left half done
+    /// after its ref moved (the work-tree files, index entries and tags its
+    /// journal names); nothing when no write is pending. Writes do this
+    /// first anyway: a command that may end without writing (a sync with
+    /// nothing to integrate) calls it, or the work tree would stay behind
+    /// the tip until the next write.
+    pub fn finish_interrupted_write(&self) -> Result<()> {
+        if !self.has_pending_write() {
+            return Ok(());
+        }
+        self.lock_for_writing().map(drop)
+    }
+
     /// Moves the branch forward to `to`, a descendant of the tip (a
     /// fast-forward after a fetch), and brings the work tree and index up to
     /// date for the paths that differ. Nothing new is committed: `to` and its

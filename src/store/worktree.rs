@@ -237,7 +237,23 @@ impl Store {
         what: &str,
         stdin: Option<&[u8]>,
     ) -> Result<Vec<u8>> {
+        use std::os::unix::process::CommandExt;
         use std::process::Stdio;
+        // The child dies with this process: a `git update-index` that
+        // outlived a killed cairn (a hook killed while staging) would finish
+        // its index write after the git command that ran the hook had rolled
+        // that index back, and leave `index.lock` behind, refusing every git
+        // command. The child is always waited for below, so the thread that
+        // spawns it outlives it.
+        // SAFETY: prctl is async-signal-safe, as a pre_exec closure requires.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         c.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -115,6 +115,10 @@ pub fn sync(store: &Store, opts: &SyncOptions) -> Result<SyncReport> {
     if opts.resolve {
         resolve_in_progress(store, &mut report)?;
     }
+    // A sync killed after its merge moved the branch left the work tree
+    // behind it; with that merge already holding the remote's tip, nothing
+    // below would write, so the journal is finished here.
+    store.finish_interrupted_write()?;
     let attempts = opts.attempts.max(1);
     for attempt in 1..=attempts {
         report.attempts = attempt;
