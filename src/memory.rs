@@ -1125,8 +1125,10 @@ pub fn import(
 /// [`import`] over records read twice from `records` (each call starts the
 /// input again): a first pass checks every record and keeps nothing but the
 /// violations (at most 1,000 are listed, the rest counted), a second pass
-/// writes the items `batch` per commit, each commit rendering the mirror
-/// pages once for its items. What stays in memory is one batch and the new
+/// writes the items `batch` per commit; the last commit renders the mirror
+/// pages once for all of them (the ones before it hold the items only, and
+/// an import stopped part way leaves the next write to catch the mirror
+/// up, as after a hand commit). What stays in memory is one batch and the new
 /// ids, whatever the size of the input. A record the reader cannot give (an
 /// error from the iterator) stops the import before anything is written
 /// when the first pass meets it.
@@ -1198,7 +1200,10 @@ where
             break;
         }
         let first = ids.len();
-        store.transact(None, |_| {
+        // Only the last commit renders the mirror, once for every item:
+        // rendering it per commit re-rendered every page each time.
+        let last = (first + chunk.len()) as u64 >= total;
+        let build = |_: &crate::store::Snapshot<'_>| {
             let mut changes = Changes::new();
             for item in &chunk {
                 changes.insert(item.path(), Some(item.to_yaml().into_bytes()));
@@ -1213,7 +1218,12 @@ where
                 .payload(json!({"source": source, "first_record": first + 1, "count": chunk.len(),
                     "items": chunk.iter().map(|i| ItemChange { id: i.id.clone(), status: ItemStatus::Active }).collect::<Vec<_>>()})),
             })
-        })?;
+        };
+        if last {
+            store.transact(None, build)?;
+        } else {
+            store.transact_underived(build)?;
+        }
         commits += 1;
         ids.extend(chunk.iter().map(|i| i.id.clone()));
         progress(ids.len() as u64, total);

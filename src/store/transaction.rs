@@ -116,7 +116,19 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        self.transact_with(key, true, &[], build)
+        self.transact_with(key, true, &[], true, build)
+    }
+
+    /// [`Store::transact`] without the derived files (the mirror's pages):
+    /// the commit holds what `build` planned and nothing else, like a hand
+    /// commit, and the next write that derives catches the derived files up
+    /// from the last commit that wrote them. For bulk writes made of many
+    /// commits (an import), whose last commit derives once for all of them.
+    pub fn transact_underived<F>(&self, build: F) -> Result<Committed>
+    where
+        F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
+    {
+        self.transact_with(None, true, &[], false, build)
     }
 
     /// [`Store::transact`] for repairs: builds on the tip even when it fails
@@ -125,7 +137,7 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        self.transact_with(None, false, &[], build)
+        self.transact_with(None, false, &[], true, build)
     }
 
     /// [`Store::transact`] for a merge: the commit gets `theirs` as its
@@ -136,7 +148,7 @@ impl Store {
     where
         F: FnMut(&Snapshot<'_>) -> Result<Mutation>,
     {
-        self.transact_with(None, true, &[theirs], build)
+        self.transact_with(None, true, &[theirs], true, build)
     }
 
     pub(super) fn transact_with<F>(
@@ -144,6 +156,7 @@ impl Store {
         key: Option<&idempotency::Keyed>,
         verify_tip: bool,
         merged: &[Oid],
+        derive: bool,
         mut build: F,
     ) -> Result<Committed>
     where
@@ -183,8 +196,10 @@ impl Store {
             let parsed =
                 self.validate_changes(&snap, mutation.changes.iter(), &limits, !verify_tip)?;
             let planned: BTreeSet<String> = mutation.changes.keys().cloned().collect();
-            self.steps
-                .derive(self, &snap, &mut mutation.changes, parsed)?;
+            if derive {
+                self.steps
+                    .derive(self, &snap, &mut mutation.changes, parsed)?;
+            }
             // What derivation added is checked too (paths, sizes), by the same limits.
             let added = mutation
                 .changes
