@@ -574,11 +574,22 @@ fn hostile_questions_are_never_refused() {
 
 /// The ids of a search for `text` under `ranking`, best first.
 fn ranked(f: &Fixture, text: &str, ranking: &Ranking) -> Vec<String> {
+    ranked_at(f, text, ranking, None)
+}
+
+/// [`ranked`], asked at `as_of` (the store clock for `None`).
+fn ranked_at(
+    f: &Fixture,
+    text: &str,
+    ranking: &Ranking,
+    as_of: Option<time::OffsetDateTime>,
+) -> Vec<String> {
     search::search(
         &f.store,
         &SearchQuery {
             text: text.into(),
             top_k: 10,
+            as_of,
             ..Default::default()
         },
         ranking,
@@ -618,23 +629,8 @@ fn dates_named_in_the_question_lift_items_created_then() {
         .ids;
     // Wednesday 31 May 2023: last Saturday is the 27th.
     let asked = time::OffsetDateTime::from_unix_timestamp(1_685_534_400).unwrap();
-    let ask = |ranking: &Ranking, as_of| -> Vec<String> {
-        search::search(
-            &f.store,
-            &SearchQuery {
-                text: "What risotto did I cook last Saturday?".into(),
-                top_k: 10,
-                as_of,
-                ..Default::default()
-            },
-            ranking,
-            &quiet,
-        )
-        .unwrap()
-        .hits
-        .into_iter()
-        .map(|h| h.id)
-        .collect()
+    let ask = |ranking: &Ranking, as_of| {
+        ranked_at(&f, "What risotto did I cook last Saturday?", ranking, as_of)
     };
     // Off: the shorter item wins on length.
     assert_eq!(ask(&bare(), Some(asked)), [ids[1].clone(), ids[0].clone()]);
